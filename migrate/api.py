@@ -1,0 +1,149 @@
+"""The library entry point: ``convert(path) -> Conversion``.
+
+    conv = migrate.convert("model.keras")
+    model = conv.module()              # nn.Module with the weights loaded
+    conv.save("out/")                  # model.py, model.safetensors, conversion.json
+
+Conversion reads the model file (never importing TensorFlow), translates its
+graph through the rule table, renders ``model.py``, checks that the source
+compiles and that its ``state_dict`` keys and shapes are exactly the converted
+weights, and only then hands the result back.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .emit.source import render
+from .errors import ConversionError
+from . import read as _read
+from .translate import Options, Program, translate
+
+WEIGHT_FILES = {"safetensors": "model.safetensors", "pt": "model.pt"}
+
+
+@dataclass
+class Conversion:
+    """A converted model: source, weights and report, in memory."""
+
+    source: str  # the text of model.py
+    state_dict: dict[str, torch.Tensor]
+    program: Program = field(repr=False)
+    source_info: dict = field(default_factory=dict)
+    weights_format: str = "safetensors"
+    parity: dict | None = None
+    _params: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def class_name(self) -> str:
+        return self.program.class_name
+
+    @property
+    def report(self) -> dict:
+        """The content of ``conversion.json``."""
+        from .report import build_report
+        return build_report(self)
+
+    def module_class(self) -> type:
+        """The generated ``nn.Module`` subclass (source executed in a fresh
+        namespace; it is our own generated code, not the model file's)."""
+        namespace: dict = {"__name__": "keras2torch_generated"}
+        exec(compile(self.source, "model.py", "exec"), namespace)
+        return namespace[self.class_name]
+
+    def module(self) -> torch.nn.Module:
+        """An instance of the port with the converted weights, in eval mode."""
+        model = self.module_class()()
+        model.load_state_dict(self.state_dict, strict=True)
+        return model.eval()
+
+    def save(self, outdir, *, force: bool = False,
+             weights_format: str | None = None) -> Path:
+        """Write model.py, the weights and conversion.json to ``outdir``,
+        all or nothing."""
+        from .write import write_outdir
+        if weights_format:
+            self.weights_format = weights_format
+        return write_outdir(self, Path(outdir), force=force)
+
+
+def convert(path, weights=None, *, class_name: str | None = None,
+            layout: str = "torch", weights_format: str = "safetensors",
+            rules: dict | None = None) -> Conversion:
+    """Convert a Keras model file.
+
+    ``path`` is a ``.keras`` archive, a legacy full-model ``.h5``, or a JSON
+    config (``model.to_json()``) with ``weights`` a Keras 2 or Keras 3
+    weights file.  ``layout="keras"`` keeps Keras's channels-last layout at
+    the port's inputs and outputs.  ``rules`` maps Keras class (or registered)
+    names to extra :class:`migrate.rules.Rule` objects.
+    """
+    if layout not in ("torch", "keras"):
+        raise ConversionError(f"layout must be 'torch' or 'keras', not "
+                              f"{layout!r}")
+    if weights_format not in WEIGHT_FILES:
+        raise ConversionError(f"weights format must be one of "
+                              f"{sorted(WEIGHT_FILES)}")
+    if class_name is not None and not (class_name.isidentifier()
+                                       and class_name.isascii()):
+        raise ConversionError(f"class name {class_name!r} is not a Python "
+                              "identifier")
+    with _read.open_model(os.fspath(path), None if weights is None
+                    else os.fspath(weights)) as src:
+        program = translate(src.graph, Options(layout, class_name, rules))
+        flags = "" if layout == "torch" else " --layout keras"
+        if class_name:
+            flags += f" --class-name {class_name}"
+        source = render(program, flags)
+        state = {k: _tensor(k, fn()) for k, fn in program.state.items()}
+        info = {"path": os.fspath(path), "sha256": src.sha256,
+                "format": src.format, "keras_version": src.keras_version}
+        if weights is not None:
+            info["weights_path"] = os.fspath(weights)
+    conv = Conversion(source, state, program, info, weights_format)
+    conv._params = _check(conv)
+    return conv
+
+
+def _tensor(key: str, value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.contiguous()
+    arr = np.ascontiguousarray(value)
+    return torch.from_numpy(arr.copy() if not arr.flags.writeable else arr)
+
+
+def _check(conv: Conversion) -> dict:
+    """Compile the source, build the module on the meta device and compare
+    its state_dict with the converted weights.  Returns parameter counts per
+    submodule."""
+    try:
+        cls = conv.module_class()
+    except SyntaxError as exc:  # a bug in a rule, never user input
+        raise ConversionError(f"internal error: generated model.py does not "
+                              f"compile ({exc})") from exc
+    with torch.device("meta"):
+        model = cls()
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in conv.state_dict.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected)
+                       if got[k] != expected[k])
+        raise ConversionError(
+            "internal error: converted weights do not fit the generated "
+            f"module (missing {missing}, unexpected {extra}, shape mismatch "
+            f"{[(k, got[k], expected[k]) for k in wrong]})")
+    counts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        counts[name.split(".", 1)[0]] = counts.get(
+            name.split(".", 1)[0], 0) + p.numel()
+    return counts
+
+
+__all__ = ["Conversion", "convert", "__version__"]

@@ -1,0 +1,76 @@
+"""Safe Python identifiers from untrusted Keras names.
+
+Layer and model names come from the model file and end up as ``self.``
+attributes, local variables and a class name in generated code.  Every one
+goes through a :class:`Namespace`: it becomes an ASCII identifier, never a
+keyword, builtin, or ``nn.Module`` attribute, never the same as another name
+in the namespace, and the same name always gets the same identifier.
+"""
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+
+import torch.nn as nn
+
+_NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
+
+# Names a generated module or forward() must not shadow.
+_RESERVED = (
+    set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
+    | set(dir(nn.Module)) | {"self", "torch", "nn", "F", "inputs"}
+    # module-level helpers that rules may write into model.py
+    | {"pad_same", "avg_pool_same", "sparse_plus", "squareplus", "sparsemax",
+       "keras_relu", "prelu", "softmax_over", "GaussianNoise",
+       "GaussianDropout"}
+)
+
+
+def identifier(text: str, fallback: str = "layer") -> str:
+    """``"conv-1/relu"`` -> ``"conv_1_relu"``; ``"1x"`` -> ``"_1x"``."""
+    name = _NOT_IDENT.sub("_", str(text)).strip("_") or fallback
+    if name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+def class_identifier(text: str) -> str:
+    """``"small_cnn"`` -> ``"SmallCnn"`` (a valid, non-reserved class name)."""
+    parts = [p for p in _NOT_IDENT.sub("_", str(text)).split("_") if p]
+    name = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
+    if name[0].isdigit():
+        name = "Model" + name
+    if name in _RESERVED or keyword.iskeyword(name):
+        name += "Model"
+    return name
+
+
+class Namespace:
+    """Hands out unique identifiers, remembering which object got which."""
+
+    def __init__(self, reserved: set[str] | None = None):
+        self._taken = set(_RESERVED) | set(reserved or ())
+        self._given: dict[object, str] = {}
+
+    def name(self, key: object, text: str, fallback: str = "layer") -> str:
+        if key in self._given:
+            return self._given[key]
+        base = identifier(text, fallback)
+        candidate = base
+        n = 1
+        while candidate in self._taken:
+            candidate = f"{base}_{n}"
+            n += 1
+        self._taken.add(candidate)
+        self._given[key] = candidate
+        return candidate
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
+
+def comment_text(text: str) -> str:
+    """A Keras name as it may appear in a comment or docstring: ASCII,
+    escaped, and unable to close a string or start a new line."""
+    return ascii(str(text))[1:-1].replace('"', "\\x22").replace("'", "\\x27")

@@ -1,0 +1,28 @@
+"""Errors the converter raises on purpose.  Each carries one clear line."""
+from __future__ import annotations
+
+
+class ConversionError(Exception):
+    """Bad or unsupported input: the message is one line meant for users."""
+
+
+class UnsupportedLayers(ConversionError):
+    """One or more layers have no rule, or a rule refuses their options.
+
+    ``problems`` lists ``(layer_name, class_name, reason)`` for every one,
+    so a user sees all of them at once, not only the first.
+    """
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems
+        counts: dict[str, int] = {}
+        for _, cls, _ in problems:
+            counts[cls] = counts.get(cls, 0) + 1
+        summary = ", ".join(f"{cls} x{n}" for cls, n in counts.items())
+        first = "; ".join(f"{name!r} ({cls}): {why}"
+                          for name, cls, why in problems[:5])
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        super().__init__(
+            f"{len(problems)} layer(s) cannot be converted [{summary}]: "
+            f"{first}{more}. Register a custom rule for them "
+            f"(see README, 'Custom rules').")

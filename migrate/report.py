@@ -1,0 +1,37 @@
+"""The ``conversion.json`` report: what was converted, how, and how well."""
+from __future__ import annotations
+
+from . import __version__
+
+
+def _port(t) -> dict:
+    return {"name": t.name, "keras_shape": list(t.keras_shape),
+            "torch_shape": list(t.torch_shape), "dtype": t.dtype,
+            "permutation": list(t.layout.perm)}
+
+
+def build_report(conv) -> dict:
+    p = conv.program
+    from .api import WEIGHT_FILES
+    layers = [{"keras_name": t.name, "class_name": "InputLayer",
+               "rule": "input", "torch_name": t.var, "params": 0}
+              for t in p.inputs]
+    for rec in p.layers:
+        layers.append({
+            "keras_name": rec.keras_name, "class_name": rec.class_name,
+            "rule": rec.rule, "torch_name": rec.torch_name,
+            "params": conv._params.get(rec.torch_name, 0)
+            if rec.torch_name else 0})
+    return {
+        "tool": {"name": "keras2torch", "version": __version__},
+        "source": dict(conv.source_info),
+        "module": {"file": "model.py", "class_name": p.class_name,
+                   "weights_file": WEIGHT_FILES[conv.weights_format]},
+        "layout": p.layout,
+        "inputs": [_port(t) for t in p.inputs],
+        "outputs": [_port(t) for t in p.outputs],
+        "layers": layers,
+        "permutes": list(p.permutes),
+        "warnings": list(p.warnings),
+        "parity": conv.parity,
+    }

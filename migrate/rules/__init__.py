@@ -1,0 +1,9 @@
+"""The rule table.  Importing this package registers every built-in rule.
+
+One module per family of layers; see :mod:`migrate.rules.registry` for how
+rules are found and :mod:`migrate.rules.base` for what a rule returns.
+"""
+from . import activations, conv, core, merging, noise  # noqa: F401
+from . import normalization, pooling, reshaping  # noqa: F401
+from .base import Call, Emit, Out, Refused, Tensor, chain  # noqa: F401
+from .registry import RULES, Rule, lookup, register, rule  # noqa: F401

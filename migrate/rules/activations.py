@@ -1,0 +1,252 @@
+"""Activation functions (by Keras name) and the activation layers.
+
+:func:`activation` turns a Keras activation name into one chained step, as
+Keras 2 or Keras 3 defines it (they differ: ``hard_sigmoid`` is
+``clip(0.2x + 0.5, 0, 1)`` in Keras 2 and ``relu6(x + 3) / 6`` in Keras 3).
+Fused ``activation=`` options of Dense, Conv and friends use it too, so the
+activation is always visible in ``forward``.
+"""
+from __future__ import annotations
+
+from ..layout import Layout
+from .base import Emit, Out, Refused, Tensor, chain
+from .common import as_f32, lit
+from .registry import rule
+
+# name -> step, for both Keras versions; {dim} is the torch dim of axis -1.
+_COMMON = {
+    "linear": None,
+    "relu": "F.relu({})",
+    "relu6": "F.relu6({})",
+    "elu": "F.elu({})",
+    "selu": "F.selu({})",
+    "softplus": "F.softplus({})",
+    "softsign": "F.softsign({})",
+    "silu": "F.silu({})",
+    "swish": "F.silu({})",
+    "gelu": "F.gelu({})",
+    "tanh": "torch.tanh({})",
+    "sigmoid": "torch.sigmoid({})",
+    "exponential": "torch.exp({})",
+    "mish": "F.mish({})",
+    "softmax": "F.softmax({}, dim={dim})",
+    "log_softmax": "F.log_softmax({}, dim={dim})",
+    "leaky_relu": "F.leaky_relu({}, 0.2)",
+}
+
+_KERAS2 = dict(_COMMON, hard_sigmoid="torch.clamp(0.2 * {} + 0.5, 0.0, 1.0)")
+
+_KERAS3 = dict(
+    _COMMON,
+    hard_sigmoid="F.hardsigmoid({})",
+    hard_silu="F.hardswish({})",
+    hard_swish="F.hardswish({})",
+    celu="F.celu({})",
+    glu="F.glu({}, dim={dim})",
+    log_sigmoid="F.logsigmoid({})",
+    hard_tanh="F.hardtanh({})",
+    hard_shrink="F.hardshrink({}, 0.5)",
+    soft_shrink="F.softshrink({}, 0.5)",
+    tanh_shrink="F.tanhshrink({})",
+    sparse_sigmoid="torch.clamp(0.5 * ({} + 1.0), 0.0, 1.0)",
+    sparse_plus="sparse_plus({})",
+    squareplus="squareplus({})",
+    sparsemax="sparsemax({}, dim={dim})",
+)
+
+HELPERS = {
+    "sparse_plus": '''\
+def sparse_plus(x):
+    """Keras sparse_plus: 0 below -1, (x + 1)^2 / 4 up to 1, x above."""
+    return torch.where(x <= -1, torch.zeros_like(x),
+                       torch.where(x < 1, 0.25 * (x + 1) ** 2, x))
+''',
+    "squareplus": '''\
+def squareplus(x, b=4.0):
+    """Keras squareplus: (x + sqrt(x^2 + b)) / 2."""
+    return (x + torch.sqrt(x * x + b)) / 2
+''',
+    "sparsemax": '''\
+def sparsemax(x, dim=-1):
+    """Sparsemax (Martins & Astudillo, 2016) along dim."""
+    z, _ = torch.sort(x, dim=dim, descending=True)
+    cumsum = z.cumsum(dim)
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    r = torch.arange(1, x.shape[dim] + 1, dtype=x.dtype).reshape(shape)
+    support = z - (cumsum - 1) / r > 0
+    k = support.to(x.dtype).sum(dim=dim, keepdim=True)
+    tau = (torch.where(support, cumsum, 0.0).sum(dim=dim, keepdim=True)
+           - 1) / k
+    return torch.clamp(x - tau, min=0.0)
+''',
+    "keras_relu": '''\
+def keras_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """ReLU as Keras defines it: values at or below threshold become
+    negative_slope * (x - threshold), then clip at max_value."""
+    negative = F.relu(threshold - x)
+    y = x * (x > threshold).to(x.dtype) if threshold != 0 else F.relu(x)
+    if max_value is not None:
+        y = torch.clamp(y, 0.0, max_value)
+    return y - negative_slope * negative if negative_slope else y
+''',
+    "prelu": '''\
+def prelu(x, alpha):
+    """PReLU with an alpha that broadcasts against x."""
+    return F.relu(x) - alpha * F.relu(-x)
+''',
+    "softmax_over": '''\
+def softmax_over(x, dims):
+    """Softmax over several dims at once."""
+    return torch.exp(x - torch.logsumexp(x, dim=dims, keepdim=True))
+''',
+}
+
+
+def activation(name, x: Tensor, keras_major: int, helpers: dict) -> str | None:
+    """One chained step (``{}`` is the input) for activation ``name``.
+
+    Returns None for ``linear``; raises :class:`Refused` for a name this
+    Keras version does not define or a form we cannot express.
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise Refused(f"activation={name!r}: only built-in activations by "
+                      "name are supported")
+    table = _KERAS2 if keras_major < 3 else _KERAS3
+    if name not in table:
+        raise Refused(f"activation={name!r} is not a Keras {keras_major} "
+                      "built-in activation we can convert")
+    step = table[name]
+    if step is None:
+        return None
+    if "{dim}" in step:
+        step = step.replace("{dim}", str(_last_dim(x)))
+    head = step.split("(", 1)[0]
+    if head in HELPERS:
+        helpers[head] = HELPERS[head]
+    return step
+
+
+def _last_dim(x: Tensor) -> int:
+    if x.layout.flat is not None:
+        return -1
+    d = x.layout.torch_axis(-1)
+    return -1 if d == x.rank - 1 else d
+
+
+def with_activation(call, x: Tensor, emit_steps: list[str],
+                    helpers: dict, name_key: str = "activation") -> list[str]:
+    """Append the layer's fused activation (if any) to ``emit_steps``."""
+    step = activation(call.get(name_key, "linear"), x, call.keras_major,
+                      helpers)
+    return emit_steps + chain("", step)[1:] if step else emit_steps
+
+
+def _passthrough(call, step: str | None, helpers=None) -> Emit:
+    x = call.inputs[0]
+    steps = chain(x.expr, step) if step else [x.expr]
+    return Emit([Out(steps, x.shape, x.layout, x.dtype)],
+                helpers=helpers or {})
+
+
+@rule("Activation")
+def activation_layer(call):
+    helpers: dict = {}
+    x = call.inputs[0]
+    return _passthrough(call, activation(call.get("activation", "linear"), x,
+                                         call.keras_major, helpers), helpers)
+
+
+@rule("ReLU")
+def relu_layer(call):
+    max_value = call.get("max_value")
+    slope = float(call.get("negative_slope", 0.0) or 0.0)
+    threshold = float(call.get("threshold", 0.0) or 0.0)
+    if max_value is not None:
+        max_value = float(max_value)
+    if slope == 0 and threshold == 0:
+        if max_value is None:
+            return _passthrough(call, "F.relu({})")
+        if max_value == 6.0:
+            return _passthrough(call, "F.relu6({})")
+        return _passthrough(call, f"torch.clamp({{}}, 0.0, {lit(max_value)})")
+    if max_value is None and threshold == 0:
+        return _passthrough(call, f"F.leaky_relu({{}}, {lit(slope)})")
+    args = [f"negative_slope={lit(slope)}"]
+    if max_value is not None:
+        args.append(f"max_value={lit(max_value)}")
+    if threshold:
+        args.append(f"threshold={lit(threshold)}")
+    return _passthrough(call, f"keras_relu({{}}, {', '.join(args)})",
+                        {"keras_relu": HELPERS["keras_relu"]})
+
+
+@rule("LeakyReLU")
+def leaky_relu_layer(call):
+    slope = call.get("negative_slope", 0.3)
+    return _passthrough(call, f"F.leaky_relu({{}}, {lit(float(slope))})")
+
+
+@rule("ELU")
+def elu_layer(call):
+    alpha = float(call.get("alpha", 1.0))
+    return _passthrough(call, "F.elu({})" if alpha == 1.0
+                        else f"F.elu({{}}, alpha={lit(alpha)})")
+
+
+@rule("ThresholdedReLU")
+def thresholded_relu_layer(call):
+    theta = float(call.get("theta", 1.0))
+    return _passthrough(call, f"keras_relu({{}}, threshold={lit(theta)})",
+                        {"keras_relu": HELPERS["keras_relu"]})
+
+
+@rule("Softmax")
+def softmax_layer(call):
+    x = call.inputs[0]
+    if x.layout.flat is not None:
+        x = call.want(0, Layout(tuple(range(x.rank))))
+    axis = call.get("axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    dims = sorted(x.layout.torch_axis(a) for a in axes)
+    if len(dims) == 1:
+        d = dims[0]
+        d = -1 if d == x.rank - 1 else d
+        return _passthrough(call, f"F.softmax({{}}, dim={d})")
+    return _passthrough(call, f"softmax_over({{}}, {lit(tuple(dims))})",
+                        {"softmax_over": HELPERS["softmax_over"]})
+
+
+def _prelu_variables(cfg):
+    return ["alpha"]
+
+
+@rule("PReLU", variables=_prelu_variables)
+def prelu_layer(call):
+    x = call.inputs[0]
+    if x.layout.flat is not None:
+        x = call.want(0, Layout(tuple(range(x.rank))))
+    alpha = call.weights(["alpha"])["alpha"]
+    shared = set(call.get("shared_axes") or [])
+    per_channel = x.rank == 2 or (
+        x.layout.perm[1] == x.rank - 1
+        and shared >= set(range(1, x.rank - 1)))
+    channels = x.shape[-1]
+    if per_channel and channels is not None:
+        return Emit(
+            [Out(chain(f"self.{call.attr}({x.expr})"), x.shape, x.layout,
+                 x.dtype)],
+            module=f"nn.PReLU({channels})",
+            state={"weight": lambda: as_f32(alpha.read()).reshape(-1)})
+    # General case: alpha keeps its Keras shape (size 1 on shared axes),
+    # permuted like the activations.
+    order = [p - 1 for p in x.layout.perm[1:]]
+    shape = tuple(alpha.shape[i] for i in order)
+    return Emit(
+        [Out(chain(f"prelu({x.expr}, self.{call.attr})"), x.shape, x.layout,
+             x.dtype)],
+        module=f"nn.Parameter(torch.empty{lit(shape)})",
+        state={"": lambda: as_f32(alpha.read().transpose(order))},
+        helpers={"prelu": HELPERS["prelu"]})

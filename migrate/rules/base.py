@@ -1,0 +1,128 @@
+"""What a rule sees (:class:`Call`) and what it returns (:class:`Emit`).
+
+A rule is a plain function ``rule(call) -> Emit`` registered under a Keras
+class name (see :mod:`migrate.rules.registry`).  It reads the layer's config
+with explicit defaults, asks for its weights by name, says which layout it
+needs its inputs in, and returns
+
+* the ``nn.Module`` constructor it wants as ``self.<attr>`` (or none),
+* the state-dict entries of that module as lazy producers (weights are read
+  only when the state dict is materialised),
+* the forward code of each output, as a chain of steps.
+
+Forward code uses placeholders, not variable names: ``call.x(i)`` is input
+``i`` and :data:`HOLE` in a later step is the previous step's value, so the
+emitter can name variables and join steps into readable lines.  Rules never
+mutate the graph; a rule refuses an option with :meth:`Call.refuse`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConversionError
+from ..graph import Layer, Node
+from ..layout import Layout
+from ..weights import LazyArray
+
+HOLE = "\x01\x02"  # the previous step's value in a chained step
+
+
+def IN(i: int) -> str:
+    """Placeholder for input ``i`` in a first step."""
+    return f"\x01{i}\x02"
+
+
+class Refused(ConversionError):
+    """A rule cannot convert this layer's options (names layer and option)."""
+
+
+@dataclass
+class Tensor:
+    shape: tuple  # Keras shape, batch included
+    layout: Layout
+    dtype: str = "float32"
+    expr: str = ""  # code for this tensor inside a rule (a placeholder)
+    masked: bool = False  # carries a Keras mask (Embedding mask_zero, ...)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def torch_shape(self) -> tuple:
+        return self.layout.torch_shape(self.shape)
+
+
+@dataclass
+class Out:
+    steps: list[str]  # steps[0] uses IN(i); later steps use HOLE
+    shape: tuple
+    layout: Layout
+    dtype: str = "float32"
+    masked: bool | None = None  # None: as the rule's ``masks`` policy says
+
+
+@dataclass
+class Emit:
+    outputs: list[Out]
+    module: str | None = None  # "nn.Linear(4, 5)" -> self.<attr> = ...
+    # state-dict entries relative to self.<attr>: "weight", "bias"; the key
+    # "" means self.<attr> itself is an nn.Parameter / buffer.
+    state: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    init_lines: list[str] = field(default_factory=list)  # use {attr}
+    helpers: dict[str, str] = field(default_factory=dict)  # name -> code
+    torch_name: str | None = None  # filled by the translator
+
+
+def chain(first: str, *wraps: str) -> list[str]:
+    """Steps from a first expression and wrappers written with ``{}``."""
+    return [first] + [w.replace("{}", HOLE) for w in wraps]
+
+
+class Call:
+    """One node being converted, as its rule sees it."""
+
+    def __init__(self, node: Node, inputs: list[Tensor], attr: str,
+                 keras_major: int, converter):
+        self.node = node
+        self.layer: Layer = node.layer
+        self.config: dict = node.layer.config
+        self.inputs = inputs
+        self.attr = attr
+        self.keras_major = keras_major
+        self._conv = converter  # the translator: layout conversion, warnings
+
+    # -- config ---------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.config.get(key, default)
+        return default if value is None and default is not None else value
+
+    def refuse(self, option: str, why: str) -> None:
+        raise Refused(f"{option}: {why}")
+
+    def only(self, key: str, allowed, default=None) -> Any:
+        """Read ``key``; refuse any value outside ``allowed``."""
+        value = self.config.get(key, default)
+        if value not in allowed:
+            self.refuse(f"{key}={value!r}", f"supported: {list(allowed)}")
+        return value
+
+    # -- inputs and weights -------------------------------------------------
+    def x(self, i: int = 0) -> str:
+        return self.inputs[i].expr
+
+    def want(self, i: int, layout: Layout) -> Tensor:
+        """Input ``i`` converted to ``layout`` (writes a permute if needed)."""
+        self.inputs[i] = self._conv.relayout(self, self.inputs[i], layout)
+        return self.inputs[i]
+
+    def weights(self, names: list[str]) -> dict[str, LazyArray]:
+        return self.layer.weights.bind(names)
+
+    def warn(self, message: str) -> None:
+        self._conv.warn(self.layer, message)
+
+    @property
+    def self_attr(self) -> str:
+        return f"self.{self.attr}"

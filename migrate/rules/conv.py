@@ -1,0 +1,115 @@
+"""Conv1D and Conv2D (valid, same, causal; strides, dilation, groups)."""
+from __future__ import annotations
+
+from ..layout import channels_first, identity
+from .activations import with_activation
+from .base import Emit, Out, chain
+from .common import as_f32, channel_axis, kwargs_code, lit, ntuple, short
+from .common import spatial_axes
+from .padding import PAD_SAME_HELPER, conv_out, same_pads, torch_pad_arg
+from .registry import rule
+
+
+def _conv_variables(cfg):
+    return ["kernel"] + (["bias"] if cfg.get("use_bias", True) else [])
+
+
+def _conv_layout(cfg, rank):
+    if cfg.get("data_format") == "channels_first":
+        return identity(rank)
+    return channels_first(rank)
+
+
+def conv_input(call, nd: int):
+    """Input 0 in channels-first torch layout, and the data format."""
+    fmt = call.get("data_format", "channels_last") or "channels_last"
+    x = call.inputs[0]
+    x = call.want(0, _conv_layout(call.config, x.rank))
+    return x, fmt
+
+
+def padding_plan(call, x, kernel, strides, dilation, padding):
+    """How to pad: (module padding arg or None, pre-step or None, helpers).
+
+    Symmetric padding goes into the module; TensorFlow's uneven "same"
+    padding (the extra pixel at the end) becomes an explicit F.pad; an
+    unknown input size with stride > 1 pads at run time.
+    """
+    fmt = call.get("data_format", "channels_last") or "channels_last"
+    sizes = [x.shape[a] for a in spatial_axes(x.rank, fmt)]
+    if padding == "valid":
+        return None, None, {}
+    if padding == "causal":
+        left = [(k - 1) * d for k, d in zip(kernel, dilation)]
+        return None, f"F.pad({{}}, {lit(torch_pad_arg([(l, 0) for l in left]))})", {}
+    if padding != "same":
+        call.refuse(f"padding={padding!r}", "expected valid, same or causal")
+    pads = [same_pads(n, k, s, d)
+            for n, k, s, d in zip(sizes, kernel, strides, dilation)]
+    if any(p is None for p in pads):
+        step = (f"pad_same({{}}, {lit(kernel)}, {lit(strides)}, "
+                f"{lit(dilation)})")
+        return None, step, {"pad_same": PAD_SAME_HELPER}
+    if all(b == a for b, a in pads):
+        if all(b == 0 for b, _ in pads):
+            return None, None, {}
+        return short(b for b, _ in pads), None, {}
+    return None, f"F.pad({{}}, {lit(torch_pad_arg(pads))})", {}
+
+
+def _conv(call, nd: int):
+    x, fmt = conv_input(call, nd)
+    filters = int(call.get("filters"))
+    kernel = ntuple(call.get("kernel_size"), nd, "kernel_size")
+    strides = ntuple(call.get("strides", 1), nd, "strides")
+    dilation = ntuple(call.get("dilation_rate", 1), nd, "dilation_rate")
+    groups = int(call.get("groups", 1) or 1)
+    padding = str(call.get("padding", "valid")).lower()
+    if padding == "causal" and nd != 1:
+        call.refuse("padding='causal'", "only Conv1D supports it")
+    use_bias = bool(call.get("use_bias", True))
+    w = call.weights(_conv_variables(call.config))
+    kernel_w = w["kernel"]
+    in_channels = kernel_w.shape[-2] * groups
+
+    pad_arg, pre, helpers = padding_plan(call, x, kernel, strides, dilation,
+                                         padding)
+    args = kwargs_code(
+        kernel_size=short(kernel),
+        stride=short(strides) if set(strides) != {1} else None,
+        padding=pad_arg,
+        dilation=short(dilation) if set(dilation) != {1} else None,
+        groups=str(groups) if groups != 1 else None,
+        bias=None if use_bias else "False")
+    module = f"nn.Conv{nd}d({in_channels}, {filters}, {args})"
+
+    perm = (nd + 1, nd) + tuple(range(nd))  # (k.., in, out) -> (out, in, k..)
+    state = {"weight": lambda: as_f32(kernel_w.read().transpose(perm))}
+    if use_bias:
+        state["bias"] = lambda: as_f32(w["bias"].read())
+
+    steps = chain(x.expr, pre) if pre else [x.expr]
+    steps = steps + chain("", f"self.{call.attr}({{}})")[1:]
+    if not pre:
+        steps = chain(f"self.{call.attr}({x.expr})")
+    steps = with_activation(call, x, steps, helpers)
+
+    axes = spatial_axes(x.rank, fmt)
+    shape = list(x.shape)
+    for a, k, s, d in zip(axes, kernel, strides, dilation):
+        shape[a] = conv_out(x.shape[a], k, s, d, padding)
+    shape[channel_axis(x.rank, fmt)] = filters
+    return Emit([Out(steps, tuple(shape), x.layout)], module=module,
+                state=state, helpers=helpers)
+
+
+@rule("Conv1D", "Convolution1D", variables=_conv_variables,
+      prefers=_conv_layout)
+def conv1d(call):
+    return _conv(call, 1)
+
+
+@rule("Conv2D", "Convolution2D", variables=_conv_variables,
+      prefers=_conv_layout)
+def conv2d(call):
+    return _conv(call, 2)

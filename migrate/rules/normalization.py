@@ -1,0 +1,153 @@
+"""BatchNormalization and LayerNormalization.
+
+Keras defaults differ from torch's and are written out: ``eps=1e-3`` and
+momentum ``1 - keras_momentum`` (Keras 0.99 is torch 0.01).  A parameter that
+Keras leaves out (``scale=False``/``center=False``) is kept at its identity
+value and frozen, so training behaves as in Keras.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..layout import identity
+from .base import Emit, Out, chain
+from .common import as_f32, flat_order, kwargs_code, lit, move_axes_last
+from .common import move_axis_to
+from .registry import rule
+
+
+def _bn_variables(cfg):
+    names = []
+    if cfg.get("scale", True):
+        names.append("gamma")
+    if cfg.get("center", True):
+        names.append("beta")
+    return names + ["moving_mean", "moving_variance"]
+
+
+def _axis(value, rank):
+    if isinstance(value, (list, tuple)):
+        return [int(a) % rank for a in value]
+    return [int(value) % rank]
+
+
+@rule("BatchNormalization", variables=_bn_variables, masks="propagate")
+def batch_norm(call):
+    x = call.inputs[0]
+    if call.get("renorm"):
+        call.refuse("renorm=True", "batch renormalization is not supported")
+    axes = _axis(call.get("axis", -1), x.rank)
+    if len(axes) != 1:
+        call.refuse(f"axis={call.get('axis')}", "only one channel axis")
+    axis = axes[0]
+    if x.layout.flat is not None and not (x.rank == 2 and axis == 1):
+        x = call.want(0, identity(x.rank))
+    if x.rank > 2 and x.layout.torch_axis(axis) != 1:
+        x = call.want(0, move_axis_to(x.layout, axis, 1))
+    order = flat_order(x.layout)
+    w = call.weights(_bn_variables(call.config))
+    channels = w["moving_mean"].shape[0]
+    scale, center = bool(call.get("scale", True)), bool(call.get("center", True))
+    momentum = 1.0 - float(call.get("momentum", 0.99))
+    eps = float(call.get("epsilon", 1e-3))
+
+    def take(name, fill):
+        def read():
+            arr = w[name].read() if name in w else np.full(channels, fill)
+            return as_f32(arr if order is None else arr[order])
+        return read
+
+    affine = scale or center
+    state = {}
+    if affine:
+        state["weight"] = take("gamma", 1.0)
+        state["bias"] = take("beta", 0.0)
+    state["running_mean"] = take("moving_mean", 0.0)
+    state["running_var"] = take("moving_variance", 1.0)
+    state["num_batches_tracked"] = lambda: np.array(0, dtype=np.int64)
+    init = []
+    if affine and not scale:
+        init.append("self.{attr}.weight.requires_grad_(False)"
+                    "  # Keras: scale=False")
+    if affine and not center:
+        init.append("self.{attr}.bias.requires_grad_(False)"
+                    "  # Keras: center=False")
+    nd = max(1, x.rank - 2)
+    if nd > 3:
+        call.refuse(f"rank {x.rank}", "BatchNormalization up to 5-D inputs")
+    args = kwargs_code(eps=lit(eps), momentum=lit(momentum),
+                       affine=None if affine else "False")
+    module = f"nn.BatchNorm{nd}d({channels}, {args})"
+    return Emit([Out(chain(f"self.{call.attr}({x.expr})"), x.shape,
+                     x.layout)], module=module, state=state, init_lines=init)
+
+
+def _ln_variables(cfg):
+    names = []
+    if cfg.get("scale", True):
+        names.append("gamma")
+    if cfg.get("center", True) and not cfg.get("rms_scaling", False):
+        names.append("beta")
+    return names
+
+
+@rule("LayerNormalization", variables=_ln_variables, masks="propagate")
+def layer_norm(call):
+    """nn.LayerNorm over the normalised axes, moved to the torch end."""
+    x = call.inputs[0]
+    if call.get("rms_scaling"):
+        call.refuse("rms_scaling=True", "not supported yet")
+    keras_axes = _axis(call.get("axis", -1), x.rank)  # gamma's axis order
+    axes = sorted(keras_axes)
+    if 0 in axes:
+        call.refuse(f"axis={axes}", "cannot normalise over the batch axis")
+    flat_all = x.layout.flat is not None and axes == [1]
+    if x.layout.flat is not None and not flat_all:
+        x = call.want(0, identity(x.rank))
+    if not flat_all:
+        tail = x.layout.perm[len(x.layout.perm) - len(axes):]
+        if sorted(tail) != axes:
+            x = call.want(0, move_axes_last(x.layout, axes))
+    torch_axes = list(x.layout.perm[x.rank - len(axes):])
+    normalized = [x.shape[a] for a in torch_axes]
+    if any(d is None for d in normalized):
+        call.refuse("axis", "normalised dims must have a known size")
+    # gamma/beta have the Keras shape of the axes in config order; put them
+    # in torch order.
+    transpose = [keras_axes.index(a) for a in torch_axes]
+    order = flat_order(x.layout) if flat_all else None
+    w = call.weights(_ln_variables(call.config))
+    scale, center = bool(call.get("scale", True)), bool(call.get("center", True))
+
+    def take(name, fill):
+        def read():
+            if name in w:
+                arr = w[name].read()
+                arr = arr.reshape([x.shape[a] for a in keras_axes])
+                arr = arr.transpose(transpose)
+            else:
+                arr = np.full(normalized, fill)
+            if order is not None:
+                arr = arr.reshape(-1)[order]
+            return as_f32(arr)
+        return read
+
+    state, init = {}, []
+    if scale or center:
+        state["weight"] = take("gamma", 1.0)
+        if center:
+            state["bias"] = take("beta", 0.0)
+    if not scale and center:
+        init.append("self.{attr}.weight.requires_grad_(False)"
+                    "  # Keras: scale=False")
+    args = kwargs_code(
+        eps=lit(float(call.get("epsilon", 1e-3))),
+        elementwise_affine=None if (scale or center) else "False",
+        bias="False" if (scale and not center) else None)
+    shape_code = lit(normalized[0]) if len(normalized) == 1 else lit(
+        tuple(normalized))
+    module = f"nn.LayerNorm({shape_code}, {args})"
+    out_layout = x.layout
+    return Emit([Out(chain(f"self.{call.attr}({x.expr})"), x.shape,
+                     out_layout)], module=module, state=state,
+                init_lines=init)

@@ -1,0 +1,56 @@
+"""Write a conversion to OUTDIR: whole or not at all.
+
+Everything goes to a temporary sibling directory first, which is renamed
+into place at the end; an existing OUTDIR is replaced only with ``force``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import ConversionError
+
+
+def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
+    from .api import WEIGHT_FILES
+    outdir = Path(outdir)
+    if outdir.exists() and not force:
+        raise ConversionError(f"{outdir} already exists (use --force to "
+                              "replace it)")
+    if outdir.exists() and not outdir.is_dir():
+        raise ConversionError(f"{outdir} exists and is not a directory")
+    parent = outdir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=parent))
+    except OSError as exc:
+        raise ConversionError(f"cannot write to {parent}: {exc.strerror}")
+    try:
+        (tmp / "model.py").write_text(conv.source, encoding="utf-8")
+        weights = tmp / WEIGHT_FILES[conv.weights_format]
+        if conv.weights_format == "safetensors":
+            from safetensors.torch import save_file
+            save_file(conv.state_dict, str(weights))
+        else:
+            torch.save(conv.state_dict, weights)
+        report = json.dumps(conv.report, indent=2, sort_keys=False)
+        (tmp / "conversion.json").write_text(report + "\n", encoding="utf-8")
+        if outdir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old.",
+                                        dir=parent))
+            outdir.rename(old / "x")
+            tmp.rename(outdir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(outdir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConversionError(f"cannot write {outdir}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return outdir

@@ -5,7 +5,6 @@ Errors are one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -32,15 +31,36 @@ class Error(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-@click.group(epilog=EXAMPLES)
+class OneLineErrors(click.Group):
+    """Usage errors too are one line on stderr (exit 2), not a usage dump."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see: {exc.ctx.command_path} --help)"
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=OneLineErrors, epilog=EXAMPLES)
 @click.version_option(__version__, prog_name="keras2torch")
 def main():
     """Convert Keras models to readable PyTorch code and weights."""
 
 
 @main.command(epilog=EXAMPLES)
-@click.argument("model", type=click.Path(exists=True, dir_okay=True))
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+@click.argument("model", type=click.Path())
+@click.option("--weights", type=click.Path(),
               help="Weights file for a JSON config (Keras 2 .h5 or Keras 3 "
                    ".weights.h5).")
 @click.option("-o", "--output", "outdir", required=True,
@@ -66,6 +86,9 @@ def convert(model, weights, outdir, class_name, layout, weights_format,
     """Convert MODEL (.keras, .h5, or a JSON config with --weights)."""
     import migrate
     from pathlib import Path
+    for path in (model, weights):
+        if path is not None and not Path(path).exists():
+            raise Error(f"{path}: no such file")
     if Path(outdir).exists() and not force:
         raise Error(f"{outdir} already exists (use --force to replace it)")
     try:
@@ -98,12 +121,6 @@ def convert(model, weights, outdir, class_name, layout, weights_format,
             sys.exit(1)
 
 
-def _main():  # pragma: no cover
-    main()
-
-
 if __name__ == "__main__":  # pragma: no cover
     main()
 
-
-__all__ = ["main", "json"]

@@ -113,8 +113,10 @@ def convert(path, weights=None, *, class_name: str | None = None,
 def _tensor(key: str, value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.contiguous()
-    arr = np.ascontiguousarray(value)
-    return torch.from_numpy(arr.copy() if not arr.flags.writeable else arr)
+    arr = np.asarray(value)  # (ascontiguousarray would make 0-d arrays 1-d)
+    if not (arr.flags.c_contiguous and arr.flags.writeable):
+        arr = arr.copy(order="C")
+    return torch.from_numpy(arr)
 
 
 def _check(conv: Conversion) -> dict:

@@ -39,8 +39,8 @@ class Layer:
 
     @property
     def keras_name(self) -> str:
-        """The name Keras gave the layer (last component of ``name``)."""
-        return self.name.rsplit("/", 1)[-1]
+        """The name Keras gave the layer (may itself contain "/")."""
+        return str(self.config.get("name") or self.name.rsplit("/", 1)[-1])
 
     @property
     def is_op(self) -> bool:

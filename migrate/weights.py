@@ -57,6 +57,7 @@ class WeightEntry:
 
 _SUFFIX = re.compile(r":\d+$")
 _POSITIONAL = re.compile(r"^(?:(.*)/)?vars/(\d+)$")
+_ANONYMOUS = re.compile(r"variable(_\d+)?")
 
 
 def clean_weight_name(name: str) -> str:
@@ -108,15 +109,25 @@ class LayerWeights:
     def _bind_named(self, expected):
         out: dict[str, LazyArray] = {}
         remaining = list(self.entries)
+        unmatched = []
         for name in expected:
             match = _best_match(name, remaining)
             if match is None:
-                raise ConversionError(
-                    f"layer {self.layer!r}: no stored weight matches {name!r} "
-                    f"(file has {[e.key for e in self.entries]})")
+                unmatched.append(name)
+                continue
             remaining.remove(match)
             out[name] = match.array
-        return out
+        # Keras 3 .h5 names variables created without a name "variable",
+        # "variable_1", ...: those bind in order to what is left.
+        if unmatched and all(_ANONYMOUS.fullmatch(
+                clean_weight_name(e.key).split("/")[-1]) for e in remaining):
+            out.update({n: e.array for n, e in zip(unmatched, remaining)})
+            unmatched = []
+        if unmatched:
+            raise ConversionError(
+                f"layer {self.layer!r}: no stored weight matches "
+                f"{unmatched[0]!r} (file has {[e.key for e in self.entries]})")
+        return {name: out[name] for name in expected}
 
 
 def _best_match(name: str, entries: list[WeightEntry]) -> WeightEntry | None:

@@ -19,7 +19,8 @@ _NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
 # Names a generated module or forward() must not shadow.
 _RESERVED = (
     set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-    | set(dir(nn.Module)) | {"self", "torch", "nn", "F", "inputs"}
+    | set(dir(nn.Module)) | set(vars(nn.Module()))
+    | {"self", "torch", "nn", "F", "inputs"}
     # module-level helpers that rules may write into model.py
     | {"pad_same", "avg_pool_same", "sparse_plus", "squareplus", "sparsemax",
        "keras_relu", "prelu", "softmax_over", "GaussianNoise",

@@ -47,7 +47,7 @@ def kwargs_code(**kw) -> str:
 
 
 def as_f32(arr) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(arr, dtype=np.float32))
+    return np.asarray(arr, dtype=np.float32).copy(order="C")
 
 
 def flat_order(layout: Layout) -> np.ndarray | None:

@@ -1,0 +1,189 @@
+"""Read a Keras model file into a :class:`migrate.graph.Graph` with lazy
+weights, without TensorFlow or Keras.
+
+    with open_model("model.keras") as src:
+        graph = src.graph          # layers, nodes, inputs, outputs
+        ...                        # weights are read on demand
+
+Accepted inputs (told apart by content, not by extension):
+
+==================== ==================================================
+``format``           ``open_model`` arguments
+==================== ==================================================
+``"keras"``          a ``.keras`` zip archive (Keras 3, or tf-keras >= 2.13)
+``"h5"``             a legacy full-model HDF5 file (``model.save("m.h5")``)
+``"json+h5"``        ``model.to_json()`` text plus ``weights=`` a Keras 2
+                     ``save_weights`` HDF5 file
+``"json+weights.h5"`` ``model.to_json()`` text plus ``weights=`` a Keras 3
+                     ``.weights.h5`` file
+==================== ==================================================
+
+Anything else is refused with a one-line :class:`ConversionError`: a
+SavedModel directory, a weights-only file given as the model, a JSON config
+without weights, a truncated or corrupt file, HDF5 links or external data.
+
+Nothing from a file is ever unpickled, unmarshalled or evaluated; zip members
+are read in memory with size limits.  The modules: :mod:`.detect` (sniffing),
+:mod:`.archive` (zip), :mod:`.hdf5` (safe lazy HDF5), :mod:`.config` (config
+tree and normalisation), :mod:`.inline` (tree -> graph),
+:mod:`.legacy_weights` and :mod:`.v3_weights` (weights).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from ..errors import ConversionError
+from ..graph import Graph
+from .archive import JSON_LIMIT, read_archive
+from .config import load_json, parse_model
+from .detect import hdf5_kind, sniff
+from .hdf5 import close_hdf5, group, open_hdf5, text_attr
+from .inline import build_graph
+from .legacy_weights import attach_legacy
+from .v3_weights import attach_v3
+
+FORMATS = ("keras", "h5", "json+h5", "json+weights.h5")
+
+
+@dataclass
+class Source:
+    """A model read from disk.  Keep it open while weights are read."""
+
+    path: str  # the model path as given
+    weights_path: str | None
+    format: str  # one of FORMATS
+    keras_version: str  # "3.15.1", "2.21.0"; "" when the files do not say
+    sha256: str  # of the file at ``path``
+    graph: Graph
+    _files: list = field(default_factory=list, repr=False)
+
+    def close(self) -> None:
+        """Close the HDF5 files; lazy weights cannot be read after this."""
+        while self._files:
+            close_hdf5(self._files.pop())
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_model(path, weights=None) -> Source:
+    """Read the model at ``path`` (and its weights file, for JSON)."""
+    path = os.fspath(path)
+    weights = os.fspath(weights) if weights is not None else None
+    kind = sniff(path)
+    files: list = []
+    try:
+        if kind == "zip":
+            _no_weights_arg(path, weights, "a .keras archive")
+            fmt, version, graph = _read_keras(path, files)
+        elif kind == "hdf5":
+            fmt, version, graph = _read_h5(path, weights, files)
+        else:
+            fmt, version, graph = _read_json(path, weights, files)
+    except BaseException:
+        for f in files:
+            close_hdf5(f)
+        raise
+    return Source(path, weights, fmt, version, _sha256(path), graph, files)
+
+
+def _read_keras(path, files):
+    archive = read_archive(path)
+    label = f"{path}: model.weights.h5"
+    f = open_hdf5(archive.weights, label)
+    files.append(f)
+    if hdf5_kind(f) != "v3_weights":
+        raise ConversionError(f"{label}: not in the Keras 3 weights layout")
+    spec = parse_model(archive.config, path)
+    graph = build_graph(spec, path, archive.keras_version, "keras")
+    attach_v3(spec, f, label)
+    return "keras", archive.keras_version, graph
+
+
+def _read_h5(path, weights, files):
+    f = open_hdf5(path, path)
+    files.append(f)
+    kind = hdf5_kind(f)
+    if kind in ("legacy_weights", "v3_weights"):
+        raise ConversionError(
+            f"{path}: is a weights-only file (save_weights) with no model "
+            "config; pass the model's JSON config (model.to_json()) as the "
+            "model and this file as the weights")
+    if kind != "model":
+        raise ConversionError(f"{path}: HDF5 file without a model_config "
+                              "attribute, not a Keras model")
+    _no_weights_arg(path, weights, "a full-model .h5 file")
+    config = load_json(text_attr(f, "model_config"), path)
+    root = group(f, "model_weights")
+    version = (text_attr(f, "keras_version")
+               or text_attr(root, "keras_version") or "")
+    spec = parse_model(config, path)
+    graph = build_graph(spec, path, version, "h5")
+    attach_legacy(spec, root, path)
+    return "h5", version, graph
+
+
+def _read_json(path, weights, files):
+    config = load_json(_read_text(path), path)
+    if weights is None:
+        raise ConversionError(
+            f"{path}: a JSON config holds only the architecture; pass its "
+            "weights file too (a save_weights .h5 or .weights.h5)")
+    if not os.path.exists(weights):
+        raise ConversionError(f"{weights}: weights file not found")
+    if sniff(weights) != "hdf5":
+        raise ConversionError(
+            f"{weights}: weights must be an HDF5 file written by "
+            "save_weights (a .keras archive is a whole model: convert it "
+            "on its own)")
+    f = open_hdf5(weights, weights)
+    files.append(f)
+    kind = hdf5_kind(f)
+    if kind == "model":
+        raise ConversionError(
+            f"{weights}: is a full model file, not a weights file; convert "
+            "it on its own, without the JSON config")
+    if kind is None:
+        raise ConversionError(f"{weights}: HDF5 file without Keras weights "
+                              "(no layer_names attribute or layers group)")
+    version = str(config.get("keras_version")
+                  or text_attr(f, "keras_version") or "")
+    fmt = "json+h5" if kind == "legacy_weights" else "json+weights.h5"
+    spec = parse_model(config, path)
+    graph = build_graph(spec, path, version, fmt)
+    if kind == "legacy_weights":
+        attach_legacy(spec, f, weights)
+    else:
+        attach_v3(spec, f, weights)
+    return fmt, version, graph
+
+
+def _no_weights_arg(path, weights, what):
+    if weights is not None:
+        raise ConversionError(
+            f"{path}: is {what}, which holds its own weights; do not pass a "
+            f"separate weights file ({weights})")
+
+
+def _read_text(path) -> bytes:
+    if os.path.getsize(path) > JSON_LIMIT:
+        raise ConversionError(f"{path}: JSON config over the "
+                              f"{JSON_LIMIT >> 20} MiB limit")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["FORMATS", "Source", "open_model"]

@@ -1,0 +1,296 @@
+"""Model config JSON -> a tree of models and layers, normalised.
+
+:func:`parse_model` turns the ``{"class_name", "config"}`` dict of a
+Sequential or Functional model (Keras 2 or Keras 3 schema, spec section 1.4)
+into a :class:`ModelSpec`: the model's ``layers`` entries as
+:class:`Member`, in config order, each holding either a
+:class:`migrate.graph.Layer` (ordinary layers and Keras 3 op nodes), a nested
+:class:`ModelSpec` (a Functional or Sequential used as a layer), or nothing
+(InputLayers).  :mod:`migrate.read.inline` then turns that tree into the flat
+:class:`migrate.graph.Graph`, and the weight readers walk the same tree.
+
+Layer names: top-level layers keep their Keras name; layers of a nested
+model are named by their scope path, ``"inner/dense"``.  Keras 2 allowed
+``/`` in names (tf-keras MobileNetV3 has ``"Conv/BatchNorm"``); such names
+are kept as they are.
+
+Every layer config is normalised here, once, so rules see one shape:
+
+* ``shared_object_id`` keys are dropped, at any depth;
+* ``dtype`` given as a policy dict (Keras 3 ``DTypePolicy``, Keras 2
+  ``Policy``) becomes the plain variable dtype string, ``"float32"``; a
+  policy that is not a plain dtype (``mixed_float16``, ``mixed_bfloat16``,
+  quantized ``int8_from_float32``...) becomes the dtype of its variables
+  (``"float32"``) and the original dict is kept under ``"_dtype_policy"``;
+* Keras 2 ``batch_input_shape`` becomes ``batch_shape``;
+* LeakyReLU's Keras 2 ``alpha`` becomes ``negative_slope``;
+* BatchNormalization ``axis`` given as a one-element list becomes an int;
+* LayerNormalization ``axis`` is always a list of ints;
+* ``activation`` and ``recurrent_activation`` given as a Keras function
+  dict (``{"class_name": "function", "config": "relu"}``, with or without a
+  ``keras.*`` module) become the plain string ``"relu"``; other dicts
+  (custom functions, layer objects) are left as they are;
+* layer configs nested under ``layer``, ``forward_layer``,
+  ``backward_layer``, ``cell`` and ``cells`` (wrappers, RNNs) get the same
+  treatment.
+
+``Layer.module`` and ``Layer.registered_name`` come from the entry (``None``
+when the writer left them out, as Keras 2 and every legacy ``.h5`` do).  A
+tf-keras ``.h5`` writes a registered class as ``"class_name":
+"Custom>CustomScaleLayer"``: that becomes ``registered_name``, and
+``class_name`` the part after ``>``.
+Keras 3 op nodes in a legacy ``.h5`` lost their module; they are recognised
+by their config (see :mod:`migrate.read.ops_table`) and given it back.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..errors import ConversionError
+from ..graph import Layer
+from .hdf5 import first_line
+from .ops_table import op_module
+
+# class names of model containers
+FUNCTIONAL = ("Functional", "Model")
+SEQUENTIAL = "Sequential"
+INPUT_LAYER = "InputLayer"
+
+_PLAIN_DTYPES = {
+    "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32",
+    "int64", "uint8", "uint16", "uint32", "uint64", "bool", "complex64",
+    "complex128", "string"}
+_WRAPPED = ("layer", "forward_layer", "backward_layer", "cell")
+
+
+@dataclass
+class Member:
+    """One entry of a model's ``layers`` list."""
+
+    name: str  # the Keras name, unique within its model
+    class_name: str
+    entry: dict  # the raw entry; its "config" is normalised
+    layer: Layer | None = None  # ordinary layers and op nodes
+    model: ModelSpec | None = None  # a nested Functional / Sequential
+
+    @property
+    def is_input(self) -> bool:
+        return self.class_name == INPUT_LAYER and self.model is None
+
+    @property
+    def config(self) -> dict:
+        return self.entry["config"]
+
+
+@dataclass
+class ModelSpec:
+    """A Functional or Sequential model config, parsed."""
+
+    name: str
+    kind: str  # "functional" | "sequential"
+    class_name: str
+    scope: str  # prefix of its layers' names: "" or "inner/"
+    config: dict  # input_layers, output_layers, build_input_shape, ...
+    entry: dict  # the whole {"class_name", "config", "build_config"...}
+    members: list[Member] = field(default_factory=list)
+    _by_name: dict = field(default_factory=dict, repr=False)
+
+    def add(self, member: Member, label: str) -> None:
+        if member.name in self._by_name:
+            raise ConversionError(f"{label}: model {self.name!r} has two "
+                                  f"layers named {member.name!r}")
+        self.members.append(member)
+        self._by_name[member.name] = member
+
+    def member(self, name: str) -> Member | None:
+        return self._by_name.get(name)
+
+    def leaves(self):
+        """``(member, owning spec)`` for every non-model member, nested
+        models included, depth first."""
+        for m in self.members:
+            if m.model is not None:
+                yield from m.model.leaves()
+            else:
+                yield m, self
+
+
+def load_json(text: str | bytes, label: str) -> dict:
+    """Parse config JSON text, with a one-line error."""
+    try:
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode("utf-8")
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConversionError(
+            f"{label}: model config is not valid JSON ({first_line(exc)})") \
+            from None
+    if not isinstance(value, dict):
+        raise ConversionError(f"{label}: model config is not a JSON object")
+    return value
+
+
+def model_kind(entry: dict) -> str | None:
+    """``"functional"``, ``"sequential"`` or ``None`` (an ordinary layer)."""
+    cfg = entry.get("config")
+    if entry.get("class_name") == SEQUENTIAL or isinstance(cfg, list):
+        return "sequential"
+    if isinstance(cfg, dict) and "layers" in cfg and (
+            "output_layers" in cfg or entry.get("class_name") in FUNCTIONAL):
+        return "functional"
+    return None
+
+
+def parse_model(entry: dict, label: str, scope: str = "") -> ModelSpec:
+    """Parse a model entry (the top-level config or a nested model)."""
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise ConversionError(f"{label}: config has no 'class_name', not a "
+                              "Keras model config")
+    kind = model_kind(entry)
+    cls = entry.get("class_name")
+    if kind is None:
+        if isinstance(entry.get("config"), dict) and scope == "":
+            raise ConversionError(
+                f"{label}: the model is a {cls!r} whose config has no layer "
+                "graph (a subclassed model?); only Sequential and "
+                "Functional models can be read")
+        raise ConversionError(f"{label}: {cls!r} is not a Keras model config")
+    cfg = entry["config"]
+    if isinstance(cfg, list):  # Keras <= 2.2 Sequential: a bare layer list
+        cfg = {"name": entry.get("name") or "sequential", "layers": cfg}
+    name = str(cfg.get("name") or entry.get("name") or kind)
+    layers = cfg.get("layers")
+    if not isinstance(layers, list):
+        raise ConversionError(f"{label}: model {name!r} has no layer list")
+    spec = ModelSpec(name, kind, cls, scope, cfg, entry)
+    for raw in layers:
+        spec.add(_member(raw, spec, label), label)
+    return spec
+
+
+def _member(raw, spec: ModelSpec, label: str) -> Member:
+    if not isinstance(raw, dict) or not isinstance(raw.get("class_name"),
+                                                   str):
+        raise ConversionError(f"{label}: model {spec.name!r} has a layer "
+                              "entry without 'class_name'")
+    cls = raw["class_name"]
+    registered = raw.get("registered_name")
+    if ">" in cls:  # tf-keras .h5 writes "Package>Name" as the class name
+        registered, cls = cls, cls.rsplit(">", 1)[1]
+    cfg = raw.get("config")
+    name = raw.get("name") or (cfg.get("name") if isinstance(cfg, dict)
+                               else None)
+    if not isinstance(name, str) or not name:
+        raise ConversionError(f"{label}: a {cls} layer of model "
+                              f"{spec.name!r} has no name")
+    if model_kind(raw) is not None:
+        inner = parse_model(raw, label, f"{spec.scope}{name}/")
+        return Member(name, cls, raw, model=inner)
+    if not isinstance(cfg, dict):
+        raise ConversionError(f"{label}: layer {name!r} has no config dict")
+    entry = dict(raw, config=normalize_config(cls, cfg))
+    if cls == INPUT_LAYER:
+        return Member(name, cls, entry)
+    module = raw.get("module")
+    if module is None and _is_lost_op(raw):
+        module = op_module(cls)
+    layer = Layer(name=spec.scope + name, class_name=cls,
+                  config=entry["config"], module=module,
+                  registered_name=registered)
+    return Member(name, cls, entry, layer=layer)
+
+
+def _is_lost_op(raw: dict) -> bool:
+    """A Keras 3 op node written without its module (legacy ``.h5``): its
+    nodes use the Keras 3 form and its config lacks the ``trainable`` key
+    that every layer's config has."""
+    nodes = raw.get("inbound_nodes") or []
+    return ("trainable" not in raw["config"] and bool(nodes)
+            and all(isinstance(n, dict) and "args" in n for n in nodes))
+
+
+# -- normalisation ----------------------------------------------------------
+def normalize_config(class_name: str, config: dict) -> dict:
+    """A normalised copy of one layer's config (see the module docstring)."""
+    cfg = _drop_shared_ids(config)
+    if "dtype" in cfg:
+        dtype, policy = dtype_of(cfg["dtype"])
+        if policy is not None:
+            cfg["_dtype_policy"] = policy
+        cfg["dtype"] = dtype
+    if "batch_input_shape" in cfg:
+        shape = cfg.pop("batch_input_shape")
+        cfg.setdefault("batch_shape", shape)
+    if class_name == "LeakyReLU" and "alpha" in cfg:
+        alpha = cfg.pop("alpha")
+        cfg.setdefault("negative_slope", alpha)
+    if class_name == "BatchNormalization":
+        axis = cfg.get("axis")
+        if isinstance(axis, list) and len(axis) == 1:
+            cfg["axis"] = axis[0]
+    if class_name == "LayerNormalization" and "axis" in cfg:
+        axis = cfg["axis"]
+        cfg["axis"] = list(axis) if isinstance(axis, (list, tuple)) \
+            else [axis]
+    for key in ("activation", "recurrent_activation"):
+        if key in cfg:
+            cfg[key] = activation_name(cfg[key])
+    for key in _WRAPPED:
+        if key in cfg:
+            cfg[key] = _normalize_wrapped(cfg[key])
+    if isinstance(cfg.get("cells"), list):
+        cfg["cells"] = [_normalize_wrapped(c) for c in cfg["cells"]]
+    return cfg
+
+
+def _normalize_wrapped(value):
+    if (isinstance(value, dict) and isinstance(value.get("class_name"), str)
+            and isinstance(value.get("config"), dict)):
+        return dict(value, config=normalize_config(value["class_name"],
+                                                   value["config"]))
+    return value
+
+
+def _drop_shared_ids(value):
+    if isinstance(value, dict):
+        return {k: _drop_shared_ids(v) for k, v in value.items()
+                if k != "shared_object_id"}
+    if isinstance(value, list):
+        return [_drop_shared_ids(v) for v in value]
+    return value
+
+
+def dtype_of(value) -> tuple[str, dict | None]:
+    """``(variable dtype, policy dict or None)`` for a config ``dtype``."""
+    if value is None:
+        return "float32", None
+    if isinstance(value, str):
+        name, policy = value, None
+    elif isinstance(value, dict):
+        inner = value.get("config")
+        name = inner.get("name") if isinstance(inner, dict) else None
+        if not isinstance(name, str):
+            return "float32", value
+        policy = value
+    else:
+        return str(value), None
+    if name in _PLAIN_DTYPES:
+        return name, None
+    # "mixed_float16" keeps float32 variables; "int8_from_float32" and
+    # other quantized policies name their source policy after "_from_".
+    source = name.split("_from_", 1)[1] if "_from_" in name else name
+    if source.startswith("mixed_") or source not in _PLAIN_DTYPES:
+        source = "float32"
+    return source, policy if policy is not None else {"name": name}
+
+
+def activation_name(value):
+    """``{"class_name": "function", "config": "relu"}`` -> ``"relu"``."""
+    if (isinstance(value, dict) and value.get("class_name") == "function"
+            and isinstance(value.get("config"), str)):
+        module = value.get("module")
+        if module is None or str(module).split(".", 1)[0] in (
+                "keras", "tf_keras"):
+            return value["config"]
+    return value

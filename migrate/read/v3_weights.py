@@ -1,0 +1,91 @@
+"""Attach weights stored in the Keras 3 layout (spec 1.3).
+
+Used for ``model.weights.h5`` inside a ``.keras`` archive and for
+standalone ``.weights.h5`` files.  Variables are stored by position:
+``layers/<key>/vars/0``, ``vars/1``, ... where ``<key>`` is not the layer's
+name but its class name in snake case, made unique in list order with
+``_1``, ``_2``... (``Dense`` -> ``dense``, ``dense_1``; ``PReLU`` ->
+``p_re_lu``).  The walk over the config tree:
+
+* op nodes (``keras.src.ops.*``) take no key;
+* a Sequential model skips its InputLayer; a Functional one does not;
+* a nested model's group is walked the same way (``layers/functional/
+  layers/dense/...``);
+* every dataset under a layer's group is one :class:`WeightEntry`, keyed by
+  its path relative to the layer (``vars/0``, ``cell/vars/1``,
+  ``forward_layer/cell/vars/2``), sorted by key with numbers in numeric
+  order.
+
+A missing ``layers/<key>`` group is looked up under
+``_layer_checkpoint_dependencies/`` (tf-keras 2.13 files, as Keras does);
+a layer without a group has no weights.
+"""
+from __future__ import annotations
+
+import re
+
+import h5py
+
+from ..errors import ConversionError
+from ..weights import LayerWeights, WeightEntry
+from .config import ModelSpec
+from .hdf5 import datasets_under, group, lazy
+
+_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
+
+
+def attach_v3(spec: ModelSpec, root: h5py.Group, label: str) -> None:
+    """Give every layer of ``spec`` its weights from ``root``."""
+    if group(root, "layers", required=False) is None:
+        raise ConversionError(f"{label}: no 'layers' group, not a Keras 3 "
+                              "weights file")
+    _walk(spec, root)
+
+
+def snake_case(class_name: str) -> str:
+    """Keras' key for a class: ``"Conv2DTranspose"`` ->
+    ``"conv2d_transpose"``, ``"PReLU"`` -> ``"p_re_lu"``."""
+    name = re.sub(r"\W+", "", class_name)
+    # A capitalised word gets a "_" before it ("Conv2D|Transpose") ...
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    # ... and so does a capital right after a lowercase letter ("Conv|LSTM").
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    return name.lower()
+
+
+def _walk(spec: ModelSpec, grp: h5py.Group) -> None:
+    used: dict[str, int] = {}
+    for m in spec.members:
+        if m.layer is not None and m.layer.is_op:
+            continue
+        if m.is_input and spec.kind == "sequential":
+            continue
+        key = snake_case(m.class_name)
+        if key in used:
+            used[key] += 1
+            key = f"{key}_{used[key]}"
+        else:
+            used[key] = 0
+        sub = _child(grp, key)
+        if sub is None:
+            continue
+        if m.model is not None:
+            _walk(m.model, sub)
+        elif m.layer is not None:
+            entries = [WeightEntry(path, lazy(ds))
+                       for path, ds in datasets_under(sub)]
+            entries.sort(key=lambda e: _natural(e.key))
+            m.layer.weights = LayerWeights(entries, m.layer.name)
+
+
+def _child(grp: h5py.Group, key: str):
+    for container in _CONTAINERS:
+        sub = group(grp, f"{container}/{key}", required=False)
+        if sub is not None:
+            return sub
+    return None
+
+
+def _natural(key: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                 for p in key.split("/"))

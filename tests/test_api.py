@@ -1,0 +1,176 @@
+"""The Python API and what convert writes, on whole small models."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import migrate
+from migrate.verify import run_port
+
+from conftest import fixture_dir, model_files
+
+
+def _load(case):
+    d = fixture_dir(case)
+    with np.load(d / "reference.npz") as ref:
+        inputs = [ref[k] for k in sorted(ref.files) if k.startswith("in_")]
+        outputs = [ref[k] for k in sorted(ref.files) if k.startswith("out_")]
+    return d, inputs, outputs
+
+
+@pytest.mark.parametrize("case", ["k3_small_cnn", "k2_small_cnn",
+                                  "k3_text_mlp", "k2_text_mlp"])
+def test_every_format_gives_byte_identical_source_and_weights(case):
+    d = fixture_dir(case)
+    convs = [migrate.convert(m, w) for _, m, w in model_files(d)]
+    assert len(convs) >= 2
+    for c in convs[1:]:
+        assert c.source == convs[0].source
+        assert c.state_dict.keys() == convs[0].state_dict.keys()
+        for k, v in c.state_dict.items():
+            assert torch.equal(v, convs[0].state_dict[k]), k
+
+
+def test_keras2_and_keras3_saves_of_one_architecture_give_one_source():
+    k3 = migrate.convert(fixture_dir("k3_small_cnn") / "model.keras")
+    k2 = migrate.convert(fixture_dir("k2_small_cnn") / "model.h5")
+    assert k3.source == k2.source
+
+
+def test_conversion_object():
+    d, inputs, outputs = _load("k3_small_cnn")
+    conv = migrate.convert(d / "model.keras")
+    assert conv.class_name == "SmallCnn"
+    model = conv.module()
+    assert not model.training
+    assert set(conv.state_dict) == set(model.state_dict())
+    got = run_port(conv, inputs)
+    assert np.abs(got[0] - outputs[0]).max() < 1e-5
+    src = conv.source
+    assert "self.conv1 = nn.Conv2d(3, 8" in src
+    assert "eps=0.001, momentum=0.01" in src
+    imports = [ln for ln in src.splitlines() if ln.startswith(("import", "from"))]
+    assert all("torch" in ln for ln in imports)
+    assert str(d) not in src and "model.keras" not in src  # no paths
+
+
+def test_report_shape():
+    d = fixture_dir("k3_small_cnn")
+    r = migrate.convert(d / "model.keras").report
+    assert set(r) >= {"tool", "source", "module", "layout", "inputs", "outputs",
+                      "layers", "warnings", "parity"}
+    assert r["tool"]["name"] == "keras2torch"
+    assert r["source"]["format"] == "keras"
+    assert len(r["source"]["sha256"]) == 64
+    assert r["source"]["keras_version"].startswith("3.")
+    assert r["module"] == {"file": "model.py", "class_name": "SmallCnn",
+                           "weights_file": "model.safetensors"}
+    (inp,) = r["inputs"]
+    assert inp["keras_shape"] == [None, 13, 11, 3]
+    assert inp["torch_shape"] == [None, 3, 13, 11]
+    assert inp["permutation"] == [0, 3, 1, 2]
+    conv1 = next(l for l in r["layers"] if l["keras_name"] == "conv1")
+    assert conv1 == {"keras_name": "conv1", "class_name": "Conv2D",
+                     "rule": "conv2d", "torch_name": "conv1",
+                     "params": 3 * 8 * 9 + 8}
+    assert r["permutes"] == []
+    assert r["parity"] is None
+
+
+def test_layout_keras_keeps_keras_interface():
+    d, inputs, outputs = _load("k3_small_cnn")
+    conv = migrate.convert(d / "model.keras", layout="keras")
+    assert conv.report["inputs"][0]["permutation"] == [0, 1, 2, 3]
+    out = conv.module()(torch.from_numpy(inputs[0]))
+    assert np.abs(out.detach().numpy() - outputs[0]).max() < 1e-5
+    assert "--layout keras" in conv.source
+
+
+def test_class_name_option_and_validation():
+    d = fixture_dir("k3_small_cnn")
+    assert migrate.convert(d / "model.keras", class_name="Net").class_name == "Net"
+    with pytest.raises(migrate.ConversionError):
+        migrate.convert(d / "model.keras", class_name="not valid")
+
+
+def test_save_writes_loadable_files(tmp_path):
+    from safetensors.torch import load_file
+    d = fixture_dir("k3_small_cnn")
+    conv = migrate.convert(d / "model.keras")
+    out = conv.save(tmp_path / "port")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "conversion.json", "model.py", "model.safetensors"]
+    report = json.loads((out / "conversion.json").read_text())
+    assert report["module"]["class_name"] == "SmallCnn"
+    model = conv.module_class()()
+    model.load_state_dict(load_file(out / "model.safetensors"), strict=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["port"]  # no temp dirs left
+
+
+def test_save_pt_and_force(tmp_path):
+    d = fixture_dir("k3_small_cnn")
+    conv = migrate.convert(d / "model.keras", weights_format="pt")
+    out = conv.save(tmp_path / "port")
+    state = torch.load(out / "model.pt", weights_only=True)
+    conv.module_class()().load_state_dict(state, strict=True)
+    with pytest.raises(migrate.ConversionError, match="already exists"):
+        conv.save(out)
+    conv.save(out, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["port"]
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import safetensors.torch
+    d = fixture_dir("k3_small_cnn")
+    conv = migrate.convert(d / "model.keras")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(migrate.ConversionError):
+        conv.save(tmp_path / "port")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_port_runs_with_only_torch(tmp_path):
+    """The written port imports neither keras2torch, Keras, TF nor h5py."""
+    d, inputs, outputs = _load("k3_small_cnn")
+    conv = migrate.convert(d / "model.keras", weights_format="pt")
+    conv.save(tmp_path / "port")
+    np.save(tmp_path / "x.npy", inputs[0].transpose(0, 3, 1, 2))
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"migrate", "cli", "keras",
+                        "tensorflow", "tf_keras", "h5py", "safetensors"}}:
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {str(tmp_path / "port")!r})
+        import numpy as np, torch
+        from model import SmallCnn
+        m = SmallCnn()
+        m.load_state_dict(torch.load({str(tmp_path / "port" / "model.pt")!r},
+                                     weights_only=True))
+        m.eval()
+        y = m(torch.from_numpy(np.load({str(tmp_path / "x.npy")!r})))
+        np.save({str(tmp_path / "y.npy")!r}, y.detach().numpy())
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    y = np.load(tmp_path / "y.npy")
+    assert np.abs(y - outputs[0]).max() < 1e-5
+
+
+def test_train_mode_keeps_dropout_and_batchnorm_trainable():
+    d = fixture_dir("k3_small_cnn")
+    model = migrate.convert(d / "model.keras").module().train()
+    assert isinstance(model.dropout, torch.nn.Dropout) and model.dropout.p == 0.3
+    assert model.bn1.momentum == pytest.approx(0.01)
+    x = torch.randn(4, 3, 13, 11)
+    model(x).sum().backward()
+    assert model.conv1.weight.grad is not None

@@ -1,0 +1,29 @@
+"""The generated module survives torch.export and torch.compile."""
+import numpy as np
+import pytest
+import torch
+
+import migrate
+from conftest import fixture_dir
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    d = fixture_dir("k3_small_cnn")
+    with np.load(d / "reference.npz") as ref:
+        x = torch.from_numpy(ref["in_0"]).permute(0, 3, 1, 2).contiguous()
+        y = ref["out_0"]
+    return migrate.convert(d / "model.keras").module(), x, y
+
+
+def test_torch_export(cnn):
+    model, x, y = cnn
+    ep = torch.export.export(model, (x,))
+    assert np.abs(ep.module()(x).detach().numpy() - y).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_torch_compile(cnn):
+    model, x, y = cnn
+    compiled = torch.compile(model)
+    assert np.abs(compiled(x).detach().numpy() - y).max() < 1e-5

@@ -90,7 +90,8 @@ class Translator:
         self.permutes: list[str] = []
         self.problems: list[tuple[str, str, str]] = []
         self.body: list[str] = []
-        self.pending: tuple[str, str] | None = None  # (var, expr) unwritten
+        # the statement not written yet: (var, expr, shape comment or None)
+        self.pending: tuple[str, str, str | None] | None = None
         self.uses = {ref: len(ns) for ref, ns in graph.consumers().items()}
         for out in graph.outputs:
             self.uses[out.ref] = self.uses.get(out.ref, 0) + 1
@@ -286,18 +287,25 @@ class Translator:
             if compose:
                 subs[0] = pending[1]
             expr = _fill(out.steps[0], subs)
+            carried = pending[2] if compose else None
             if compose and _too_long(var, expr):
                 self._flush()
                 expr = _fill(out.steps[0], in_vars)
+                carried = None
             self.pending = None
             for step in out.steps[1:]:
-                nxt = step.replace(HOLE, expr)
+                nxt = _subst(step, HOLE, expr)
                 if _too_long(var, nxt):
                     self.body.append(f"{var} = {expr}")
-                    nxt = step.replace(HOLE, var)
+                    nxt = _subst(step, HOLE, var)
                 expr = nxt
+            note = carried
+            shape = out.layout.torch_shape(out.shape)
+            if (in_refs and out.layout.flat is None
+                    and self.tensors[in_refs[0]].torch_shape != shape):
+                note = _shape_note(shape)
             if len(outs) == 1:
-                self.pending = (var, expr)
+                self.pending = (var, expr, note)
             else:
                 self.body.append(f"{var} = {expr}")
             self.tensors[ref] = Tensor(out.shape, out.layout, out.dtype,
@@ -312,16 +320,64 @@ class Translator:
         self.body.append(f"{var} = {expr}")
 
     def _flush(self) -> None:
+        """Write the pending statement, with its shape comment if it fits."""
         if self.pending is not None:
-            var, expr = self.pending
-            self.body.append(f"{var} = {expr}")
+            var, expr, note = self.pending
+            line = f"{var} = {expr}"
+            if note and INDENT + len(line) + len(note) + 2 <= LINE:
+                line += f"  {note}"
+            self.body.append(line)
             self.pending = None
 
 
 def _fill(step: str, values: list[str]) -> str:
     for i, v in enumerate(values):
-        step = step.replace(IN(i), v)
+        step = _subst(step, IN(i), v)
     return step
+
+
+def _subst(template: str, token: str, expr: str) -> str:
+    """Put ``expr`` where ``token`` is, parenthesised unless it is atomic
+    or stands alone as an argument (``f(x + y)`` but ``(x + y).flatten(1)``).
+    """
+    if token not in template:
+        return template
+    if _atomic(expr):
+        return template.replace(token, expr)
+    parts = template.split(token)
+    out = parts[0]
+    for i, rest in enumerate(parts[1:]):
+        before = out.rstrip()[-1:]
+        after = rest.lstrip()[:1]
+        bare = before in ("", "(", "[", ",") and after in ("", ")", "]", ",")
+        out += (expr if bare else f"({expr})") + rest
+    return out
+
+
+_OPERATORS = set(" +-*/%@<>=!&|^~")
+
+
+def _atomic(expr: str) -> bool:
+    """True when ``expr`` has no operator outside brackets and strings."""
+    depth, quote = 0, None
+    for i, ch in enumerate(expr):
+        if quote:
+            if ch == quote and expr[i - 1] != "\\":
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in _OPERATORS:
+            return False
+    return True
+
+
+def _shape_note(shape) -> str:
+    dims = ["B"] + ["?" if d is None else str(d) for d in shape[1:]]
+    return "# (" + ", ".join(dims) + ")"
 
 
 def _too_long(var: str, expr: str) -> bool:

@@ -1,4 +1,5 @@
 """The Python API and what convert writes, on whole small models."""
+import ast
 import json
 import subprocess
 import sys
@@ -174,3 +175,61 @@ def test_train_mode_keeps_dropout_and_batchnorm_trainable():
     x = torch.randn(4, 3, 13, 11)
     model(x).sum().backward()
     assert model.conv1.weight.grad is not None
+
+
+@pytest.mark.parametrize("fmt", ["model.keras", "model.h5"])
+def test_hostile_names_never_reach_code(fmt):
+    d, inputs, outputs = _load("k3_hostile_names")
+    conv = migrate.convert(d / fmt)
+    src = conv.source
+    tree = ast.parse(src)
+    # the only imports are torch; nothing calls a bare name like __import__
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + [getattr(node, "module", "")]
+            assert all(n.split(".")[0] in {"torch", "nn", "F", ""} or
+                       n in {"nn"} for n in names if n), names
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id not in {"__import__", "eval", "exec", "open"}
+    strings = [n.value for n in ast.walk(tree)
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert len(strings) == 1  # the docstring, names escaped in its source
+    assert 'model"""\n__import__' not in src and "x\nimport os" not in src
+    assert src.isascii()
+    attrs = [r["torch_name"] for r in conv.report["layers"][1:]]
+    assert len(set(attrs)) == len(attrs)
+    for a in attrs:
+        assert a.isidentifier() and a not in {"forward", "training", "class",
+                                               "torch", "self"}
+    got = run_port(conv, inputs)
+    assert np.abs(got[0] - outputs[0]).max() < 1e-5
+
+
+def test_unsupported_layers_are_all_named_at_once():
+    with pytest.raises(migrate.UnsupportedLayers) as info:
+        migrate.convert(fixture_dir("k3_custom_layers") / "model.keras")
+    err = info.value
+    assert [(n, c) for n, c, _ in err.problems] == [
+        ("scale_a", "Scale"), ("shift", "Shift"), ("scale_b", "Scale")]
+    msg = str(err)
+    assert "\n" not in msg
+    assert "Scale x2" in msg and "Shift x1" in msg and "custom rule" in msg
+
+
+def test_custom_rule_converts_a_custom_layer():
+    from migrate.rules import Emit, Out, Rule, chain
+
+    def scale(call):
+        x = call.inputs[0]
+        return Emit([Out(chain(f"{x.expr} * 2.0"), x.shape, x.layout)])
+
+    def shift(call):
+        x = call.inputs[0]
+        return Emit([Out(chain(f"{x.expr} + 1.0"), x.shape, x.layout)])
+
+    rules = {"fixtures>Scale": Rule("fixtures>Scale", scale),
+             "Shift": Rule("Shift", shift)}
+    d, inputs, outputs = _load("k3_custom_layers")
+    conv = migrate.convert(d / "model.keras", rules=rules)
+    got = run_port(conv, inputs)
+    assert np.abs(got[0] - outputs[0]).max() < 1e-5

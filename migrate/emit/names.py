@@ -74,4 +74,12 @@ class Namespace:
 def comment_text(text: str) -> str:
     """A Keras name as it may appear in a comment or docstring: ASCII,
     escaped, and unable to close a string or start a new line."""
-    return ascii(str(text))[1:-1].replace('"', "\\x22").replace("'", "\\x27")
+    out = []
+    for ch in str(text):
+        if 32 <= ord(ch) < 127 and ch not in "\"'\\":
+            out.append(ch)
+        elif ch in "\"'":
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ascii(ch)[1:-1])
+    return "".join(out)

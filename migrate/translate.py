@@ -282,6 +282,16 @@ class Translator:
                    and not (emit.module or emit.state))
         if not compose:
             self._flush()
+        if emit.multi is not None:
+            expr = _fill(emit.multi[0], in_vars)
+            for step in emit.multi[1:]:
+                expr = _subst(step, HOLE, expr)
+            self.body.append(", ".join(v for _, v, _ in outs) + f" = {expr}")
+            for ref, var, out in outs:
+                self.tensors[ref] = Tensor(out.shape, out.layout, out.dtype,
+                                           masked=bool(out.masked))
+                self.var_of[ref] = var
+            return
         for ref, var, out in outs:
             subs = list(in_vars)
             if compose:

@@ -72,7 +72,9 @@ class Emit:
     state: dict[str, Callable[[], Any]] = field(default_factory=dict)
     init_lines: list[str] = field(default_factory=list)  # use {attr}
     helpers: dict[str, str] = field(default_factory=dict)  # name -> code
-    torch_name: str | None = None  # filled by the translator
+    # One expression returning a tuple, unpacked into the outputs
+    # (``out, h, c = self.lstm(x)``); the outputs' steps are then unused.
+    multi: list[str] | None = None
 
 
 def chain(first: str, *wraps: str) -> list[str]:

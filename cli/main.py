@@ -1,7 +1,14 @@
 """The ``keras2torch`` command line.
 
-Exit codes: 0 success, 1 parity above tolerance, 2 bad input or usage.
-Errors are one line on stderr, never a traceback.
+    keras2torch convert MODEL... -o OUTDIR   convert one model, or a batch
+    keras2torch check [PATH...]              the CI gate: convertible, right,
+                                             committed ports up to date
+    keras2torch inspect MODEL                the layer table, nothing written
+    keras2torch rules                        every supported Keras layer
+
+Exit codes: 0 success, 1 a model fails (parity above tolerance, unsupported
+layers, drift), 2 bad input, usage or I/O errors.  Errors are one line on
+stderr, never a traceback.
 """
 from __future__ import annotations
 
@@ -10,25 +17,14 @@ import sys
 import click
 
 from migrate import __version__
-from migrate.errors import ConversionError
 
-EXAMPLES = """
-\b
-Examples:
-  keras2torch convert model.keras -o port/
-  keras2torch convert model.h5 -o port/ --verify
-  keras2torch convert model.json --weights model.weights.h5 -o port/
-  keras2torch convert model.keras -o port/ --layout keras --weights-format pt
-"""
+from .check import check
+from .common import Error
+from .convert import EXAMPLES, convert
+from .inspection import inspect_cmd
+from .rules import rules
 
-
-class Error(click.ClickException):
-    """One line on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+__all__ = ["Error", "main"]
 
 
 class OneLineErrors(click.Group):
@@ -58,69 +54,11 @@ def main():
     """Convert Keras models to readable PyTorch code and weights."""
 
 
-@main.command(epilog=EXAMPLES)
-@click.argument("model", type=click.Path())
-@click.option("--weights", type=click.Path(),
-              help="Weights file for a JSON config (Keras 2 .h5 or Keras 3 "
-                   ".weights.h5).")
-@click.option("-o", "--output", "outdir", required=True,
-              type=click.Path(file_okay=False),
-              help="Directory to write model.py, the weights and "
-                   "conversion.json to.")
-@click.option("--class-name", help="Name of the generated nn.Module class "
-                                   "(default: from the Keras model name).")
-@click.option("--layout", type=click.Choice(["torch", "keras"]),
-              default="torch", show_default=True,
-              help="torch: channels-first inputs and outputs; keras: keep "
-                   "Keras's channels-last layout at the interface.")
-@click.option("--weights-format", type=click.Choice(["safetensors", "pt"]),
-              default="safetensors", show_default=True)
-@click.option("--verify", is_flag=True,
-              help="Run the model in Keras (needs TensorFlow) and the port "
-                   "on the same random inputs and compare.")
-@click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Largest absolute difference --verify accepts.")
-@click.option("--force", is_flag=True, help="Replace OUTDIR if it exists.")
-def convert(model, weights, outdir, class_name, layout, weights_format,
-            verify, atol, force):
-    """Convert MODEL (.keras, .h5, or a JSON config with --weights)."""
-    import migrate
-    from pathlib import Path
-    for path in (model, weights):
-        if path is not None and not Path(path).exists():
-            raise Error(f"{path}: no such file")
-    if Path(outdir).exists() and not force:
-        raise Error(f"{outdir} already exists (use --force to replace it)")
-    try:
-        conv = migrate.convert(model, weights, class_name=class_name,
-                               layout=layout, weights_format=weights_format)
-        parity = None
-        if verify:
-            parity = migrate.verify(model, conv, weights, atol=atol)
-        conv.save(outdir, force=force)
-    except ConversionError as exc:
-        raise Error(str(exc)) from None
-    except (OSError, MemoryError) as exc:
-        raise Error(f"{type(exc).__name__}: {exc}") from None
-    report = conv.report
-    click.echo(f"wrote {outdir}/ ({report['module']['class_name']}, "
-               f"{len(report['layers'])} layers, "
-               f"{sum(v.numel() for v in conv.state_dict.values()):,} "
-               f"values)", err=True)
-    for w in report["warnings"]:
-        click.echo(f"warning: {w}", err=True)
-    if parity is not None:
-        for row in parity["outputs"]:
-            click.echo(f"parity {row['name']}: max abs err "
-                       f"{row['max_abs_err']:.3g}, max rel err "
-                       f"{row['max_rel_err']:.3g}")
-        if not parity["passed"]:
-            click.echo(f"error: parity failed: max abs err "
-                       f"{parity['max_abs_err']:.3g} > atol {atol:g}",
-                       err=True)
-            sys.exit(1)
+main.add_command(convert)
+main.add_command(check)
+main.add_command(inspect_cmd, "inspect")
+main.add_command(rules)
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

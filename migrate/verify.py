@@ -4,10 +4,21 @@ The Keras side runs in a subprocess (``verify_keras.py``) so that TensorFlow
 and torch never share a process.  Inputs are seeded: normal floats, or
 integer ids below the vocabulary size for inputs that feed an Embedding.
 Unknown dims (``None``) get :data:`DEFAULT_DIM`.
+
+**Per layer** (``verify(..., per_layer=True)``): Keras records every layer
+call's output (``verify_keras.py --taps``), and the port side runs the
+*traced* translation of the model (:func:`migrate.inspect.trace`: the same
+rules, with every layer's output returned).  Each layer call is compared in
+Keras layout, in graph order; a layer *diverges* when its max abs error
+exceeds ``atol * max(1, max|Keras output|)`` (intermediate values can be
+large, and float32 error grows with them).  The result names the first
+diverging layer.  When no layer diverges but the outputs do, the layers are
+right and the fault is in how ``model.py`` joins them; the result says so.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -61,9 +72,17 @@ def run_port(conv, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return result
 
 
+def verify_available() -> bool:
+    """True when TensorFlow is installed, so :func:`verify` can run."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def run_keras(model_path, weights, keras_major: int,
-              inputs: list[np.ndarray], timeout: float = 900):
-    if importlib.util.find_spec("tensorflow") is None:
+              inputs: list[np.ndarray], timeout: float = 900,
+              taps: bool = False):
+    """Keras's outputs for ``inputs`` and its version; with ``taps``, also
+    ``{node_id: [array per output]}`` for every layer call."""
+    if not verify_available():
         raise VerifyUnavailable(
             "cannot verify: TensorFlow is not installed "
             "(pip install 'keras2torch[verify]')")
@@ -74,6 +93,9 @@ def run_keras(model_path, weights, keras_major: int,
                str(dst), "--major", str(keras_major)]
         if weights:
             cmd += ["--weights", os.fspath(weights)]
+        tap_file = Path(tmp, "taps.npz")
+        if taps:
+            cmd += ["--taps", str(tap_file)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                    TF_ENABLE_ONEDNN_OPTS="0")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -84,7 +106,14 @@ def run_keras(model_path, weights, keras_major: int,
         with np.load(dst, allow_pickle=False) as data:
             outs = [data[f"out_{i}"] for i in range(len(data.files))]
         version = (proc.stdout.strip().splitlines() or [""])[-1]
-    return outs, version
+        if not taps:
+            return outs, version
+        recorded: dict[str, dict[int, np.ndarray]] = {}
+        with np.load(tap_file, allow_pickle=False) as data:
+            index = json.loads(str(data["index"]))
+            for k, (node, i) in enumerate(index):
+                recorded.setdefault(node, {})[i] = data[f"t{k}"]
+    return outs, version, recorded
 
 
 def compare(keras_outs, port_outs, names, atol: float) -> dict:
@@ -107,20 +136,29 @@ def compare(keras_outs, port_outs, names, atol: float) -> dict:
 
 
 def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
-           seed: int = 0, batch: int = 2) -> dict:
+           seed: int = 0, batch: int = 2, per_layer: bool = False,
+           rules: dict | None = None) -> dict:
     """Run Keras and the port on the same seeded inputs; return the parity
     figures (also stored on ``conversion.parity``).
 
     ``rel`` errors are the max absolute error over the largest Keras output
-    magnitude.  Raises :class:`VerifyUnavailable` without TensorFlow.
+    magnitude.  ``per_layer`` adds ``layers`` (one row per layer call) and
+    ``first_divergence`` (see the module doc); ``rules`` are the extra
+    rules the conversion used.  Raises :class:`VerifyUnavailable` without
+    TensorFlow.
     """
     if conversion is None:
         from .api import convert
-        conversion = convert(model_path, weights)
+        conversion = convert(model_path, weights, rules=rules)
     major = int(str(conversion.source_info.get("keras_version") or "3")
                 .split(".")[0] or 3)
     inputs = make_inputs(conversion.program, seed, batch)
-    keras_outs, version = run_keras(model_path, weights, major, inputs)
+    recorded = None
+    if per_layer:
+        keras_outs, version, recorded = run_keras(model_path, weights, major,
+                                                  inputs, taps=True)
+    else:
+        keras_outs, version = run_keras(model_path, weights, major, inputs)
     if len(keras_outs) != len(conversion.program.outputs):
         raise ConversionError(f"Keras returned {len(keras_outs)} outputs, "
                               f"the port {len(conversion.program.outputs)}")
@@ -130,5 +168,96 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
     result.update({"seed": seed, "batch": batch,
                    "inputs": [list(a.shape) for a in inputs],
                    "keras_runtime": version})
+    if per_layer:
+        ported = run_traced(model_path, weights, conversion, inputs, rules)
+        result.update(compare_layers(recorded, ported, atol,
+                                     result["passed"]))
     conversion.parity = result
     return result
+
+
+def run_traced(model_path, weights, conversion, inputs, rules=None):
+    """The traced port's value of every layer call, in Keras layout:
+    ``(node rows, {node_id: {output_index: array}})``; node rows are
+    ``(node_id, layer name, class name, torch attr or None)``."""
+    from . import read as _read
+    from .emit.source import render
+    from .inspect import trace
+    from .translate import Options
+    program = conversion.program
+    with _read.open_model(os.fspath(model_path), None if weights is None
+                          else os.fspath(weights)) as src:
+        tr = trace(src.graph, Options(program.layout, program.class_name,
+                                      rules))
+        if tr.program is None:
+            raise ConversionError("cannot trace the model per layer: "
+                                  f"{len(tr.problems)} layer(s) unsupported")
+        state = {k: torch.as_tensor(np.array(fn()))
+                 for k, fn in tr.program.state.items()}
+    namespace: dict = {"__name__": "keras2torch_traced"}
+    exec(compile(render(tr.program), "traced_model.py", "exec"), namespace)
+    model = namespace[tr.program.class_name]()
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    args = [torch.from_numpy(a).permute(*t.layout.perm)
+            for a, t in zip(inputs, tr.program.inputs)]
+    with torch.no_grad():
+        outs = model(*args)
+    if not isinstance(outs, tuple):
+        outs = (outs,)
+    values: dict[str, dict[int, np.ndarray]] = {}
+    for (node, i), o, t in zip(tr.taps, outs, tr.program.outputs):
+        if i < 0:
+            continue
+        back = [t.layout.perm.index(j) for j in range(len(t.layout.perm))]
+        values.setdefault(node, {})[i] = o.permute(*back).numpy()
+    decls = {m.keras_name: m.attr for m in tr.program.modules}
+    rows = [(n.id, n.layer.name, n.layer.class_name, decls.get(n.layer.name))
+            for n in tr.graph.nodes]
+    return rows, values
+
+
+def compare_layers(recorded, ported, atol: float, outputs_passed: bool):
+    """Per-layer rows and the first divergence (see the module doc)."""
+    nodes, values = ported
+    rows, first = [], None
+    for node, name, cls, attr in nodes:
+        row = {"node": node, "keras_name": name, "class_name": cls,
+               "torch_name": attr, "shape": None, "max_abs_err": None,
+               "max_rel_err": None, "status": "not compared"}
+        keras, port = recorded.get(node), values.get(node, {})
+        if keras is None:
+            row["reason"] = "Keras did not record this call"
+        else:
+            errs, scales = [], []
+            for i, t in sorted(port.items()):
+                k = keras.get(i)
+                if k is None:
+                    continue
+                k = np.asarray(k, dtype=np.float64)
+                t = np.asarray(t, dtype=np.float64)
+                if k.shape != t.shape:
+                    row.update(status="diverged", reason=(
+                        f"output {i}: Keras shape {list(k.shape)}, port "
+                        f"shape {list(t.shape)}"))
+                    break
+                row["shape"] = list(k.shape)
+                errs.append(float(np.max(np.abs(k - t))) if k.size else 0.0)
+                scales.append(float(np.max(np.abs(k))) if k.size else 0.0)
+            else:
+                if errs:
+                    err, scale = max(errs), max(scales)
+                    row.update(max_abs_err=err,
+                               max_rel_err=err / scale if scale else err)
+                    row["status"] = ("diverged" if err > atol * max(1.0, scale)
+                                     else "ok")
+        if row["status"] == "diverged" and first is None:
+            first = dict(row)
+        rows.append(row)
+    note = None
+    if first is None and not outputs_passed:
+        note = ("every layer matches Keras on its own; the difference comes "
+                "from how model.py joins them (a bug in keras2torch's "
+                "emitter: please report it)")
+    return {"layers": rows, "first_divergence": first,
+            "per_layer_note": note}

@@ -1,15 +1,29 @@
 """Run a Keras model on stored inputs; the Keras half of parity checking.
 
     python verify_keras.py MODEL [--weights FILE] --major 2|3 INPUTS.npz OUTPUTS.npz
+                           [--taps TAPS.npz]
 
 Runs in its own process, started by :mod:`migrate.verify` as a script (not
 as part of the ``migrate`` package), so TensorFlow and torch never share a
 process.  Keras 2 files run under tf-keras, Keras 3 files under Keras 3,
 always with Keras's safe mode on.
+
+``--taps`` also records every layer call's output: each layer's ``call``
+(nested models' layers and Keras 3 op nodes included) is wrapped on the
+instance, and the k-th call of the layer at path ``outer/inner/name`` is
+stored as ``name`` (k = 0) or ``name#k`` -- the node ids of
+:mod:`migrate.read.inline`.  TAPS.npz holds arrays ``t0, t1, ...`` and
+``index``, a JSON list of ``[node_id, output_index]`` per array.
 """
-import argparse
 import os
 import sys
+
+# Run as a script, this file's directory (the migrate package) comes first on
+# sys.path, where migrate/inspect.py would shadow the standard library's.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
 
 
 def main(argv=None):
@@ -19,6 +33,7 @@ def main(argv=None):
     p.add_argument("outputs")
     p.add_argument("--weights")
     p.add_argument("--major", type=int, default=3)
+    p.add_argument("--taps")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -38,13 +53,88 @@ def main(argv=None):
         model = keras.saving.load_model(a.model, compile=False, safe_mode=True)
     with np.load(a.inputs, allow_pickle=False) as data:
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
+    records = _tap(model) if a.taps else None
     outs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
     if isinstance(outs, dict):
         outs = list(outs.values())
     if not isinstance(outs, (list, tuple)):
         outs = [outs]
     np.savez(a.outputs, **{f"out_{i}": np.asarray(o) for i, o in enumerate(outs)})
+    if records is not None:
+        _save_taps(a.taps, records)
     print(keras.__version__)
+
+
+def _children(layer):
+    ops = getattr(layer, "operations", None)
+    if ops is None:
+        ops = getattr(layer, "layers", None)
+    return list(ops or [])
+
+
+def _tap(model):
+    """Wrap every layer's ``call``; returns the list the calls append
+    ``(path, outputs)`` to, in call order."""
+    records, stack, seen = [], [], set()
+
+    def wrap(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        original = layer.call
+        nested = hasattr(layer, "layers")
+        name = layer.name
+
+        def call(*args, **kwargs):
+            if nested:
+                stack.append(name)
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    stack.pop()
+            out = original(*args, **kwargs)
+            records.append(("/".join(stack + [name]), out))
+            return out
+
+        object.__setattr__(layer, "call", call)
+        for child in _children(layer):
+            wrap(child)
+
+    seen.add(id(model))
+    for child in _children(model):
+        wrap(child)
+    return records
+
+
+def _flat(value):
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _flat(item)]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _flat(item)]
+    return [value]
+
+
+def _save_taps(path, records):
+    import json
+    import numpy as np
+    arrays, index, calls = {}, [], {}
+    for name, out in records:
+        k = calls.get(name, 0)
+        calls[name] = k + 1
+        node = name if k == 0 else f"{name}#{k}"
+        for i, value in enumerate(_flat(out)):
+            if value is None:
+                continue
+            try:
+                arr = np.asarray(value)
+            except Exception:  # not a tensor (a Keras object, a string...)
+                continue
+            if arr.dtype == object:
+                continue
+            arrays[f"t{len(index)}"] = arr
+            index.append([node, i])
+    arrays["index"] = np.array(json.dumps(index))
+    np.savez(path, **arrays)
 
 
 if __name__ == "__main__":

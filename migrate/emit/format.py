@@ -15,6 +15,11 @@ def wrap(line: str, indent: int, comment: str = "") -> list[str]:
     pad = " " * indent
     if len(pad + line + comment) <= LIMIT:
         return [pad + line + comment]
+    if not comment and "  # " in line:  # a trailing comment written inline
+        line, _, rest = line.partition("  # ")
+        comment = "  # " + rest
+        if len(pad + line + comment) <= LIMIT:
+            return [pad + line + comment]
     out = []
     if comment:
         out.append(pad + "# " + comment.strip().lstrip("#").strip())

@@ -24,7 +24,13 @@ _RESERVED = (
     # module-level helpers that rules may write into model.py
     | {"pad_same", "avg_pool_same", "sparse_plus", "squareplus", "sparsemax",
        "keras_relu", "prelu", "softmax_over", "GaussianNoise",
-       "GaussianDropout"}
+       "GaussianDropout", "center_crop", "Normalization"}
+    # sequence helpers (rules/recurrent.py, rules/attention.py)
+    | {"run_rnn", "KerasLSTM", "KerasGRU", "KerasSimpleRNN", "ConvLSTM",
+       "MultiHeadAttention", "attend", "keras_hard_sigmoid",
+       "keras_leaky_relu", "keras_softmax", "keras_log_softmax", "keras_glu",
+       "keras_hard_shrink", "keras_soft_shrink", "keras_sparse_sigmoid",
+       "keras_sparsemax"}
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..layout import Layout
 from .base import Emit, Out, Refused, Tensor, chain
-from .common import as_f32, lit
+from .common import as_f32, lit, shape_args
 from .registry import rule
 
 # name -> step, for both Keras versions; {dim} is the torch dim of axis -1.
@@ -129,6 +129,14 @@ def activation(name, x: Tensor, keras_major: int, helpers: dict) -> str | None:
     return step
 
 
+def activation_shape(name, shape: tuple) -> tuple:
+    """The Keras output shape of activation ``name`` on ``shape``: ``glu``
+    halves the last axis, every other activation keeps the shape."""
+    if name == "glu" and shape[-1] is not None:
+        return shape[:-1] + (shape[-1] // 2,)
+    return shape
+
+
 def _last_dim(x: Tensor) -> int:
     if x.layout.flat is not None:
         return -1
@@ -144,9 +152,15 @@ def with_activation(call, x: Tensor, emit_steps: list[str],
     return emit_steps + chain("", step)[1:] if step else emit_steps
 
 
+def _applied(x: Tensor, step: str | None) -> list[str]:
+    """``step`` applied to ``x`` as a single first step (a bare input as a
+    step of its own becomes a ``y = x`` line when the emitter splits)."""
+    return [step.replace("{}", x.expr)] if step else [x.expr]
+
+
 def _passthrough(call, step: str | None, helpers=None) -> Emit:
     x = call.inputs[0]
-    steps = chain(x.expr, step) if step else [x.expr]
+    steps = _applied(x, step)
     return Emit([Out(steps, x.shape, x.layout, x.dtype)],
                 helpers=helpers or {})
 
@@ -155,8 +169,14 @@ def _passthrough(call, step: str | None, helpers=None) -> Emit:
 def activation_layer(call):
     helpers: dict = {}
     x = call.inputs[0]
-    return _passthrough(call, activation(call.get("activation", "linear"), x,
-                                         call.keras_major, helpers), helpers)
+    name = call.get("activation", "linear")
+    if name == "glu" and x.layout.flat is not None:
+        # glu splits the last axis in halves: Keras order matters
+        x = call.want(0, Layout(tuple(range(x.rank))))
+    step = activation(name, x, call.keras_major, helpers)
+    steps = _applied(x, step)
+    return Emit([Out(steps, activation_shape(name, x.shape), x.layout,
+                     x.dtype)], helpers=helpers)
 
 
 @rule("ReLU")
@@ -174,7 +194,7 @@ def relu_layer(call):
         return _passthrough(call, f"torch.clamp({{}}, 0.0, {lit(max_value)})")
     if max_value is None and threshold == 0:
         return _passthrough(call, f"F.leaky_relu({{}}, {lit(slope)})")
-    args = [f"negative_slope={lit(slope)}"]
+    args = [f"negative_slope={lit(slope)}"] if slope else []
     if max_value is not None:
         args.append(f"max_value={lit(max_value)}")
     if threshold:
@@ -247,6 +267,6 @@ def prelu_layer(call):
     return Emit(
         [Out(chain(f"prelu({x.expr}, self.{call.attr})"), x.shape, x.layout,
              x.dtype)],
-        module=f"nn.Parameter(torch.empty{lit(shape)})",
+        module=f"nn.Parameter(torch.empty({shape_args(shape)}))",
         state={"": lambda: as_f32(alpha.read().transpose(order))},
         helpers={"prelu": HELPERS["prelu"]})

@@ -14,6 +14,19 @@ Forward code uses placeholders, not variable names: ``call.x(i)`` is input
 ``i`` and :data:`HOLE` in a later step is the previous step's value, so the
 emitter can name variables and join steps into readable lines.  Rules never
 mutate the graph; a rule refuses an option with :meth:`Call.refuse`.
+
+**Keras masks.**  A tensor may carry a Keras mask (``Embedding(mask_zero=
+True)``, ``Masking``): a bool tensor in Keras axis order over every axis but
+the last, ``(B, T)`` for a sequence.  ``Tensor.masked`` says an input has
+one; ``Tensor.mask`` is the placeholder :func:`MASK` ``(i)`` for its value,
+usable in forward code like ``IN(i)``, when the translator has written it
+(always, for rules registered with ``masks="consume"``).  An output's mask
+is, unless the rule says otherwise in :class:`Out`, the layer's *previous
+mask* (an explicit ``mask=`` call argument, else input 0's mask) for
+``masks="propagate"`` rules and none for the others.  ``Out.mask`` gives a
+new mask as an expression (``f"{IN(0)} != 0"``, ``f"{MASK(0)} | {MASK(1)}"``);
+it is written as its own line, before the layer's statement, only when
+something downstream reads it.
 """
 from __future__ import annotations
 
@@ -21,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConversionError
-from ..graph import Layer, Node
+from ..graph import Layer, Node, TensorRef
 from ..layout import Layout
 from ..weights import LazyArray
 
@@ -31,6 +44,16 @@ HOLE = "\x01\x02"  # the previous step's value in a chained step
 def IN(i: int) -> str:
     """Placeholder for input ``i`` in a first step."""
     return f"\x01{i}\x02"
+
+
+def MASK(i: int) -> str:
+    """Placeholder for the Keras mask of input ``i`` (any step)."""
+    return f"\x03{i}\x04"
+
+
+def TMP(k: int) -> str:
+    """Placeholder for the ``k``-th variable named by :attr:`Emit.pre`."""
+    return f"\x05{k}\x06"
 
 
 class Refused(ConversionError):
@@ -44,6 +67,7 @@ class Tensor:
     dtype: str = "float32"
     expr: str = ""  # code for this tensor inside a rule (a placeholder)
     masked: bool = False  # carries a Keras mask (Embedding mask_zero, ...)
+    mask: str | None = None  # MASK(i) when the mask's value is available
 
     @property
     def rank(self) -> int:
@@ -60,7 +84,9 @@ class Out:
     shape: tuple
     layout: Layout
     dtype: str = "float32"
-    masked: bool | None = None  # None: as the rule's ``masks`` policy says
+    masked: bool | None = None  # None: as the rule's ``masks`` policy says;
+    # True: the previous mask (explicit ``mask=`` argument, else input 0's)
+    mask: str | None = None  # a new mask: code using IN(i) / MASK(i)
 
 
 @dataclass
@@ -75,6 +101,12 @@ class Emit:
     # One expression returning a tuple, unpacked into the outputs
     # (``out, h, c = self.lstm(x)``); the outputs' steps are then unused.
     multi: list[str] | None = None
+    # Statements before the outputs, each ``(name hints, code)``: written
+    # as ``forward, state = run_rnn(...)``, the translator choosing unique
+    # names; later code refers to the k-th name (counted over all of them)
+    # as TMP(k).  An output whose steps are just ``[TMP(k)]`` is that
+    # variable.
+    pre: list[tuple[list[str], str]] = field(default_factory=list)
 
 
 def chain(first: str, *wraps: str) -> list[str]:
@@ -118,6 +150,22 @@ class Call:
         """Input ``i`` converted to ``layout`` (writes a permute if needed)."""
         self.inputs[i] = self._conv.relayout(self, self.inputs[i], layout)
         return self.inputs[i]
+
+    def mask(self, i: int = 0) -> str | None:
+        """The placeholder for input ``i``'s Keras mask, or None."""
+        return self.inputs[i].mask
+
+    def kwarg(self, name: str) -> Tensor | list | None:
+        """The input tensor(s) passed as call keyword ``name``
+        (``initial_state``, ``mask``, ``attention_mask``...), or None."""
+        value = self.node.kwargs.get(name)
+        refs = self.node.inputs
+        if isinstance(value, TensorRef):
+            return self.inputs[refs.index(value)]
+        if isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, TensorRef) for v in value):
+            return [self.inputs[refs.index(v)] for v in value]
+        return None
 
     def weights(self, names: list[str]) -> dict[str, LazyArray]:
         return self.layer.weights.bind(names)

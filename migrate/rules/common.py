@@ -24,6 +24,11 @@ def lit(value) -> str:
     return repr(value)
 
 
+def shape_args(shape) -> str:
+    """``(5, 4)`` -> ``5, 4`` and ``(6,)`` -> ``6``, for ``torch.ones(...)``."""
+    return ", ".join(str(int(d)) for d in shape)
+
+
 def short(values) -> str:
     """``(3, 3)`` -> ``3``; ``(3, 1)`` stays a tuple."""
     values = tuple(values)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..layout import channels_first, identity
-from .activations import with_activation
+from .activations import activation_shape, with_activation
 from .base import Emit, Out, chain
 from .common import as_f32, channel_axis, kwargs_code, lit, ntuple, short
 from .common import spatial_axes
@@ -41,9 +41,17 @@ def padding_plan(call, x, kernel, strides, dilation, padding):
         return None, None, {}
     if padding == "causal":
         left = [(k - 1) * d for k, d in zip(kernel, dilation)]
-        return None, f"F.pad({{}}, {lit(torch_pad_arg([(l, 0) for l in left]))})", {}
+        if not any(left):
+            return None, None, {}
+        pad = torch_pad_arg([(n, 0) for n in left])
+        return None, f"F.pad({{}}, {lit(pad)})", {}
     if padding != "same":
         call.refuse(f"padding={padding!r}", "expected valid, same or causal")
+    spans = [(k - 1) * d for k, d in zip(kernel, dilation)]
+    if set(strides) == {1} and any(spans) and all(n % 2 == 0 for n in spans):
+        # torch's own "same": stride 1 and an even total (torch warns and
+        # copies the input for an odd one, so that is padded explicitly)
+        return '"same"', None, {}
     pads = [same_pads(n, k, s, d)
             for n, k, s, d in zip(sizes, kernel, strides, dilation)]
     if any(p is None for p in pads):
@@ -88,9 +96,9 @@ def _conv(call, nd: int):
     if use_bias:
         state["bias"] = lambda: as_f32(w["bias"].read())
 
-    steps = chain(x.expr, pre) if pre else [x.expr]
-    steps = steps + chain("", f"self.{call.attr}({{}})")[1:]
-    if not pre:
+    if pre:
+        steps = chain(pre.replace("{}", x.expr), f"self.{call.attr}({{}})")
+    else:
         steps = chain(f"self.{call.attr}({x.expr})")
     steps = with_activation(call, x, steps, helpers)
 
@@ -99,7 +107,8 @@ def _conv(call, nd: int):
     for a, k, s, d in zip(axes, kernel, strides, dilation):
         shape[a] = conv_out(x.shape[a], k, s, d, padding)
     shape[channel_axis(x.rank, fmt)] = filters
-    return Emit([Out(steps, tuple(shape), x.layout)], module=module,
+    shape = activation_shape(call.get("activation"), tuple(shape))
+    return Emit([Out(steps, shape, x.layout)], module=module,
                 state=state, helpers=helpers)
 
 

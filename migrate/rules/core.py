@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..layout import Layout, channels_last_of
-from .activations import with_activation
-from .base import Emit, Out, chain
+from .activations import activation_shape, with_activation
+from .base import IN, Emit, Out, chain
 from .common import as_f32, flat_order, kwargs_code
 from .registry import rule
 
@@ -50,7 +50,8 @@ def dense(call):
     args = kwargs_code(bias=None if use_bias else "False")
     module = f"nn.Linear({in_features}, {units}{', ' + args if args else ''})"
     out_layout = x.layout if x.layout.flat is None else Layout((0, 1))
-    return Emit([Out(steps, x.shape[:-1] + (units,), out_layout)],
+    shape = activation_shape(call.get("activation"), x.shape[:-1] + (units,))
+    return Emit([Out(steps, shape, out_layout)],
                 module=module, state=state, helpers=helpers)
 
 
@@ -66,6 +67,7 @@ def embedding(call):
     out_layout = Layout(x.layout.perm + (x.rank,))
     return Emit(
         [Out(chain(f"self.{call.attr}({ids})"), x.shape + (dim,), out_layout,
-             masked=bool(call.get("mask_zero")))],
+             # Keras mask (sequences helper): mask_zero masks the ids == 0
+             mask=f"{IN(0)} != 0" if call.get("mask_zero") else None)],
         module=f"nn.Embedding({n}, {dim})",
         state={"weight": lambda: as_f32(table.read())})

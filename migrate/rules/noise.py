@@ -3,8 +3,8 @@
 Each is the identity in ``eval()`` mode and behaves as Keras does in
 ``train()`` mode: ``nn.Dropout`` for Dropout, ``nn.Dropout1d/2d`` for the
 spatial variants (whole channels), ``nn.AlphaDropout`` (the same SELU
-formula), and two small modules written into ``model.py`` for the Gaussian
-layers, which torch lacks.
+formula), and small modules written into ``model.py`` for what torch lacks:
+the Gaussian layers and Dropout with a ``noise_shape``.
 """
 from __future__ import annotations
 
@@ -43,6 +43,26 @@ class GaussianDropout(nn.Module):
 '''
 
 
+SHARED_DROPOUT = '''\
+class SharedDropout(nn.Module):
+    """Dropout whose keep/drop decision is shared along the dims in
+    ``shared`` (Keras Dropout with a noise_shape holding 1s there);
+    identity in eval mode."""
+
+    def __init__(self, p, shared):
+        super().__init__()
+        self.p = p
+        self.shared = shared
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        shape = [1 if d in self.shared else n for d, n in enumerate(x.shape)]
+        keep = torch.rand(shape, device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+'''
+
+
 def _module(call, module: str, helpers=None, x=None) -> Emit:
     x = x or call.inputs[0]
     return Emit([Out(chain(f"self.{call.attr}({x.expr})"), x.shape, x.layout,
@@ -53,10 +73,20 @@ def _module(call, module: str, helpers=None, x=None) -> Emit:
 def dropout(call):
     rate = float(call.get("rate", 0.5))
     noise_shape = call.get("noise_shape")
-    if noise_shape is not None:
+    if noise_shape is None:
+        return _module(call, f"nn.Dropout({lit(rate)})")
+    x = call.inputs[0]
+    if len(noise_shape) != x.rank:
         call.refuse(f"noise_shape={noise_shape!r}",
-                    "use SpatialDropout for per-channel dropout")
-    return _module(call, f"nn.Dropout({lit(rate)})")
+                    f"expected one entry per axis of the rank-{x.rank} input")
+    if x.layout.flat is not None:
+        x = call.want(0, identity(x.rank))
+    # Keras: None takes the input's size, 1 shares one decision along
+    # that axis, any other value must be the input's size.
+    shared = sorted(x.layout.torch_axis(a) for a, n in enumerate(noise_shape)
+                    if n == 1 and x.shape[a] != 1)
+    return _module(call, f"SharedDropout({lit(rate)}, {lit(tuple(shared))})",
+                   {"SharedDropout": SHARED_DROPOUT}, x=x)
 
 
 def _spatial(call, nd: int):

@@ -3,7 +3,9 @@
 Keras defaults differ from torch's and are written out: ``eps=1e-3`` and
 momentum ``1 - keras_momentum`` (Keras 0.99 is torch 0.01).  A parameter that
 Keras leaves out (``scale=False``/``center=False``) is kept at its identity
-value and frozen, so training behaves as in Keras.
+value and frozen, so training behaves as in Keras.  ``renorm=True`` only
+changes training (a warning says so); LayerNormalization's deprecated
+``rms_scaling=True`` is its own small helper (it is not RMSNorm).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 from ..layout import identity
 from .base import Emit, Out, chain
 from .common import as_f32, flat_order, kwargs_code, lit, move_axes_last
-from .common import move_axis_to
+from .common import move_axis_to, shape_args
 from .registry import rule
 
 
@@ -22,7 +24,10 @@ def _bn_variables(cfg):
         names.append("gamma")
     if cfg.get("center", True):
         names.append("beta")
-    return names + ["moving_mean", "moving_variance"]
+    names += ["moving_mean", "moving_variance"]
+    if cfg.get("renorm"):
+        names += ["moving_stddev", "renorm_mean", "renorm_stddev"]
+    return names
 
 
 def _axis(value, rank):
@@ -35,7 +40,8 @@ def _axis(value, rank):
 def batch_norm(call):
     x = call.inputs[0]
     if call.get("renorm"):
-        call.refuse("renorm=True", "batch renormalization is not supported")
+        call.warn("renorm=True changes training only; the port trains as "
+                  "plain BatchNorm (inference is exact)")
     axes = _axis(call.get("axis", -1), x.rank)
     if len(axes) != 1:
         call.refuse(f"axis={call.get('axis')}", "only one channel axis")
@@ -47,7 +53,8 @@ def batch_norm(call):
     order = flat_order(x.layout)
     w = call.weights(_bn_variables(call.config))
     channels = w["moving_mean"].shape[0]
-    scale, center = bool(call.get("scale", True)), bool(call.get("center", True))
+    scale = bool(call.get("scale", True))
+    center = bool(call.get("center", True))
     momentum = 1.0 - float(call.get("momentum", 0.99))
     eps = float(call.get("epsilon", 1e-3))
 
@@ -84,8 +91,8 @@ def batch_norm(call):
 
 def _ln_variables(cfg):
     names = []
-    if cfg.get("scale", True):
-        names.append("gamma")
+    if cfg.get("scale", True) or cfg.get("rms_scaling", False):
+        names.append("gamma")  # rms_scaling makes gamma even if not scale
     if cfg.get("center", True) and not cfg.get("rms_scaling", False):
         names.append("beta")
     return names
@@ -95,10 +102,7 @@ def _ln_variables(cfg):
 def layer_norm(call):
     """nn.LayerNorm over the normalised axes, moved to the torch end."""
     x = call.inputs[0]
-    if call.get("rms_scaling"):
-        call.refuse("rms_scaling=True", "not supported yet")
-    keras_axes = _axis(call.get("axis", -1), x.rank)  # gamma's axis order
-    axes = sorted(keras_axes)
+    axes = sorted(_axis(call.get("axis", -1), x.rank))
     if 0 in axes:
         call.refuse(f"axis={axes}", "cannot normalise over the batch axis")
     flat_all = x.layout.flat is not None and axes == [1]
@@ -112,18 +116,21 @@ def layer_norm(call):
     normalized = [x.shape[a] for a in torch_axes]
     if any(d is None for d in normalized):
         call.refuse("axis", "normalised dims must have a known size")
-    # gamma/beta have the Keras shape of the axes in config order; put them
-    # in torch order.
-    transpose = [keras_axes.index(a) for a in torch_axes]
+    # gamma/beta are stored with the shape of the axes in config order (a
+    # Keras 2 config keeps them unsorted: axis=[3, 1] gives gamma (C, H)),
+    # but both Kerases *reshape* them onto the sorted axes, not transpose.
+    # Reshape likewise, then put the sorted axes in torch order.
+    transpose = [axes.index(a) for a in torch_axes]
     order = flat_order(x.layout) if flat_all else None
     w = call.weights(_ln_variables(call.config))
-    scale, center = bool(call.get("scale", True)), bool(call.get("center", True))
+    scale = bool(call.get("scale", True))
+    center = bool(call.get("center", True))
 
     def take(name, fill):
         def read():
             if name in w:
                 arr = w[name].read()
-                arr = arr.reshape([x.shape[a] for a in keras_axes])
+                arr = arr.reshape([x.shape[a] for a in axes])
                 arr = arr.transpose(transpose)
             else:
                 arr = np.full(normalized, fill)
@@ -132,6 +139,9 @@ def layer_norm(call):
             return as_f32(arr)
         return read
 
+    eps = float(call.get("epsilon", 1e-3))
+    if call.get("rms_scaling"):
+        return _rms_scaling(call, x, normalized, eps, take("gamma", 1.0))
     state, init = {}, []
     if scale or center:
         state["weight"] = take("gamma", 1.0)
@@ -141,7 +151,7 @@ def layer_norm(call):
         init.append("self.{attr}.weight.requires_grad_(False)"
                     "  # Keras: scale=False")
     args = kwargs_code(
-        eps=lit(float(call.get("epsilon", 1e-3))),
+        eps=lit(eps),
         elementwise_affine=None if (scale or center) else "False",
         bias="False" if (scale and not center) else None)
     shape_code = lit(normalized[0]) if len(normalized) == 1 else lit(
@@ -151,3 +161,25 @@ def layer_norm(call):
     return Emit([Out(chain(f"self.{call.attr}({x.expr})"), x.shape,
                      out_layout)], module=module, state=state,
                 init_lines=init)
+
+
+LAYER_NORM_RMS = '''\
+def layer_norm_rms(x, weight, dims, eps):
+    """Keras LayerNormalization(rms_scaling=True): x divided by its standard
+    deviation over dims (x is not centred, no bias), times weight."""
+    var = x.var(dim=dims, unbiased=False, keepdim=True)
+    return x * torch.rsqrt(var + eps) * weight
+'''
+
+
+def _rms_scaling(call, x, normalized, eps, gamma):
+    """``rms_scaling=True`` (deprecated in Keras 3) is not RMSNorm: it divides
+    by the standard deviation, not the root mean square, and always has a
+    gamma (even with ``scale=False``), never a beta.  The normalised axes
+    are the trailing torch dims; ``gamma`` (a reader) has their shape."""
+    dims = lit(tuple(range(-len(normalized), 0)))
+    code = f"layer_norm_rms({x.expr}, self.{call.attr}, {dims}, {lit(eps)})"
+    module = f"nn.Parameter(torch.ones({shape_args(normalized)}))"
+    return Emit([Out(chain(code), x.shape, x.layout)], module=module,
+                state={"": gamma},
+                helpers={"layer_norm_rms": LAYER_NORM_RMS})

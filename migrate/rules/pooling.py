@@ -14,10 +14,17 @@ from .padding import PAD_SAME_HELPER, conv_out, same_pads, torch_pad_arg
 from .registry import rule
 
 AVG_POOL_SAME_HELPER = '''\
-def avg_pool_same(x, kernel_size, stride, pads):
+def avg_pool_same(x, kernel_size, stride, pads=None):
     """Average pooling over TF "same" padding: padded cells are not
-    counted, as in Keras."""
+    counted, as in Keras.  pads (F.pad order) defaults to what x's size
+    needs."""
     pool = getattr(F, f"avg_pool{len(kernel_size)}d")
+    if pads is None:
+        pads = []
+        for i, (k, s) in enumerate(zip(kernel_size, stride)):
+            n = x.shape[-len(kernel_size) + i]
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads = [total // 2, total - total // 2] + pads
     ones = torch.ones_like(x[:1, :1])
     return (pool(F.pad(x, pads), kernel_size, stride)
             / pool(F.pad(ones, pads), kernel_size, stride))
@@ -50,9 +57,13 @@ def _pool(call, nd: int, kind: str):
         pads = [same_pads(x.shape[a], k, s, 1)
                 for a, k, s in zip(axes, size, strides)]
         if any(p is None for p in pads):
-            if kind == "avg":
-                call.refuse("padding='same'", "average pooling with strides "
-                            "> 1 needs a known input size")
+            if kind == "avg":  # padding depends on the size: at run time
+                helpers["avg_pool_same"] = AVG_POOL_SAME_HELPER
+                code = (f"avg_pool_same({x.expr}, {lit(size)}, "
+                        f"{lit(strides)})")
+                return Emit([Out([code], _shape(x, axes, size, strides,
+                                                padding), x.layout)],
+                            helpers=helpers)
             pre = (f"pad_same({{}}, {lit(size)}, {lit(strides)}, "
                    f"{lit((1,) * nd)}, value=float(\"-inf\"))")
             helpers["pad_same"] = PAD_SAME_HELPER
@@ -71,7 +82,7 @@ def _pool(call, nd: int, kind: str):
             return Emit([Out([code], _shape(x, axes, size, strides, padding),
                              x.layout)], helpers=helpers)
     call_code = f"{fn}({{}}, {', '.join(args)})"
-    steps = chain(x.expr, pre, call_code) if pre else chain(
+    steps = chain(pre.replace("{}", x.expr), call_code) if pre else chain(
         call_code.replace("{}", x.expr))
     return Emit([Out(steps, _shape(x, axes, size, strides, padding),
                      x.layout)], helpers=helpers)
@@ -104,7 +115,17 @@ def avg_pool2d(call):
     return _pool(call, 2, "avg")
 
 
-def _global(call, kind: str):
+MASKED_MEAN_HELPER = '''\
+def masked_mean(x, mask, dim, keepdim=False):
+    """Mean over dim of the steps where mask is True, as Keras pools a
+    masked sequence."""
+    mask = mask.to(x.dtype)
+    total = (x * mask).sum(dim, keepdim=keepdim)
+    return total / mask.sum(dim, keepdim=keepdim)
+'''
+
+
+def _global(call, kind: str, mask: str | None = None):
     fmt = call.get("data_format", "channels_last") or "channels_last"
     x = call.inputs[0]
     if x.layout.flat is not None:
@@ -115,6 +136,14 @@ def _global(call, kind: str):
     dim = lit(dims[0]) if len(dims) == 1 else lit(tuple(dims))
     op = "mean" if kind == "avg" else "amax"
     code = f"{x.expr}.{op}(dim={dim}{', keepdim=True' if keep else ''})"
+    helpers = {}
+    if mask is not None:
+        # the Keras mask is (B, T): give it a size-1 dim where x has its
+        # channels (its other two dims keep their order)
+        channel = x.layout.torch_axis(1 if fmt == "channels_first" else 2)
+        code = (f"masked_mean({x.expr}, {mask}.unsqueeze({channel}), "
+                f"dim={dim}{', keepdim=True' if keep else ''})")
+        helpers["masked_mean"] = MASKED_MEAN_HELPER
     if keep:
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
         layout = x.layout
@@ -124,19 +153,22 @@ def _global(call, kind: str):
         # renumber the surviving Keras axes
         order = sorted(kept)
         layout = Layout(tuple(order.index(p) for p in kept))
-    return Emit([Out(chain(code), shape, layout)])
-
-
-def _gap_masked(call):
-    if call.inputs[0].masked:
-        call.refuse("mask", "GlobalAveragePooling1D over a masked sequence "
-                    "(mask_zero/Masking) is not supported yet")
+    return Emit([Out(chain(code), shape, layout)], helpers=helpers)
 
 
 @rule("GlobalAveragePooling1D", "GlobalAvgPool1D", masks="consume")
 def global_avg_pool1d(call):
-    _gap_masked(call)
-    return _global(call, "avg")
+    """With a Keras mask (Embedding(mask_zero=True), Masking) only the
+    unmasked steps are averaged."""
+    mask = call.mask(0)
+    # Keras mask (sequences helper): an explicit mask= argument wins; Keras
+    # 3 writes the mask it computed when the model was built there.
+    explicit = call.kwarg("mask")
+    if explicit is not None and not isinstance(explicit, list):
+        mask = explicit.expr
+    elif call.inputs[0].masked and mask is None:
+        call.refuse("mask", "the mask of the input sequence is not available")
+    return _global(call, "avg", mask)
 
 
 @rule("GlobalAveragePooling2D", "GlobalAvgPool2D")

@@ -1,0 +1,297 @@
+"""The keras.applications coverage matrix: build every architecture in
+Keras (a subprocess per backend), convert every save, compare the port with
+Keras, and write the table into README.md.
+
+    python bench/coverage.py                  # full matrix, updates README
+    python bench/coverage.py --only ResNet50,MobileNetV3Small --no-readme
+    python bench/coverage.py --json coverage.json
+    python bench/coverage.py --from-json coverage.json   # table only
+
+Each model is built by ``fixtures/cases_applications.py --serve`` (Keras 3
+saves ``.keras`` and a legacy ``.h5``; tf-keras a legacy ``.h5``) with seeded
+random weights, converted with :func:`migrate.convert` and run on the
+seeded inputs Keras ran on; its files are deleted right after, so the full
+matrix needs only one model's worth of disk at a time.  The README table
+between ``<!-- coverage:start -->`` and ``<!-- coverage:end -->`` is
+replaced by the results of the run, never written by hand.
+
+``tests/test_applications.py`` uses the same :class:`KerasBuilder` and
+:func:`check` on a representative subset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fixtures.cases_applications import ARCHS, BACKENDS, formats  # noqa: E402
+
+ATOL = 1e-4
+FORMAT_LABELS = {("keras3", "model.keras"): ".keras (Keras 3)",
+                 ("keras3", "model.h5"): ".h5 (Keras 3)",
+                 ("keras2", "model.h5"): ".h5 (Keras 2)"}
+# families whose constructors accept input_shape=(None, None, 3)
+DYNAMIC_FAMILIES = {"ResNet", "MobileNet", "EfficientNet", "EfficientNetV2",
+                    "ConvNeXt", "RegNet", "DenseNet"}
+START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+
+
+class KerasBuilder:
+    """A ``cases_applications --serve`` subprocess for one backend: builds
+    one model per request into ``out`` and answers with its JSON row."""
+
+    def __init__(self, backend: str, out: Path, timeout: float = 900):
+        self.backend, self.out, self.timeout = backend, Path(out), timeout
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_ENABLE_ONEDNN_OPTS="0", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fixtures.cases_applications", "--serve",
+             "--backend", self.backend, "--out", str(self.out)],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.version = self._read()["ready"]
+        return self
+
+    def _read(self) -> dict:
+        while True:
+            ready, _, _ = select.select([self.proc.stdout], [], [],
+                                        self.timeout)
+            if not ready:
+                self.close()
+                raise TimeoutError(f"{self.backend} builder: no answer in "
+                                   f"{self.timeout:.0f} s")
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.backend} builder exited "
+                                   f"({self.proc.poll()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def build(self, spec: str) -> dict:
+        if self.proc is None:
+            self.start()
+        self.proc.stdin.write(spec + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def check(row: dict, atol: float = ATOL) -> list[dict]:
+    """Convert every saved file of a built model and compare the port's
+    output with Keras's; one result per file."""
+    import migrate
+    from migrate.verify import run_port
+
+    d = Path(row["dir"])
+    with np.load(d / "reference.npz", allow_pickle=False) as ref:
+        x, want = ref["in_0"], ref["out_0"].astype(np.float64)
+    results = []
+    for name in row["files"]:
+        res = {"arch": row["arch"], "variant": row["variant"],
+               "backend": row["backend"], "file": name,
+               "format": FORMAT_LABELS[row["backend"], name]}
+        start = time.time()
+        try:
+            conv = migrate.convert(d / name)
+            (got,) = run_port(conv, [x])
+            if got.shape != want.shape:
+                raise AssertionError(f"port output shape {got.shape}, "
+                                     f"Keras {want.shape}")
+            err = float(np.max(np.abs(got - want)))
+            scale = float(np.max(np.abs(want)))
+            res.update(converted=True, max_abs_err=err,
+                       max_rel_err=err / scale if scale else err,
+                       passed=bool(err <= atol),
+                       permutes=len(conv.report["permutes"]),
+                       layers=len(conv.report["layers"]))
+        except Exception as exc:  # recorded: the matrix goes on
+            res.update(converted=False, passed=False,
+                       error=f"{type(exc).__name__}: {exc}"[:300])
+        res["seconds"] = round(time.time() - start, 2)
+        results.append(res)
+    return results
+
+
+def plan(only=None, full_variants=True) -> list[tuple[str, str]]:
+    """(backend, ARCH:VARIANT) for the matrix: every architecture with the
+    logits head (``top``) and without the top (feature map); the first
+    architecture of each family also with the softmax head and both
+    pooling options, and with an unknown input size where the family
+    allows one."""
+    specs, seen = [], set()
+    for arch in ARCHS:
+        if only and arch.name not in only:
+            continue
+        variants = ["top", "notop"]
+        if full_variants and arch.family not in seen:
+            variants += ["softmax", "notop-avg", "notop-max"]
+            if arch.family in DYNAMIC_FAMILIES:
+                variants.append("dynamic")
+        seen.add(arch.family)
+        for backend in BACKENDS:
+            if backend == "keras3" and not arch.keras3:
+                continue
+            specs += [(backend, f"{arch.name}:{v}") for v in variants]
+    return specs
+
+
+def run(specs, work: Path, log=print) -> list[dict]:
+    rows = []
+    for backend in BACKENDS:
+        todo = [s for b, s in specs if b == backend]
+        if not todo:
+            continue
+        with KerasBuilder(backend, work) as builder:
+            for spec in todo:
+                built = builder.build(spec)
+                if "error" in built:
+                    arch, _, variant = spec.partition(":")
+                    results = [{"arch": arch, "variant": variant,
+                                "backend": backend, "file": f,
+                                "format": FORMAT_LABELS[backend, f],
+                                "converted": False, "passed": False,
+                                "error": "Keras: " + built["error"]}
+                               for f in formats(backend)]
+                else:
+                    results = check(built)
+                    for r in results:
+                        r["keras_seconds"] = built["seconds"]
+                        r["params"] = built.get("params")
+                    shutil.rmtree(built["dir"], ignore_errors=True)
+                for r in results:
+                    r["keras_version"] = builder.version
+                    log(_line(r))
+                rows += results
+    return rows
+
+
+def _line(r: dict) -> str:
+    head = f"{r['backend']} {r['arch']}:{r['variant']} {r['file']}"
+    if not r["converted"]:
+        return f"{head}: FAILED {r.get('error', '')}"
+    flag = "ok" if r["passed"] else "ABOVE ATOL"
+    return (f"{head}: {flag} abs {r['max_abs_err']:.2e} rel "
+            f"{r['max_rel_err']:.2e} permutes {r['permutes']} "
+            f"({r['seconds']:.1f} s)")
+
+
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    if not r["converted"]:
+        return "✗ " + r.get("error", "")[:60].replace("|", "/")
+    mark = "✓" if r["passed"] else "✗"
+    return f"{mark} {r['max_abs_err']:.1e} / {r['max_rel_err']:.1e}"
+
+
+def table(rows: list[dict], seconds: float) -> str:
+    cols = list(FORMAT_LABELS.items())
+    order = {a.name: i for i, a in enumerate(ARCHS)}
+    variants = ["top", "softmax", "notop", "notop-avg", "notop-max",
+                "dynamic"]
+    keys = sorted({(r["arch"], r["variant"]) for r in rows},
+                  key=lambda k: (order.get(k[0], 99), variants.index(k[1])))
+    by = {(r["arch"], r["variant"], r["backend"], r["file"]): r
+          for r in rows}
+    passed = sum(r["passed"] for r in rows)
+    versions = sorted({f"{r['backend']} {r.get('keras_version', '?')}"
+                       for r in rows})
+    lines = [
+        f"{passed} of {len(rows)} conversions within max abs error "
+        f"{ATOL:g} ({len(keys)} models; {', '.join(versions)}; "
+        f"{platform.machine()} CPU, {seconds / 60:.0f} min).  Cells: "
+        "converted, max abs error / max rel error of the port's output "
+        "against Keras (batch of 2, seeded random weights and inputs); "
+        "— = the architecture is not in that Keras.",
+        "",
+        "| Architecture | Variant | " + " | ".join(
+            label for _, label in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for arch, variant in keys:
+        cells = [_cell(by.get((arch, variant, b, f))) for (b, f), _ in cols]
+        lines.append(f"| {arch} | {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_readme(text: str, readme: Path = ROOT / "README.md") -> None:
+    content = readme.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(content):
+        raise SystemExit(f"{readme}: no {START} ... {END} markers")
+    block = (f"{START}\n<!-- generated by: python bench/coverage.py -->\n"
+             f"{text}\n{END}")
+    readme.write_text(pattern.sub(lambda _: block, content))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", help="comma-separated architecture names")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="only this backend")
+    p.add_argument("--top-only", action="store_true",
+                   help="only the include_top (logits) variant")
+    p.add_argument("--json", help="also write every result here")
+    p.add_argument("--from-json", help="no run: the table of a previous "
+                   "run's --json file")
+    p.add_argument("--no-readme", action="store_true")
+    a = p.parse_args(argv)
+    only = set(a.only.split(",")) if a.only else None
+    specs = plan(only)
+    if a.top_only:
+        specs = [(b, s) for b, s in specs if s.endswith(":top")]
+    if a.backend:
+        specs = [(b, s) for b, s in specs if b == a.backend]
+    if a.from_json:
+        saved = json.loads(Path(a.from_json).read_text())
+        rows, seconds = saved["results"], saved["seconds"]
+    else:
+        start = time.time()
+        with tempfile.TemporaryDirectory(prefix="keras2torch-apps-") as work:
+            rows = run(specs, Path(work),
+                       log=lambda s: print(s, file=sys.stderr, flush=True))
+        seconds = time.time() - start
+    if a.json:
+        Path(a.json).write_text(json.dumps(
+            {"seconds": seconds, "results": rows}, indent=1) + "\n")
+    text = table(rows, seconds)
+    if not a.no_readme:
+        write_readme(text)
+    print(text)
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

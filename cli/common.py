@@ -1,0 +1,107 @@
+"""What every keras2torch command shares: the error type, shared options,
+tables and the progress bar.
+
+Conventions (ruff's and black's): results and data on stdout, progress and
+messages on stderr; exit 0 success, 1 findings (a model fails), 2 usage or
+I/O errors, each error one line.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+
+class Error(click.ClickException):
+    """One line on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+# -- shared options (pip-tools' options.py) ---------------------------------
+layout_option = click.option(
+    "--layout", type=click.Choice(["torch", "keras"]), default="torch",
+    show_default=True,
+    help="torch: channels-first inputs and outputs; keras: keep Keras's "
+         "channels-last layout at the interface.")
+weights_format_option = click.option(
+    "--weights-format", type=click.Choice(["safetensors", "pt"]),
+    default="safetensors", show_default=True)
+atol_option = click.option(
+    "--atol", type=float, default=None,
+    help="Largest absolute difference from Keras accepted  [default: "
+         "1e-4].")
+jobs_option = click.option(
+    "-j", "--jobs", type=click.IntRange(min=0), default=1,
+    show_default=True,
+    help="Models converted at once, each in its own process (0: one per "
+         "CPU).")
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True,
+    help="No progress bar (there is none either when stderr is not a "
+         "terminal).")
+
+
+def fmt_err(x) -> str:
+    return "-" if x is None else f"{x:.2g}"
+
+
+def rel(path) -> str:
+    """``path`` relative to the current directory when it is below it."""
+    p = os.fspath(path)
+    try:
+        r = os.path.relpath(p)
+    except ValueError:
+        return p
+    return p if r.startswith("..") else r
+
+
+def table(headers: list[str], rows: list[list[str]], styles=None,
+          max_last: int | None = None) -> str:
+    """A plain-text table; ``styles[i]`` (click.style kwargs) colours row
+    ``i`` when stdout is a terminal.  The last column is cut to
+    ``max_last`` characters."""
+    if max_last is not None:
+        rows = [r[:-1] + [_cut(r[-1], max_last)] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows])
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))
+             .rstrip()]
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    for i, r in enumerate(rows):
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+        if colour and styles and styles[i]:
+            line = click.style(line, **styles[i])
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _cut(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+class Progress:
+    """A progress bar on stderr, only when stderr is a terminal and not
+    ``quiet``; called as ``progress(done, total, result)``."""
+
+    def __init__(self, total: int, label: str, quiet: bool = False):
+        self.bar = None
+        if not quiet and total > 1 and sys.stderr.isatty():
+            self.bar = click.progressbar(length=total, label=label,
+                                         file=sys.stderr, show_pos=True,
+                                         show_eta=False)
+            self.bar.__enter__()
+
+    def __call__(self, done, total, result=None):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

@@ -1,0 +1,222 @@
+"""Sequences beyond parity: what the ports look like, what masks mean,
+refusals and training mode.  Parity itself (every layer option, padded
+inputs) is in test_parity.py over fixtures/cases_sequences.py."""
+import json
+import re
+import zipfile
+
+import pytest
+import torch
+
+import migrate
+from migrate.graph import Graph, GraphInput, GraphOutput, Layer, Node
+from migrate.graph import TensorRef
+from migrate.translate import keras3_run_order
+
+from conftest import fixture_dir
+
+
+def _convert(case, fmt="model.keras", **kw):
+    return migrate.convert(fixture_dir(case) / fmt, **kw)
+
+
+def _forward(source):
+    return source[source.index("    def forward(self"):]
+
+
+# -- what the ports look like -------------------------------------------------
+@pytest.mark.parametrize("case", ["k3_lstm_text_classifier",
+                                  "k2_lstm_text_classifier"])
+def test_bidirectional_lstm_classifier_reads_in_one_screen(case):
+    src = _convert(case).source
+    cls = src[src.index("class LstmTextClassifier"):]
+    assert len(cls.splitlines()) <= 40
+    assert len(src.splitlines()) <= 100  # with the run_rnn helper
+    assert src.count('nn.LSTM(8, 6, batch_first=True)') == 2
+    fwd = _forward(src)
+    # the mask is computed once and given to both directions
+    assert len(re.findall(r"\w+ = \w+ != 0", fwd)) == 1
+    assert fwd.count("run_rnn(") == 2 and "go_backwards=True" in fwd
+    assert "torch.cat([fwd, bwd], dim=-1)" in fwd
+
+
+def test_unmasked_rnns_are_plain_torch_modules():
+    src = _convert("k3_bidirectional_options").source
+    assert "self.cat = nn.LSTM(4, 3, batch_first=True, bidirectional=True)" \
+        in src
+    assert "cat = self.cat(plain)[0]" in src
+    src = _convert("k3_gru_options").source
+    assert "self.after = nn.GRU(3, 4, batch_first=True)" in src
+    assert "self.before = KerasGRU(3, 4, reset_after=False)" in src
+    assert "after = self.after(x)[0][:, -1]" in src
+
+
+def test_keras2_hard_sigmoid_is_written_out():
+    src = _convert("k2_lstm_options").source
+    assert "def keras_hard_sigmoid(x):" in src
+    assert "torch.clamp(0.2 * x + 0.5, 0.0, 1.0)" in src
+    assert "recurrent_activation=keras_hard_sigmoid" in src
+    assert "recurrent_activation=F.hardsigmoid" in _convert(
+        "k3_lstm_options").source
+
+
+def test_no_unused_mask_lines():
+    """Masks are written only where read: every bool line is used."""
+    for case in ("k3_gru_seq2seq", "k2_gru_seq2seq", "k3_rnn_initial_state",
+                 "k3_transformer_encoder", "k2_transformer_encoder"):
+        fwd = _forward(_convert(case).source)
+        lines = fwd.splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"\s+(\w+) = .* != 0$", line)
+            if m:
+                later = "\n".join(lines[i + 1:])
+                assert re.search(rf"\b{m.group(1)}\b", later), (case, line)
+
+
+def test_keras3_passes_no_mask_with_initial_state():
+    """Keras 3 fills a layer's mask only when it is called on one tensor;
+    with initial_state it runs unmasked (checked against Keras by the
+    rnn_initial_state and gru_seq2seq fixtures).  Keras 2 masks."""
+    k3 = _forward(_convert("k3_gru_seq2seq").source)
+    k2 = _forward(_convert("k2_gru_seq2seq").source)
+    decoder = [ln for ln in k3.split("run_rnn(")[2].split(")")[0:1]]
+    assert "mask=" not in decoder[0]
+    assert "mask=" in k2.split("self.decoder")[1].split(")")[0]
+
+
+# -- masks change what the port computes, as in Keras -------------------------
+def test_padding_does_not_reach_the_result():
+    """The embedding of token 0 (padding) cannot change the output of the
+    masked classifier, however long the padding."""
+    conv = _convert("k3_lstm_text_classifier")
+    model = conv.module()
+    ids = torch.tensor([[5, 7, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    before = model(ids)
+    with torch.no_grad():
+        model.embedding.weight[0] = 100.0
+    assert torch.allclose(model(ids), before, atol=1e-6)
+    # and the unpadded prefix alone gives the same answer
+    with torch.no_grad():
+        model.embedding.weight[0] = -3.0
+    assert torch.allclose(model(ids), before, atol=1e-6)
+
+
+def test_masked_steps_inside_a_sequence_are_skipped():
+    """A mask with holes (not only trailing padding) keeps the state."""
+    conv = _convert("k3_rnn_masked", rules=_any_rule())
+    model = conv.module()
+    x = torch.randn(1, 7, 3)
+    x[0, 2] = 0.0  # a masked step in the middle
+    y = torch.cat([x[:, :2], x[:, 3:], torch.zeros(1, 1, 3)], dim=1)
+    out_x, out_y = model(x), model(y)
+    names = [t.name for t in conv.program.outputs]
+    last = names.index("lstm_back")  # last output of a backward LSTM
+    assert torch.allclose(out_x[last], out_y[last], atol=1e-6)
+
+
+def _any_rule():
+    """keras.ops.any (Keras 3 Masking writes its mask with it), in case the
+    op table does not have it yet."""
+    from migrate.layout import identity
+    from migrate.rules import Emit, Out, RULES, Rule, chain
+    key = "keras.src.ops.numpy.Any"
+    if key in RULES:
+        return None
+
+    def any_op(call):
+        x = call.inputs[0]
+        axis = int(call.config["axis"]) % x.rank
+        shape = tuple(d for i, d in enumerate(x.shape) if i != axis)
+        return Emit([Out(chain(f"{x.expr}.any(dim={axis})"), shape,
+                         identity(len(shape)), "bool")])
+    return {key: Rule(key, any_op)}
+
+
+# -- refusals -----------------------------------------------------------------
+def _edited(tmp_path, case, edit):
+    """A copy of a fixture's .keras archive with its config edited."""
+    src = fixture_dir(case) / "model.keras"
+    dst = tmp_path / "model.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                edit(cfg)
+                data = json.dumps(cfg).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def test_stateful_rnn_is_refused_with_a_reason(tmp_path):
+    def stateful(cfg):
+        for layer in cfg["config"]["layers"]:
+            if layer["class_name"] == "LSTM":
+                layer["config"]["stateful"] = True
+    path = _edited(tmp_path, "k3_lstm_options", stateful)
+    with pytest.raises(migrate.UnsupportedLayers) as err:
+        migrate.convert(path)
+    msg = str(err.value)
+    assert "stateful=True" in msg and "initial_state" in msg
+    # every stateful layer is named at once
+    assert len(err.value.problems) == 6
+
+
+def test_partial_attention_axes_are_refused(tmp_path):
+    def axes(cfg):
+        for layer in cfg["config"]["layers"]:
+            if layer["config"]["name"] == "image":
+                layer["config"]["attention_axes"] = [2]
+    path = _edited(tmp_path, "k3_mha_options", axes)
+    with pytest.raises(migrate.UnsupportedLayers, match="attention_axes"):
+        migrate.convert(path)
+
+
+# -- training mode ------------------------------------------------------------
+def test_recurrent_dropout_is_reported():
+    warnings = _convert("k3_lstm_options").report["warnings"]
+    assert any("dropout=0.2" in w and "train()" in w for w in warnings)
+    assert any("recurrent_dropout=0.1" in w for w in warnings)
+
+
+def test_attention_dropout_acts_in_train_mode_only():
+    conv = _convert("k3_transformer_encoder")
+    model = conv.module()
+    ids = torch.tensor([[4, 8, 15, 16, 23, 42 % 50, 0, 0, 0, 0]] * 3)
+    with torch.no_grad():
+        ref = model(ids)
+        assert torch.equal(model(ids), ref)  # eval: deterministic
+        model.train()
+        torch.manual_seed(0)
+        noisy = model(ids)
+    assert model.attention.dropout.p == 0.1
+    assert not torch.allclose(noisy, ref)
+
+
+# -- Keras 3 run order --------------------------------------------------------
+def _layer(name):
+    return Layer(name=name, class_name="Dense", config={"name": name})
+
+
+def test_keras3_run_order_follows_map_graph():
+    """Deeper nodes first; nodes of one depth in reverse order of the
+    outputs that reach them (what Keras 3's map_graph gives)."""
+    x = GraphInput("x", (None, 4), "float32", TensorRef("x"))
+    a = Node("a", _layer("a"), [x.ref])
+    b = Node("b", _layer("b"), [x.ref])
+    c = Node("c", _layer("c"), [TensorRef("a")])
+    graph = Graph("g", [x], [GraphOutput("c", TensorRef("c")),
+                             GraphOutput("b", TensorRef("b"))], [a, b, c])
+    order = keras3_run_order(graph)
+    assert order["a"] < order["c"]
+    assert order["a"] < order["b"]  # depth 1 before depth 0
+    graph.outputs.reverse()
+    assert keras3_run_order(graph)["a"] < keras3_run_order(graph)["b"]
+
+
+def test_sequence_helpers_are_reserved_names():
+    from migrate.emit.names import Namespace
+    ns = Namespace()
+    assert ns.name("a", "run_rnn") == "run_rnn_1"
+    assert ns.name("b", "MultiHeadAttention") != "MultiHeadAttention"

@@ -1,0 +1,1 @@
+"""Rendering the translated program as model.py source."""

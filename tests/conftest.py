@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,16 @@ def model_files(case_dir: Path):
 
 def case_meta(case_dir: Path) -> dict:
     return json.loads((case_dir / "case.json").read_text())
+
+
+def require(tool: str, available: bool, hint: str) -> None:
+    """Skip the calling test when an optional ``tool`` is missing, or fail
+    it when ``$KERAS2TORCH_REQUIRE`` names the tool (CI sets it, so that a
+    test CI is meant to run cannot pass by skipping)."""
+    if available:
+        return
+    required = os.environ.get("KERAS2TORCH_REQUIRE", "").replace(",", " ")
+    if tool in required.split():
+        pytest.fail(f"{tool} is required here (KERAS2TORCH_REQUIRE) but "
+                    f"missing: {hint}")
+    pytest.skip(f"{tool} is not installed ({hint})")

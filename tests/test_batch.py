@@ -13,7 +13,7 @@ import migrate
 from cli.main import main
 from migrate.batch import output_names, run_jobs
 
-from conftest import fixture_dir, needs_tf
+from conftest import fixture_dir, needs_tf, require
 
 
 @pytest.fixture
@@ -105,7 +105,12 @@ def test_process_pool_gives_the_sequential_results(tmp_path, sources):
 
 
 def test_dask_local_cluster_gives_the_sequential_results(tmp_path, sources):
-    distributed = pytest.importorskip("distributed")
+    try:
+        import distributed
+    except ImportError:
+        distributed = None
+    require("dask", distributed is not None,
+            'pip install "keras2torch[dask]"')
     seq = migrate.convert_many(sources, tmp_path / "a")
     with distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True,

@@ -2,8 +2,10 @@
 --html``, self-contained, and rendered by a real headless browser.
 
 The browser test needs Debian's ``chromium`` (``apt-get install
-chromium``) and is skipped without it.  Its screenshot is kept in the test's
-temporary directory, and copied to ``$KERAS2TORCH_ARTIFACTS`` when set.
+chromium``; ``.ci/run`` installs it).  It is skipped without it, or fails
+where ``$KERAS2TORCH_REQUIRE`` names ``browser`` (CI sets it).  Its
+screenshot is kept in the test's temporary directory, and copied to
+``$KERAS2TORCH_ARTIFACTS`` when set.
 """
 import json
 import os
@@ -22,7 +24,7 @@ from cli.main import main
 from migrate.html import STATUS_COLOURS, render_html
 from migrate.inspect import inspect_model
 
-from conftest import fixture_dir
+from conftest import fixture_dir, require
 
 CNN = fixture_dir("k3_small_cnn") / "model.keras"
 CUSTOM = fixture_dir("k3_custom_layers") / "model.keras"
@@ -172,15 +174,15 @@ def _colour_count(rows, bpp, hex_colour: str) -> int:
 def _chromium(tmp_path, *args):
     profile = tmp_path / "chromium-profile"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update",
+           "--disable-quic", "--disable-background-networking",
+           "--disable-component-update",
            "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
            *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                                             "(apt-get install chromium)")
 def test_headless_chromium_renders_the_report(tmp_path):
+    require("browser", CHROMIUM is not None, "apt-get install chromium")
     table = inspect_model(CNN).to_dict()
     conv = migrate.convert(CNN)
     page = tmp_path / "report.html"

@@ -67,7 +67,9 @@ class KerasBuilder:
              "--backend", self.backend, "--out", str(self.out)],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        self.version = self._read()["ready"]
+        ready = self._read()
+        self.version = ready["ready"]
+        self.tensorflow = ready.get("tensorflow", "?")
         return self
 
     def _read(self) -> dict:
@@ -167,13 +169,18 @@ def plan(only=None, full_variants=True) -> list[tuple[str, str]]:
     return specs
 
 
-def run(specs, work: Path, log=print) -> list[dict]:
+def run(specs, work: Path, log=print, versions=None) -> list[dict]:
+    """Build, convert and check every (backend, spec); ``versions`` (a
+    dict) gets each backend's Keras and TensorFlow version."""
     rows = []
+    versions = {} if versions is None else versions
     for backend in BACKENDS:
         todo = [s for b, s in specs if b == backend]
         if not todo:
             continue
         with KerasBuilder(backend, work) as builder:
+            versions[backend] = builder.version
+            versions["tensorflow"] = builder.tensorflow
             for spec in todo:
                 built = builder.build(spec)
                 if "error" in built:
@@ -207,42 +214,144 @@ def _line(r: dict) -> str:
             f"({r['seconds']:.1f} s)")
 
 
-def _cell(r: dict | None) -> str:
-    if r is None:
+def environment(versions: dict) -> dict:
+    """Where and with what the run happened, for the table's caption."""
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            **versions}
+
+
+def merge(saved: list[dict]) -> dict:
+    """Several runs' ``--json`` files as one (later rows replace earlier
+    ones for the same model and file): the matrix may be run family by
+    family."""
+    rows, env, seconds = {}, {}, 0.0
+    for s in saved:
+        seconds += s["seconds"]
+        env.update(s.get("environment") or {})
+        for r in s["results"]:
+            rows[r["backend"], r["arch"], r["variant"], r["file"]] = r
+    return {"seconds": seconds, "environment": env,
+            "results": list(rows.values())}
+
+
+def _err(r: dict) -> str:
+    return f"{r['max_abs_err']:.1e} / {r['max_rel_err']:.1e}"
+
+
+def _cell(rs: list[dict]) -> str:
+    """One architecture in one format: every variant passed, and the
+    largest errors among them."""
+    if not rs:
         return "—"
-    if not r["converted"]:
-        return "✗ " + r.get("error", "")[:60].replace("|", "/")
-    mark = "✓" if r["passed"] else "✗"
-    return f"{mark} {r['max_abs_err']:.1e} / {r['max_rel_err']:.1e}"
+    bad = [r for r in rs if not r["passed"]]
+    done = [r for r in rs if r["converted"]]
+    if bad:
+        why = bad[0].get("error") or "above max abs err"
+        return (f"✗ {len(rs) - len(bad)}/{len(rs)}: "
+                + why[:60].replace("|", "/"))
+    worst_abs = max(r["max_abs_err"] for r in done)
+    worst_rel = max(r["max_rel_err"] for r in done)
+    return f"✓ {len(rs)}/{len(rs)} · {worst_abs:.1e} / {worst_rel:.1e}"
 
 
-def table(rows: list[dict], seconds: float) -> str:
+def table(rows: list[dict], seconds: float, env: dict | None = None) -> str:
+    """The README section: a caption, one row per architecture (every
+    variant of it folded into each format's cell), then every model and
+    variant in a folded table."""
+    from fixtures.cases_applications import BATCH, BY_NAME
+    env = env or {}
     cols = list(FORMAT_LABELS.items())
     order = {a.name: i for i, a in enumerate(ARCHS)}
     variants = ["top", "softmax", "notop", "notop-avg", "notop-max",
                 "dynamic"]
+    archs = sorted({r["arch"] for r in rows}, key=lambda a: order.get(a, 99))
     keys = sorted({(r["arch"], r["variant"]) for r in rows},
                   key=lambda k: (order.get(k[0], 99), variants.index(k[1])))
     by = {(r["arch"], r["variant"], r["backend"], r["file"]): r
           for r in rows}
     passed = sum(r["passed"] for r in rows)
-    versions = sorted({f"{r['backend']} {r.get('keras_version', '?')}"
-                       for r in rows})
+    done = [r for r in rows if r["converted"]]
+    worst_abs = max((r["max_abs_err"] for r in done), default=0.0)
+    worst_rel = max((r["max_rel_err"] for r in done), default=0.0)
+    sizes: dict[int, list[str]] = {}
+    for a in archs:
+        sizes.setdefault(BY_NAME[a].size, []).append(a)
+    common = max(sizes, key=lambda s: len(sizes[s]))
+    others = "; ".join(f"{', '.join(names)}: {s}×{s}×3"
+                       for s, names in sorted(sizes.items()) if s != common)
+    size_text = f"{common}×{common}×3" + (f" ({others})" if others else "")
+    k3 = env.get("keras3") or next(
+        (r.get("keras_version") for r in rows if r["backend"] == "keras3"),
+        "?")
+    k2 = env.get("keras2") or next(
+        (r.get("keras_version") for r in rows if r["backend"] == "keras2"),
+        "?")
+    regnets = [a for a in archs if a.startswith("RegNet")]
+    n_regnets = sum(a.family == "RegNet" for a in ARCHS)
+    regnet_note = "" if not regnets or len(regnets) == n_regnets else (
+        f" Of the {n_regnets} RegNetX/Y constructors, {len(regnets)} "
+        f"representative sizes ran ({', '.join(regnets)}); the others "
+        "are the same blocks with other widths and depths.")
     lines = [
-        f"{passed} of {len(rows)} conversions within max abs error "
-        f"{ATOL:g} ({len(keys)} models; {', '.join(versions)}; "
-        f"{platform.machine()} CPU, {seconds / 60:.0f} min).  Cells: "
-        "converted, max abs error / max rel error of the port's output "
-        "against Keras (batch of 2, seeded random weights and inputs); "
-        "— = the architecture is not in that Keras.",
+        f"**{passed} of {len(rows)} conversions within max abs error "
+        f"{ATOL:g}**: {len(archs)} architectures, {len(keys)} models. "
+        f"Largest errors over the whole matrix: max abs {worst_abs:.1e}, "
+        f"max rel {worst_rel:.1e} (abs error / max |Keras output|).",
         "",
-        "| Architecture | Variant | " + " | ".join(
+        f"Run on {env.get('date', '?')}, {env.get('cpu', '?')} "
+        f"({env.get('cores', '?')} cores, shared), "
+        f"{seconds / 60:.0f} min: Keras {k3} and tf-keras {k2} (TensorFlow "
+        f"{env.get('tensorflow', '?')}, CPU), torch {env.get('torch', '?')}, "
+        f"Python {env.get('python', '?')}. Each model is built with "
+        "`weights=None`, given seeded random weights, saved, converted "
+        "from each save and run on the same seeded float32 inputs as "
+        f"Keras (batch of {BATCH}, input H×W×C {size_text}, eval mode). "
+        "Variants: `top` include_top with logits, `softmax` include_top "
+        "with the softmax head, `notop` the feature map, `notop-avg` / "
+        "`notop-max` the pooling options, `dynamic` input shape "
+        "(None, None, 3). The first architecture of each family runs every "
+        "variant, the others `top` and `notop`. Cells: variants passed, "
+        "then the largest max abs / max rel error among them; — = not in "
+        f"that Keras (RegNet and ResNetRS are only in tf-keras).{regnet_note}",
+        "",
+        "| Architecture | Variants | " + " | ".join(
             label for _, label in cols) + " |",
         "|---|---|" + "---|" * len(cols),
     ]
+    for arch in archs:
+        vs = [v for a, v in keys if a == arch]
+        cells = [_cell([by[arch, v, b, f] for v in vs
+                        if (arch, v, b, f) in by]) for (b, f), _ in cols]
+        lines.append(f"| {arch} | {len(vs)} | " + " | ".join(cells) + " |")
+    lines += ["", "<details><summary>Every model and variant "
+              "(max abs / max rel error)</summary>", "",
+              "| Architecture | Variant | " + " | ".join(
+                  label for _, label in cols) + " |",
+              "|---|---|" + "---|" * len(cols)]
     for arch, variant in keys:
-        cells = [_cell(by.get((arch, variant, b, f))) for (b, f), _ in cols]
+        cells = []
+        for (b, f), _ in cols:
+            r = by.get((arch, variant, b, f))
+            if r is None:
+                cells.append("—")
+            elif not r["converted"]:
+                cells.append("✗ " + r.get("error", "")[:60]
+                             .replace("|", "/"))
+            else:
+                cells.append(("✓ " if r["passed"] else "✗ ") + _err(r))
         lines.append(f"| {arch} | {variant} | " + " | ".join(cells) + " |")
+    lines += ["", "</details>"]
     return "\n".join(lines)
 
 
@@ -264,8 +373,8 @@ def main(argv=None):
     p.add_argument("--top-only", action="store_true",
                    help="only the include_top (logits) variant")
     p.add_argument("--json", help="also write every result here")
-    p.add_argument("--from-json", help="no run: the table of a previous "
-                   "run's --json file")
+    p.add_argument("--from-json", help="no run: the table of previous "
+                   "runs' --json files (comma-separated, merged)")
     p.add_argument("--no-readme", action="store_true")
     a = p.parse_args(argv)
     only = set(a.only.split(",")) if a.only else None
@@ -275,18 +384,20 @@ def main(argv=None):
     if a.backend:
         specs = [(b, s) for b, s in specs if b == a.backend]
     if a.from_json:
-        saved = json.loads(Path(a.from_json).read_text())
-        rows, seconds = saved["results"], saved["seconds"]
+        saved = merge([json.loads(Path(f).read_text())
+                       for f in a.from_json.split(",")])
     else:
-        start = time.time()
+        start, versions = time.time(), {}
         with tempfile.TemporaryDirectory(prefix="keras2torch-apps-") as work:
             rows = run(specs, Path(work),
-                       log=lambda s: print(s, file=sys.stderr, flush=True))
-        seconds = time.time() - start
+                       log=lambda s: print(s, file=sys.stderr, flush=True),
+                       versions=versions)
+        saved = {"seconds": time.time() - start,
+                 "environment": environment(versions), "results": rows}
+    rows = saved["results"]
     if a.json:
-        Path(a.json).write_text(json.dumps(
-            {"seconds": seconds, "results": rows}, indent=1) + "\n")
-    text = table(rows, seconds)
+        Path(a.json).write_text(json.dumps(saved, indent=1) + "\n")
+    text = table(rows, saved["seconds"], saved.get("environment"))
     if not a.no_readme:
         write_readme(text)
     print(text)

@@ -174,10 +174,134 @@ def test_partial_attention_axes_are_refused(tmp_path):
 
 
 # -- training mode ------------------------------------------------------------
-def test_recurrent_dropout_is_reported():
-    warnings = _convert("k3_lstm_options").report["warnings"]
-    assert any("dropout=0.2" in w and "train()" in w for w in warnings)
-    assert any("recurrent_dropout=0.1" in w for w in warnings)
+def test_rnn_dropout_follows_each_keras():
+    """Keras 3 draws one input mask per sequence (one per gate with
+    recurrent dropout); tf.keras's fused kernel a new one at every step."""
+    k3 = _convert("k3_rnn_dropout").module()
+    k2 = _convert("k2_rnn_dropout").module()
+    assert k3.lstm.dropout_per == "sequence" and k2.lstm.dropout_per == "step"
+    assert k3.gru.dropout_per == "sequence" and k2.gru.dropout_per == "step"
+    for m in (k3, k2):
+        assert m.lstm_unrolled.dropout_per == "sequence"  # no fused kernel
+        assert m.lstm_recurrent.dropout_per == "gate"
+        assert (m.lstm_recurrent.input_dropout,
+                m.lstm_recurrent.recurrent_dropout) == (0.2, 0.4)
+        assert m.gru_before.dropout_per == "gate"
+    assert _convert("k3_rnn_dropout").report["warnings"] == []
+
+
+def _rnn_classes():
+    """KerasLSTM, KerasGRU, KerasSimpleRNN and run_rnn as generated."""
+    ns = {}
+    exec(compile(_convert("k3_rnn_dropout").source, "model.py", "exec"), ns)
+    return ns
+
+
+def _probe(module, **weights):
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.zero_()
+        for name, value in weights.items():
+            getattr(module, name).copy_(value)
+    return module.train()
+
+
+def test_rnn_input_dropout_one_mask_per_sequence():
+    """A linear SimpleRNN copying its input shows the mask: drawn once per
+    sequence and kept at every step, the rate dropped, kept values scaled
+    by 1 / (1 - rate); eval() is exact."""
+    ns = _rnn_classes()
+    rnn = _probe(ns["KerasSimpleRNN"](4, 4, activation=torch.nn.Identity(),
+                                      dropout=0.3),
+                 weight_ih_l0=torch.eye(4))
+    torch.manual_seed(0)
+    x = torch.ones(3000, 5, 4)
+    out = rnn(x)[0]
+    assert torch.equal(out, out[:, :1].expand_as(out))  # same at every step
+    kept = out[:, 0] != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.02
+    assert torch.allclose(out[:, 0][kept], torch.tensor(1 / 0.7))
+    assert abs(out.mean().item() - 1.0) < 0.03  # the expectation is kept
+    assert torch.equal(rnn.eval()(x)[0], x)
+    # run_rnn steps one call per time step (a Keras mask): same masks
+    mask = torch.ones(3000, 5, dtype=torch.bool)
+    mask[:, 2] = False
+    out = ns["run_rnn"](rnn.train(), x, mask=mask, return_sequences=True)
+    assert torch.equal(out, out[:, :1].expand_as(out))
+
+
+def test_rnn_recurrent_dropout_kept_over_time():
+    """A SimpleRNN copying its state: h_t = h_0 * mask ** t, the same
+    state mask at every step."""
+    ns = _rnn_classes()
+    rnn = _probe(ns["KerasSimpleRNN"](4, 4, activation=torch.nn.Identity(),
+                                      recurrent_dropout=0.4),
+                 weight_hh_l0=torch.eye(4))
+    torch.manual_seed(1)
+    out = rnn(torch.zeros(3000, 4, 4), torch.ones(1, 3000, 4))[0]
+    kept = out[:, 0] != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.02
+    for t in range(4):
+        assert torch.equal(out[:, t] != 0, kept)
+        assert torch.allclose(out[:, t][kept], torch.tensor(0.6 ** -(t + 1)))
+
+
+def _gru_probe(ns, **kw):
+    """h_t = tanh(x_t * mask) for x = 1 (update gate shut, no state)."""
+    bias = torch.zeros(12)
+    bias[4:8] = -100.0  # torch order r, z, n: z = 0
+    weight = torch.zeros(12, 4)
+    weight[8:] = torch.eye(4)
+    return _probe(ns["KerasGRU"](4, 4, **kw), weight_ih_l0=weight,
+                  bias_ih_l0=bias)
+
+
+@pytest.mark.parametrize("per", ["sequence", "step", "gate"])
+def test_gru_dropout_masks_per_sequence_or_per_step(per):
+    ns = _rnn_classes()
+    gru = _gru_probe(ns, dropout=0.5, dropout_per=per)
+    torch.manual_seed(2)
+    kept = gru(torch.ones(2000, 6, 4))[0] != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.03
+    constant = torch.equal(kept, kept[:, :1].expand_as(kept))
+    assert constant == (per != "step")
+
+
+@pytest.mark.parametrize("per", ["sequence", "gate"])
+def test_lstm_dropout_one_mask_per_gate(per):
+    """Input gate and cell input see the input through their own masks
+    with ``dropout_per="gate"``, through one shared mask otherwise."""
+    ns = _rnn_classes()
+    weight = torch.zeros(16, 4)
+    weight[:4] = 100 * torch.eye(4)  # input gate: 1 if kept, else 0.5
+    weight[8:12] = torch.eye(4)  # cell input: tanh(2) if kept, else 0
+    bias = torch.zeros(16)
+    bias[4:8], bias[12:] = -100.0, 100.0  # forget nothing kept; output 1
+    lstm = _probe(ns["KerasLSTM"](4, 4, dropout=0.5, dropout_per=per),
+                  weight_ih_l0=weight, bias_ih_l0=bias)
+    torch.manual_seed(3)
+    h = lstm(torch.ones(4000, 3, 4))[0]
+    half = torch.isclose(h, torch.tanh(0.5 * torch.tanh(torch.tensor(2.))))
+    share = half.float().mean().item()  # input gate dropped, cell input not
+    assert (abs(share - 0.25) < 0.02) if per == "gate" else share == 0.0
+
+
+def test_rnn_dropout_in_eval_is_the_torch_module():
+    model = _convert("k3_rnn_dropout").module()
+    x, ids = torch.randn(3, 6, 3), torch.tensor([[1, 2, 3, 0, 0, 0]] * 3)
+    for name in ("lstm", "lstm_recurrent", "gru"):
+        m = getattr(model, name)
+        base = type(m).__mro__[1]  # nn.LSTM / nn.GRU
+        assert torch.equal(m(x)[0], base.forward(m, x)[0])
+    with torch.no_grad():
+        ref = model(x, ids)
+        model.train()
+        torch.manual_seed(0)
+        noisy = model(x, ids)
+    assert all(not torch.allclose(a, b) for a, b in zip(ref, noisy))
+    model.zero_grad()
+    sum(o.sum() for o in model(x, ids)).backward()
+    assert model.lstm_recurrent.weight_hh_l0.grad.abs().sum() > 0
 
 
 def test_attention_dropout_acts_in_train_mode_only():

@@ -6,10 +6,10 @@ An RNN whose cell torch has (LSTM with tanh/sigmoid, GRU with
 ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (Keras 3's own torch backend maps
 weights the same way: ``kernel.T``, ``recurrent_kernel.T``, the bias on the
 input side; GRU gates reordered from Keras's z, r, h to torch's r, z, n).
-Any other cell is a small module written into ``model.py`` (``KerasLSTM``,
-``KerasGRU``, ``KerasSimpleRNN``, ``ConvLSTM``) with the same call
-convention, so the forward code reads the same either way:
-``self.lstm(x)[0]``.
+Any other cell is a subclass of the torch module written into ``model.py``
+(``KerasLSTM``, ``KerasGRU``, ``KerasSimpleRNN``; ``ConvLSTM``) with the
+same weights and call convention, so the forward code reads the same
+either way: ``self.lstm(x)[0]``.
 
 Anything beyond a plain call (a Keras mask, initial or returned states)
 goes through ``run_rnn``, a helper written into ``model.py`` that takes
@@ -24,9 +24,15 @@ input sequence -- except that Keras 3 passes no mask at all to a layer
 called with ``initial_state`` tensors (it only fills ``mask`` for a call
 with one tensor argument), while Keras 2 does.
 
-``stateful=True`` and ``time_major=True`` are refused; ``dropout`` and
-``recurrent_dropout`` only act in Keras training and are not reproduced in
-``train()`` mode (a warning says so).
+``dropout`` and ``recurrent_dropout`` act in ``train()`` mode as in Keras
+training (masks drawn once per call and kept over the steps; see
+``_dropout_per``): the module is then a ``KerasLSTM`` (``KerasGRU``,
+``KerasSimpleRNN``), an ``nn.LSTM`` subclass that runs as ``nn.LSTM`` in
+``eval()`` and steps through time with the masks only where it must
+(recurrent dropout, one mask per gate, other activations).
+
+``stateful=True`` and ``time_major=True`` are refused.  ConvLSTM dropout
+is not reproduced in ``train()`` (a warning says so).
 """
 from __future__ import annotations
 
@@ -69,9 +75,11 @@ def run_rnn(rnn, x, mask=None, initial_state=None, return_sequences=False,
         outputs, state = rnn(x, state)
         output = outputs[:, -1]
     else:
+        draw = getattr(rnn, "dropout_masks", None)  # same at every step
+        extra = () if draw is None else (draw(x),)
         outputs, output = [], None
         for t in range(x.shape[1]):
-            step, new = rnn(x[:, t:t + 1], state)
+            step, new = rnn(x[:, t:t + 1], state, *extra)
             keep = mask[:, t].view(-1, *[1] * (step.dim() - 2))
             if torch.is_tensor(new):
                 old = torch.zeros_like(new) if state is None else state
@@ -96,33 +104,82 @@ def run_rnn(rnn, x, mask=None, initial_state=None, return_sequences=False,
     return (result, *(s[0] for s in states))
 '''
 
+RNN_DROPOUT = '''\
+def rnn_dropout_masks(rnn, x):
+    \"\"\"Keras's dropout masks for one call of ``rnn`` on x (B, T, features):
+    (input masks, state masks), each a list of one (B, size) mask per gate,
+    drawn once and kept over the time steps -- the same mask for every gate
+    unless ``rnn.dropout_per == "gate"`` -- or None where nothing is dropped
+    (eval(), a rate of 0, or tf.keras's fused kernel, whose input dropout is
+    drawn for every step in forward).\"\"\"
+    gates = rnn.weight_ih_l0.shape[0] // rnn.hidden_size
+
+    def draw(rate, size):
+        if not (rnn.training and 0.0 < rate < 1.0):
+            return None
+        ones = x.new_ones(x.shape[0], size)
+        if rnn.dropout_per == "gate":
+            return [F.dropout(ones, rate) for _ in range(gates)]
+        return [F.dropout(ones, rate)] * gates
+
+    input_rate = 0.0 if rnn.dropout_per == "step" else rnn.input_dropout
+    return (draw(input_rate, x.shape[-1]),
+            draw(rnn.recurrent_dropout, rnn.hidden_size))
+
+
+def gate_linear(x, weight, bias=None, masks=None):
+    \"\"\"F.linear(x, weight, bias) where the rows of each gate see x times
+    that gate's dropout mask (``masks``: one per gate, or None).\"\"\"
+    if masks is None:
+        return F.linear(x, weight, bias)
+    if all(m is masks[0] for m in masks):  # one mask for every gate
+        return F.linear(x * masks[0], weight, bias)
+    blocks = weight.chunk(len(masks))
+    out = torch.cat([F.linear(x * m, w) for m, w in zip(masks, blocks)], -1)
+    return out if bias is None else out + bias
+'''
+
 KERAS_LSTM = '''\
-class KerasLSTM(nn.Module):
-    """An LSTM layer as Keras computes it, with any activations.  Called
-    like a batch-first nn.LSTM: (x, (h0, c0)) -> (outputs, (h, c)).  Gates
-    in Keras (and torch) order: input, forget, cell, output."""
+class KerasLSTM(nn.LSTM):
+    \"\"\"A batch-first nn.LSTM that also computes what a Keras LSTM computes
+    beyond it: other activations, and Keras's dropout while training (see
+    rnn_dropout_masks).  Otherwise it runs as nn.LSTM.  Gates in Keras (and
+    torch) order: input, forget, cell, output.\"\"\"
 
     def __init__(self, input_size, hidden_size, bias=True,
-                 activation=torch.tanh, recurrent_activation=torch.sigmoid):
-        super().__init__()
-        self.hidden_size = hidden_size
+                 activation=torch.tanh, recurrent_activation=torch.sigmoid,
+                 dropout=0.0, recurrent_dropout=0.0, dropout_per="sequence"):
+        super().__init__(input_size, hidden_size, bias=bias,
+                         batch_first=True)
         self.activation = activation
         self.recurrent_activation = recurrent_activation
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size,
-                                                  input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size,
-                                                  hidden_size))
-        self.bias = nn.Parameter(torch.empty(4 * hidden_size)) if bias \\
-            else None
+        self.input_dropout = dropout  # nn.LSTM's dropout is between layers
+        self.recurrent_dropout = recurrent_dropout
+        self.dropout_per = dropout_per
 
-    def forward(self, x, state=None):
+    def dropout_masks(self, x):
+        return rnn_dropout_masks(self, x)
+
+    def forward(self, x, state=None, dropout_masks=None):
+        if self.training and self.dropout_per == "step":
+            x = F.dropout(x, self.input_dropout)
+        masks_x, masks_h = dropout_masks or self.dropout_masks(x)
+        native = (self.activation is torch.tanh
+                  and self.recurrent_activation is torch.sigmoid)
+        one_mask = masks_x is None or self.dropout_per != "gate"
+        if native and masks_h is None and one_mask:
+            if masks_x is not None:  # one input mask for all steps
+                x = x * masks_x[0][:, None]
+            return super().forward(x, state)
         if state is None:
-            zeros = x.new_zeros(1, x.shape[0], self.hidden_size)
-            state = (zeros, zeros)
+            state = (x.new_zeros(1, x.shape[0], self.hidden_size),) * 2
         h, c = state[0][0], state[1][0]
+        bias_ih = self.bias_ih_l0 if self.bias else None
+        bias_hh = self.bias_hh_l0 if self.bias else None
         outputs = []
         for x_t in x.unbind(1):
-            z = F.linear(x_t, self.weight_ih, self.bias) + h @ self.weight_hh.T
+            z = (gate_linear(x_t, self.weight_ih_l0, bias_ih, masks_x)
+                 + gate_linear(h, self.weight_hh_l0, bias_hh, masks_h))
             i, f, g, o = z.chunk(4, dim=-1)
             c = (self.recurrent_activation(f) * c
                  + self.recurrent_activation(i) * self.activation(g))
@@ -132,71 +189,103 @@ class KerasLSTM(nn.Module):
 '''
 
 KERAS_GRU = '''\
-class KerasGRU(nn.Module):
-    """A GRU layer as Keras computes it, for what nn.GRU cannot express
-    (reset_after=False, other activations).  Called like a batch-first
-    nn.GRU: (x, h0) -> (outputs, h).  Gates in Keras order: update (z),
-    reset (r), candidate (h).  reset_after=False applies the reset gate to
-    the state before its matrix product, as in the original GRU."""
+class KerasGRU(nn.GRU):
+    \"\"\"A batch-first nn.GRU that also computes what a Keras GRU computes
+    beyond it: reset_after=False (the reset gate applied to the state
+    before its matrix product, as in the original GRU; one bias, on the
+    input side), other activations, and Keras's dropout while training
+    (see rnn_dropout_masks).  Otherwise it runs as nn.GRU.  Gates in torch
+    order: reset (r), update (z), new (n).\"\"\"
 
     def __init__(self, input_size, hidden_size, bias=True, reset_after=True,
-                 activation=torch.tanh, recurrent_activation=torch.sigmoid):
-        super().__init__()
-        self.hidden_size = hidden_size
+                 activation=torch.tanh, recurrent_activation=torch.sigmoid,
+                 dropout=0.0, recurrent_dropout=0.0, dropout_per="sequence"):
+        super().__init__(input_size, hidden_size, bias=bias and reset_after,
+                         batch_first=True)
+        if bias and not reset_after:
+            self.bias_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size))
         self.reset_after = reset_after
         self.activation = activation
         self.recurrent_activation = recurrent_activation
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size,
-                                                  input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size,
-                                                  hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias \\
-            else None
-        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size)) \\
-            if bias and reset_after else None
+        self.input_dropout = dropout  # nn.GRU's dropout is between layers
+        self.recurrent_dropout = recurrent_dropout
+        self.dropout_per = dropout_per
 
-    def forward(self, x, h=None):
+    def dropout_masks(self, x):
+        return rnn_dropout_masks(self, x)
+
+    def forward(self, x, h=None, dropout_masks=None):
+        if self.training and self.dropout_per == "step":
+            x = F.dropout(x, self.input_dropout)
+        masks_x, masks_h = dropout_masks or self.dropout_masks(x)
+        native = (self.reset_after and self.activation is torch.tanh
+                  and self.recurrent_activation is torch.sigmoid)
+        one_mask = masks_x is None or self.dropout_per != "gate"
+        if native and masks_h is None and one_mask:
+            if masks_x is not None:  # one input mask for all steps
+                x = x * masks_x[0][:, None]
+            return super().forward(x, h)
         h = x.new_zeros(x.shape[0], self.hidden_size) if h is None else h[0]
-        w_z, w_r, w_h = self.weight_hh.chunk(3)
+        bias_ih = getattr(self, "bias_ih_l0", None)
+        bias_hh = getattr(self, "bias_hh_l0", None)
+        w_rz, w_n = self.weight_hh_l0.split(2 * self.hidden_size)
         outputs = []
         for x_t in x.unbind(1):
-            x_z, x_r, x_h = F.linear(x_t, self.weight_ih,
-                                     self.bias_ih).chunk(3, dim=-1)
+            x_r, x_z, x_n = gate_linear(x_t, self.weight_ih_l0, bias_ih,
+                                        masks_x).chunk(3, dim=-1)
             if self.reset_after:
-                h_z, h_r, h_h = F.linear(h, self.weight_hh,
-                                         self.bias_hh).chunk(3, dim=-1)
-                z = self.recurrent_activation(x_z + h_z)
-                r = self.recurrent_activation(x_r + h_r)
-                candidate = self.activation(x_h + r * h_h)
+                h_r, h_z, h_n = gate_linear(h, self.weight_hh_l0, bias_hh,
+                                            masks_h).chunk(3, dim=-1)
             else:
-                z = self.recurrent_activation(x_z + h @ w_z.T)
-                r = self.recurrent_activation(x_r + h @ w_r.T)
-                candidate = self.activation(x_h + (r * h) @ w_h.T)
-            h = z * h + (1 - z) * candidate
+                h_r, h_z = gate_linear(h, w_rz, None,
+                                       masks_h and masks_h[:2]).chunk(2, -1)
+            r = self.recurrent_activation(x_r + h_r)
+            z = self.recurrent_activation(x_z + h_z)
+            if self.reset_after:
+                n = self.activation(x_n + r * h_n)
+            else:
+                n = self.activation(x_n + gate_linear(
+                    r * h, w_n, None, masks_h and masks_h[2:]))
+            h = z * h + (1 - z) * n
             outputs.append(h)
         return torch.stack(outputs, 1), h[None]
 '''
 
 KERAS_SIMPLE_RNN = '''\
-class KerasSimpleRNN(nn.Module):
-    """A SimpleRNN layer with an activation nn.RNN lacks.  Called like a
-    batch-first nn.RNN: (x, h0) -> (outputs, h)."""
+class KerasSimpleRNN(nn.RNN):
+    \"\"\"A batch-first nn.RNN that also computes what a Keras SimpleRNN
+    computes beyond it: another ``activation`` (used instead of
+    ``nonlinearity``), and Keras's dropout while training (see
+    rnn_dropout_masks).  Otherwise it runs as nn.RNN.\"\"\"
 
     def __init__(self, input_size, hidden_size, bias=True,
-                 activation=torch.tanh):
-        super().__init__()
-        self.hidden_size = hidden_size
+                 nonlinearity="tanh", activation=None, dropout=0.0,
+                 recurrent_dropout=0.0):
+        super().__init__(input_size, hidden_size, nonlinearity=nonlinearity,
+                         bias=bias, batch_first=True)
         self.activation = activation
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.input_dropout = dropout  # nn.RNN's dropout is between layers
+        self.recurrent_dropout = recurrent_dropout
+        self.dropout_per = "sequence"
 
-    def forward(self, x, h=None):
+    def dropout_masks(self, x):
+        return rnn_dropout_masks(self, x)
+
+    def forward(self, x, h=None, dropout_masks=None):
+        masks_x, masks_h = dropout_masks or self.dropout_masks(x)
+        if self.activation is None and masks_h is None:
+            if masks_x is not None:  # one input mask for all steps
+                x = x * masks_x[0][:, None]
+            return super().forward(x, h)
+        activation = self.activation or getattr(torch, self.nonlinearity)
         h = x.new_zeros(x.shape[0], self.hidden_size) if h is None else h[0]
+        bias_ih = self.bias_ih_l0 if self.bias else None
+        bias_hh = self.bias_hh_l0 if self.bias else None
         outputs = []
         for x_t in x.unbind(1):
-            h = self.activation(F.linear(x_t, self.weight_ih, self.bias)
-                                + h @ self.weight_hh.T)
+            z = (gate_linear(x_t, self.weight_ih_l0, bias_ih, masks_x)
+                 + gate_linear(h, self.weight_hh_l0, bias_hh, masks_h))
+            h = activation(z)
             outputs.append(h)
         return torch.stack(outputs, 1), h[None]
 '''
@@ -264,6 +353,9 @@ class RnnSpec:
     return_state: bool
     zero_output_for_mask: bool
     unroll: bool = False
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    dropout_per: str = "sequence"  # see RNN_DROPOUT and _dropout_per
 
     @property
     def native(self) -> bool:
@@ -273,6 +365,16 @@ class RnnSpec:
         return (self.activation == "tanh"
                 and self.recurrent_activation == "sigmoid"
                 and (self.kind == "lstm" or self.reset_after))
+
+    @property
+    def dropped(self) -> bool:
+        """Keras drops something while training."""
+        return self.dropout > 0.0 or self.recurrent_dropout > 0.0
+
+    @property
+    def plain(self) -> bool:
+        """A plain nn.LSTM / nn.GRU / nn.RNN runs this layer."""
+        return self.native and not self.dropped
 
     @property
     def num_states(self) -> int:
@@ -293,12 +395,15 @@ def rnn_spec(call: Call, class_name: str, cfg: dict,
                     "the state explicitly as initial_state")
     if cfg.get("time_major"):
         call.refuse(f"{where}time_major=True", "not supported")
+    rates = {}
     for key in ("dropout", "recurrent_dropout"):
-        if float(cfg.get(key) or 0.0) > 0.0:
-            call.warn(f"{where}{key}={cfg[key]} acts only while Keras "
-                      "trains; the port does not apply it, also in train()")
+        rate = min(1.0, max(0.0, float(cfg.get(key) or 0.0)))
+        if rate >= 1.0 and kind == "rnn":
+            call.refuse(f"{where}{key}={cfg[key]}", "a SimpleRNN dropping "
+                        "everything is not converted")
+        rates[key] = rate if rate < 1.0 else 0.0  # Keras: 0 < rate < 1
     default_rec = "sigmoid"
-    return RnnSpec(
+    spec = RnnSpec(
         kind=kind, units=int(cfg["units"]),
         activation=cfg.get("activation", "tanh"),
         recurrent_activation=(cfg.get("recurrent_activation", default_rec)
@@ -309,7 +414,30 @@ def rnn_spec(call: Call, class_name: str, cfg: dict,
         return_sequences=bool(cfg.get("return_sequences", False)),
         return_state=bool(cfg.get("return_state", False)),
         zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
-        unroll=bool(cfg.get("unroll", False)))
+        unroll=bool(cfg.get("unroll", False)), **rates)
+    spec.dropout_per = _dropout_per(spec, cfg, call.keras_major)
+    return spec
+
+
+def _dropout_per(spec: RnnSpec, cfg: dict, keras_major: int) -> str:
+    """How Keras draws the dropout masks of an LSTM/GRU/SimpleRNN call.
+
+    The cells draw one mask per call for the input and one for the state,
+    kept over the time steps ("sequence"); an LSTM or GRU with
+    ``implementation=1`` -- which ``recurrent_dropout`` forces -- draws one
+    per gate ("gate").  tf.keras (Keras 2) runs an LSTM/GRU its fused
+    kernel can compute (tanh, sigmoid, bias, not unrolled, no recurrent
+    dropout; GRU reset_after) with ``inputs * dropout_mask`` on the whole
+    sequence: a new input mask at every step ("step")."""
+    if spec.kind == "rnn":
+        return "sequence"
+    fused = (keras_major < 3 and spec.native and spec.use_bias
+             and not spec.unroll and spec.recurrent_dropout == 0.0)
+    if fused:
+        return "step"
+    if spec.recurrent_dropout > 0.0 or cfg.get("implementation") == 1:
+        return "gate"
+    return "sequence"
 
 
 def _function(call: Call, name, helpers: dict) -> str:
@@ -333,7 +461,7 @@ def _function(call: Call, name, helpers: dict) -> str:
 def rnn_module(call: Call, spec: RnnSpec, input_size: int,
                helpers: dict) -> str:
     """The constructor of the module that runs ``spec`` (see module doc)."""
-    if spec.native:
+    if spec.plain:
         args = [str(input_size), str(spec.units)]
         if spec.kind == "rnn" and spec.activation == "relu":
             args.append('nonlinearity="relu"')
@@ -343,16 +471,26 @@ def rnn_module(call: Call, spec: RnnSpec, input_size: int,
         return f"{_TORCH[spec.kind]}({', '.join(args)})"
     name, code = _CUSTOM[spec.kind]
     helpers[name] = code
+    helpers["rnn_dropout_masks"] = RNN_DROPOUT
     args = [str(input_size), str(spec.units)]
     if not spec.use_bias:
         args.append("bias=False")
     if spec.kind == "gru" and not spec.reset_after:
         args.append("reset_after=False")
-    if spec.activation != "tanh":
+    if spec.kind == "rnn" and spec.native:
+        if spec.activation == "relu":
+            args.append('nonlinearity="relu"')
+    elif spec.activation != "tanh":
         args.append(f"activation={_function(call, spec.activation, helpers)}")
     if spec.kind != "rnn" and spec.recurrent_activation != "sigmoid":
         fn = _function(call, spec.recurrent_activation, helpers)
         args.append(f"recurrent_activation={fn}")
+    if spec.dropout:
+        args.append(f"dropout={lit(spec.dropout)}")
+    if spec.recurrent_dropout:
+        args.append(f"recurrent_dropout={lit(spec.recurrent_dropout)}")
+    if spec.dropped and spec.dropout_per != "sequence":
+        args.append(f'dropout_per="{spec.dropout_per}"')
     return f"{name}({', '.join(args)})"
 
 
@@ -365,7 +503,7 @@ def rnn_state(spec: RnnSpec, weights: LayerWeights, prefix: str = "",
                                               else [])
     w = weights.bind(names)
     units, gates = spec.units, _GATES[spec.kind]
-    reorder = spec.native and spec.kind == "gru"
+    reorder = spec.kind == "gru"
 
     def gates_of(arr):
         """Keras z, r, h -> torch r, z, n (first axis, in gate blocks)."""
@@ -390,23 +528,12 @@ def rnn_state(spec: RnnSpec, weights: LayerWeights, prefix: str = "",
     if w["kernel"].shape[-1] != gates * units:
         raise ValueError(f"kernel shape {w['kernel'].shape} does not fit "
                          f"{units} units")
-    if spec.native:
-        out = {f"weight_ih_l0{suffix}": kernel("kernel"),
-               f"weight_hh_l0{suffix}": kernel("recurrent_kernel")}
-        if spec.use_bias:
-            out[f"bias_ih_l0{suffix}"] = bias(0)
+    out = {f"weight_ih_l0{suffix}": kernel("kernel"),
+           f"weight_hh_l0{suffix}": kernel("recurrent_kernel")}
+    if spec.use_bias:
+        out[f"bias_ih_l0{suffix}"] = bias(0)
+        if spec.kind != "gru" or spec.reset_after:  # else: no state bias
             out[f"bias_hh_l0{suffix}"] = bias(1)
-    else:
-        out = {"weight_ih": kernel("kernel"),
-               "weight_hh": kernel("recurrent_kernel")}
-        if spec.use_bias:
-            if spec.kind == "gru" and spec.reset_after:
-                out["bias_ih"] = bias(0)
-                out["bias_hh"] = bias(1)
-            elif spec.kind == "gru":
-                out["bias_ih"] = bias(0)
-            else:
-                out["bias"] = bias(0)
     return {prefix + k: v for k, v in out.items()}
 
 
@@ -610,7 +737,7 @@ def bidirectional(call):
     helpers = {}
     size = x.shape[2]
     fused = (inp.mask is None and not states and not state_out
-             and fspec.native and bspec.native
+             and fspec.plain and bspec.plain
              and not fspec.go_backwards
              and fspec.kind == bspec.kind and fspec.units == bspec.units
              and fspec.use_bias == bspec.use_bias
@@ -820,6 +947,10 @@ def conv_lstm(call):
     nd = int(call.layer.class_name[-2])
     cfg = call.config
     spec = rnn_spec(call, "LSTM", dict(cfg, units=cfg.get("filters")))
+    for key in ("dropout", "recurrent_dropout"):
+        if getattr(spec, key):
+            call.warn(f"{key}={cfg[key]} acts only while Keras trains; the "
+                      "ConvLSTM port does not apply it, also in train()")
     fmt = call.get("data_format", "channels_last") or "channels_last"
     x = call.inputs[0]
     if x.rank != nd + 3:

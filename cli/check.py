@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 import click
 
 from .common import (Error, Progress, atol_option, fmt_err, jobs_option,
-                     quiet_option, rel, table)
+                     load_rules, quiet_option, rel, rules_option, table)
 
 EXAMPLES = """
 \b
@@ -19,6 +19,7 @@ Examples:
   keras2torch check --no-verify          convert and compare ports only
   keras2torch check --format junit > keras2torch.xml
   keras2torch check --format github      annotations in a GitHub workflow
+  keras2torch check --rules my_rules.py  with your custom rules
 
 \b
 Exit codes: 0 every model passes (or is skipped); 1 a model fails
@@ -47,10 +48,11 @@ cannot be read or run, or bad usage.
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip model paths matching GLOB (relative to each PATH; "
                    "repeatable; added to the config's exclude).")
+@rules_option
 @jobs_option
 @quiet_option
-def check(paths, verify, atol, diff, fmt, config_path, exclude, jobs,
-          quiet):
+def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
+          jobs, quiet):
     """Check the Keras models under PATHS (default: the current directory).
 
     Each model is converted in memory, verified against Keras, and
@@ -73,6 +75,7 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, jobs,
         raise Error(f"{config_path}: no [tool.keras2torch] section "
                     "(pyproject.toml) or [tool:keras2torch] (setup.cfg)")
     config.exclude = list(config.exclude) + list(exclude)
+    load_rules([*config.rules, *rule_files])  # a bad file: exit 2, now
     if verify and not verify_available():
         raise Error("cannot verify: TensorFlow is not installed (pip "
                     "install 'keras2torch[verify]', or pass --no-verify)")
@@ -83,7 +86,8 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, jobs,
     bar = Progress(sum(f.is_model for f in found), "checking", quiet)
     try:
         report = lib.check(paths, verify=verify, atol=atol, config=config,
-                           jobs=jobs, progress=bar, found=found)
+                           rules=rule_files, jobs=jobs, progress=bar,
+                           found=found)
     finally:
         bar.close()
     out = {"table": _table, "json": _json, "junit": _junit,

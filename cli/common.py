@@ -40,10 +40,28 @@ jobs_option = click.option(
     show_default=True,
     help="Models converted at once, each in its own process (0: one per "
          "CPU).")
+rules_option = click.option(
+    "--rules", "rule_files", multiple=True, metavar="FILE.py",
+    type=click.Path(dir_okay=False),
+    help="Your own Python file that registers custom rules with "
+         "migrate.rules.rule (README: Custom rules); repeatable.")
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True,
     help="No progress bar (there is none either when stderr is not a "
          "terminal).")
+
+
+def load_rules(files) -> dict | None:
+    """The rules registered by ``files`` (``--rules``), or None; a file
+    that cannot be loaded is a one-line error (exit 2)."""
+    if not files:
+        return None
+    from migrate.errors import ConversionError
+    from migrate.userrules import load_rule_files
+    try:
+        return load_rule_files(files)
+    except ConversionError as exc:
+        raise Error(str(exc)) from None
 
 
 def fmt_err(x) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from .common import (Error, Progress, atol_option, fmt_err, jobs_option,
-                     layout_option, quiet_option, rel, table,
-                     weights_format_option)
+                     layout_option, load_rules, quiet_option, rel,
+                     rules_option, table, weights_format_option)
 
 EXAMPLES = """
 \b
@@ -20,6 +20,7 @@ Examples:
   keras2torch convert model.keras -o port/ --layout keras --weights-format pt
   keras2torch convert model.keras -o port/ --verify --per-layer --report html
   keras2torch convert a.keras b.h5 models/ -o ports/ -j 4
+  keras2torch convert custom.keras -o port/ --rules my_rules.py
 """
 
 
@@ -50,14 +51,15 @@ Examples:
 @click.option("--force", is_flag=True, help="Replace OUTDIR (in a batch: "
                                             "each model's directory) if it "
                                             "exists.")
+@rules_option
 @jobs_option
 @quiet_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]),
               default="table", show_default=True,
               help="Batch summary on stdout: a table, or JSON.")
 def convert(models, weights, outdir, class_name, layout, weights_format,
-            verify, per_layer, atol, report_format, force, jobs, quiet,
-            fmt):
+            verify, per_layer, atol, report_format, force, rule_files, jobs,
+            quiet, fmt):
     """Convert MODEL (.keras, .h5, or a JSON config with --weights).
 
     With several MODELs or a directory, every model found is converted into
@@ -68,6 +70,7 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
         raise click.UsageError("--per-layer needs --verify")
     if atol is None:
         atol = 1e-4
+    rules = load_rules(rule_files)  # a bad file fails before any work
     batch = len(models) > 1 or Path(models[0]).is_dir()
     if batch:
         if weights is not None:
@@ -78,14 +81,15 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
         return _batch(models, outdir, class_name=class_name, layout=layout,
                       weights_format=weights_format, verify=verify,
                       per_layer=per_layer, atol=atol, report=report_format,
-                      force=force, jobs=jobs, quiet=quiet, fmt=fmt)
+                      force=force, rule_files=rule_files, jobs=jobs,
+                      quiet=quiet, fmt=fmt)
     return _single(models[0], weights, outdir, class_name, layout,
                    weights_format, verify, per_layer, atol, report_format,
-                   force)
+                   force, rules)
 
 
 def _single(model, weights, outdir, class_name, layout, weights_format,
-            verify, per_layer, atol, report_format, force):
+            verify, per_layer, atol, report_format, force, rules):
     import migrate
     from migrate.errors import ConversionError
     for path in (model, weights):
@@ -95,15 +99,16 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
         raise Error(f"{outdir} already exists (use --force to replace it)")
     try:
         conv = migrate.convert(model, weights, class_name=class_name,
-                               layout=layout, weights_format=weights_format)
+                               layout=layout, weights_format=weights_format,
+                               rules=rules)
         parity = None
         if verify:
             parity = migrate.verify(model, conv, weights, atol=atol,
-                                    per_layer=per_layer)
+                                    per_layer=per_layer, rules=rules)
         conv.save(outdir, force=force)
         if report_format == "html":
             from migrate.html import write_report
-            write_report(conv, outdir, model, weights)
+            write_report(conv, outdir, model, weights, rules)
     except ConversionError as exc:
         raise Error(str(exc)) from None
     except (OSError, MemoryError) as exc:
@@ -145,7 +150,7 @@ def per_layer_line(parity: dict) -> str:
 
 
 def _batch(models, outdir, *, class_name, layout, weights_format, verify,
-           per_layer, atol, report, force, jobs, quiet, fmt):
+           per_layer, atol, report, force, rule_files, jobs, quiet, fmt):
     import migrate
     for m in models:
         if not Path(m).exists():
@@ -158,6 +163,8 @@ def _batch(models, outdir, *, class_name, layout, weights_format, verify,
         options.update(atol=atol, per_layer=per_layer)
     if report:
         options["report"] = report
+    if rule_files:  # each worker loads the files
+        options["rules"] = list(rule_files)
     from migrate.batch import expand_sources
     found = expand_sources(models)
     bar = Progress(sum(1 for f in found if not f.skip), "converting", quiet)

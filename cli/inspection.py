@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .common import Error, atol_option, fmt_err, layout_option, table
+from .common import (Error, atol_option, fmt_err, layout_option,
+                     load_rules, rules_option, table)
 
 EXAMPLES = """
 \b
@@ -39,8 +40,9 @@ Exit codes: 0 every layer converts (and matches Keras, with --verify);
 @atol_option
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write the report as a self-contained HTML page.")
+@rules_option
 def inspect_cmd(model, weights, layout, fmt, verify, per_layer, atol,
-                html_path):
+                html_path, rule_files):
     """Show what each layer of MODEL becomes: Keras name, class, output
     shape, parameters, the rule that converts it (or UNSUPPORTED and why)
     and the torch code it becomes."""
@@ -50,16 +52,18 @@ def inspect_cmd(model, weights, layout, fmt, verify, per_layer, atol,
     if per_layer and not verify:
         raise click.UsageError("--per-layer needs --verify")
     atol = 1e-4 if atol is None else atol
+    rules = load_rules(rule_files)
     for path in (model, weights):
         if path is not None and not Path(path).exists():
             raise Error(f"{path}: no such file")
     parity, conv = None, None
     try:
-        found = inspect_model(model, weights, layout=layout)
+        found = inspect_model(model, weights, layout=layout, rules=rules)
         if verify and found.supported:
-            conv = migrate.convert(model, weights, layout=layout)
+            conv = migrate.convert(model, weights, layout=layout,
+                                   rules=rules)
             parity = migrate.verify(model, conv, weights, atol=atol,
-                                    per_layer=per_layer)
+                                    per_layer=per_layer, rules=rules)
         if html_path:
             from migrate.html import render_html
             page = render_html(found.to_dict(),

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import table
+from .common import load_rules, rules_option, table
 
 
 @click.command()
@@ -13,11 +13,12 @@ from .common import table
               type=click.Choice(["table", "json", "markdown"]),
               default="table", show_default=True,
               help="markdown gives the README's table.")
-def rules(fmt):
+@rules_option
+def rules(fmt, rule_files):
     """List every Keras layer class a rule converts, its torch counterpart
-    and the rule function."""
+    and the rule function (with --rules, yours too)."""
     from migrate.inspect import describe_rules, keras_label, rules_markdown
-    rows = describe_rules()
+    rows = describe_rules(load_rules(rule_files))
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "markdown":

@@ -106,9 +106,10 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
     configs, or directories (searched as ``keras2torch check`` does:
     :func:`migrate.discover.discover`).  ``options`` go to
     :func:`migrate.convert` (``layout``, ``weights_format``, ``class_name``,
-    ``rules``) and to saving (``force``; ``report="html"`` adds
-    ``report.html``); with ``verify=True``, ``atol`` and ``per_layer`` go to
-    :func:`migrate.verify`.  ``progress(done,
+    ``rules``: a ``{key: Rule}`` dict, or a list of rules files that each
+    worker loads, see :mod:`migrate.userrules`) and to saving (``force``;
+    ``report="html"`` adds ``report.html``); with ``verify=True``, ``atol``
+    and ``per_layer`` go to :func:`migrate.verify`.  ``progress(done,
     total, result)`` is called as each model finishes.
 
     Returns one :class:`BatchResult` per model, in the order of
@@ -118,6 +119,13 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
     if unknown:
         raise TypeError(f"convert_many() got unexpected option(s) "
                         f"{sorted(unknown)}")
+    rules = options.get("rules")
+    if rules is not None and not isinstance(rules, dict):
+        from .userrules import load_rule_files
+        if isinstance(rules, (str, os.PathLike)):
+            rules = [rules]
+        options["rules"] = [os.path.abspath(p) for p in rules]
+        load_rule_files(options["rules"])  # a bad file fails here, once
     found = expand_sources(sources)
     outdir = Path(outdir)
     names = output_names([f.path for f in found])
@@ -202,6 +210,8 @@ def convert_job(job: Job) -> BatchResult:
     force = opts.pop("force", False)
     report = opts.pop("report", None)
     try:
+        from .userrules import resolve_rules
+        opts["rules"] = resolve_rules(opts.get("rules"))
         if not Path(job.source).exists():
             raise ConversionError(f"{job.source}: no such file")
         if Path(job.outdir).exists() and not force:

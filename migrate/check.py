@@ -61,6 +61,7 @@ class Config:
     port_dir: str = DEFAULT_PORT_DIR
     exclude: list[str] = field(default_factory=list)
     atol: float | None = None
+    rules: list[Path] = field(default_factory=list)  # custom rules files
 
 
 def find_config(paths) -> Config:
@@ -95,6 +96,9 @@ def load_config(path) -> Config | None:
             exclude = [exclude]
         port_dir = table.get("port-dir", DEFAULT_PORT_DIR)
         atol = table.get("atol")
+        rules = table.get("rules", [])
+        if isinstance(rules, str):
+            rules = [rules]
     else:
         parser = configparser.ConfigParser(interpolation=None)
         parser.optionxform = str  # keep the case of model paths
@@ -117,6 +121,8 @@ def load_config(path) -> Config | None:
                    if ln.strip()]
         port_dir = sec.get("port-dir", DEFAULT_PORT_DIR)
         atol = sec.get("atol")
+        rules = [ln.strip() for ln in sec.get("rules", "").splitlines()
+                 if ln.strip()]
     root = path.parent.resolve()
     if not isinstance(ports, dict) or not all(
             isinstance(k, str) and isinstance(v, str)
@@ -129,9 +135,12 @@ def load_config(path) -> Config | None:
         raise ValueError(f"{path}: atol must be a number") from None
     if "{stem}" not in port_dir:
         raise ValueError(f"{path}: port-dir must contain {{stem}}")
+    if not isinstance(rules, list) or not all(isinstance(r, str)
+                                              for r in rules):
+        raise ValueError(f"{path}: rules must be a list of Python files")
     return Config(root, str(path),
                   {(root / k).resolve(): (root / v) for k, v in ports.items()},
-                  port_dir, list(exclude), atol)
+                  port_dir, list(exclude), atol, [root / r for r in rules])
 
 
 def _toml_table(path: Path) -> dict | None:
@@ -228,19 +237,26 @@ class Job:
     port: str | None  # committed port directory, if it exists
     verify: bool
     atol: float
+    rules: tuple[str, ...] = ()  # custom rules files (loaded per worker)
 
 
 def check(paths, *, verify: bool | None = None, atol: float | None = None,
-          config: Config | None = None, jobs: int | None = None,
+          config: Config | None = None, rules=(), jobs: int | None = None,
           executor=None, progress=None,
           found: list[Found] | None = None) -> CheckReport:
-    """Check every model under ``paths`` (see the module doc); ``jobs``
-    and ``executor`` as in :func:`migrate.convert_many`, ``progress(done,
-    total, result)`` per model checked, ``found`` the result of
-    :func:`migrate.discover.discover` if already known."""
+    """Check every model under ``paths`` (see the module doc); ``rules``
+    are custom rules files (:mod:`migrate.userrules`), added to the
+    config's; ``jobs`` and ``executor`` as in :func:`migrate.convert_many`,
+    ``progress(done, total, result)`` per model checked, ``found`` the
+    result of :func:`migrate.discover.discover` if already known.  A rules
+    file that cannot be loaded raises :class:`ConversionError`."""
+    from .userrules import load_rule_files
     from .verify import verify_available
     if config is None:
         config = find_config(paths)
+    rule_files = tuple(os.path.abspath(p) for p in
+                       [*config.rules, *rules])
+    load_rule_files(rule_files)  # fail here, once, for a bad file
     if atol is None:
         atol = config.atol if config.atol is not None else 1e-4
     if verify is None:
@@ -257,7 +273,7 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
         work.append((i, Job(str(f.path), None if f.weights is None
                             else str(f.weights),
                             str(port) if port.exists() else None,
-                            verify, atol)))
+                            verify, atol, rule_files)))
     from .batch import run_jobs
     done = run_jobs(check_one, [j for _, j in work], jobs=jobs,
                     executor=executor, progress=progress,
@@ -299,17 +315,19 @@ def check_one(job: Job) -> ModelResult:
 
 def _check(job: Job, r: ModelResult) -> None:
     from .api import convert
+    from .userrules import load_rule_files
     from .verify import verify as run_verify
+    rules = load_rule_files(job.rules) if job.rules else None
     options = {}
     committed = None
     if job.port is not None:
         committed = _committed(Path(job.port))
         options = committed["options"]
-    conv = convert(job.path, job.weights, **options)
+    conv = convert(job.path, job.weights, rules=rules, **options)
     if committed is not None and committed["class_name"] \
             and conv.class_name != committed["class_name"]:
         options["class_name"] = committed["class_name"]
-        conv = convert(job.path, job.weights, **options)
+        conv = convert(job.path, job.weights, rules=rules, **options)
     report = conv.report
     r.format = report["source"].get("format")
     r.class_name = conv.class_name
@@ -325,7 +343,8 @@ def _check(job: Job, r: ModelResult) -> None:
             problems.append(("drift", _drift_reason(job, r.drift)))
     if job.verify:
         r.category = "verify"
-        parity = run_verify(job.path, conv, job.weights, atol=job.atol)
+        parity = run_verify(job.path, conv, job.weights, atol=job.atol,
+                            rules=rules)
         r.category = None
         r.verified = True
         r.max_abs_err = parity["max_abs_err"]
@@ -444,6 +463,9 @@ def regenerate_command(job: Job, options: dict, class_name: str | None,
         cmd += ["--class-name", class_name]
     if options.get("weights_format", "safetensors") != "safetensors":
         cmd += ["--weights-format", options["weights_format"]]
+    for f in job.rules:
+        short = os.path.relpath(f)
+        cmd += ["--rules", f if short.startswith("..") else short]
     return " ".join(shlex.quote(c) for c in cmd + ["--force"])
 
 

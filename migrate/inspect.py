@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 
 from .errors import ConversionError, UnsupportedLayers
@@ -329,8 +330,11 @@ def describe_rules(extra: dict | None = None) -> list[dict]:
         module = fn.__module__
         if module.startswith("migrate.rules."):
             module = module[len("migrate.rules."):]
-        out.append({"keras": keys, "torch": torch_text,
-                    "rule": f"{module}.{fn.__name__}"})
+        user_file = getattr(sys.modules.get(fn.__module__),
+                            "__keras2torch_rules_file__", None)
+        rule_name = (f"{os.path.basename(user_file)}:{fn.__name__}"
+                     if user_file else f"{module}.{fn.__name__}")
+        out.append({"keras": keys, "torch": torch_text, "rule": rule_name})
     return out
 
 

@@ -102,7 +102,8 @@ def run_keras(model_path, weights, keras_major: int,
                               timeout=timeout)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ConversionError(f"Keras could not run the model: {last}")
+            raise ConversionError(f"Keras could not run the model: "
+                                  f"{_keras_error(last)}")
         with np.load(dst, allow_pickle=False) as data:
             outs = [data[f"out_{i}"] for i in range(len(data.files))]
         version = (proc.stdout.strip().splitlines() or [""])[-1]
@@ -114,6 +115,18 @@ def run_keras(model_path, weights, keras_major: int,
             for k, (node, i) in enumerate(index):
                 recorded.setdefault(node, {})[i] = data[f"t{k}"]
     return outs, version, recorded
+
+
+def _keras_error(line: str) -> str:
+    """Keras's last error line, without the layer config it may dump, and
+    with a hint when a custom layer class is what Keras lacks."""
+    line = line.split(" Full object config:")[0].strip()
+    if "Could not locate class" in line:
+        line = line.split(" Make sure custom classes")[0]
+        line += (" (Keras needs the model's custom layer classes to run it; "
+                 "they are not available to keras2torch's Keras process: "
+                 "convert without verifying, e.g. check --no-verify)")
+    return line
 
 
 def compare(keras_outs, port_outs, names, atol: float) -> dict:

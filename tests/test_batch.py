@@ -218,3 +218,30 @@ def test_verify_in_parallel(tmp_path, sources):
         assert r.parity["passed"] and r.parity["max_abs_err"] < 1e-5
         saved = json.loads((Path(r.outdir) / "conversion.json").read_text())
         assert saved["parity"]["max_abs_err"] == r.parity["max_abs_err"]
+
+
+RULES_FILE = Path(__file__).with_name("data") / "custom_rules.py"
+
+
+def test_rules_files_in_a_batch_and_single(tmp_path, sources):
+    """--rules FILE.py: each worker process loads the file; the custom
+    layers convert where they failed without it."""
+    d = sources[0]
+    r = run(d, "-o", tmp_path / "out", "-j", "2", "--rules", RULES_FILE,
+            "--format", "json")
+    assert r.exit_code == 0, r.output
+    status = {Path(m["source"]).name: m["status"]
+              for m in json.loads(r.stdout)["models"]}
+    assert status == {"cnn.keras": "ok", "custom.keras": "ok",
+                      "orphan.weights.h5": "skipped", "text.h5": "ok"}
+    assert "* 2.0" in (tmp_path / "out" / "custom" / "model.py").read_text()
+    res = migrate.convert_many([d / "custom.keras"], tmp_path / "api",
+                               rules=[RULES_FILE])
+    assert res[0].status == "ok", res[0].error
+    r = run(d / "custom.keras", "-o", tmp_path / "one", "--rules",
+            RULES_FILE)
+    assert r.exit_code == 0, r.output
+    r = run(d / "custom.keras", "-o", tmp_path / "two", "--rules",
+            tmp_path / "nothere.py")
+    assert r.exit_code == 2 and "rules file" in r.output
+    assert not (tmp_path / "two").exists()

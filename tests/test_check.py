@@ -8,9 +8,11 @@ whose committed port has drifted, a non-model ``.h5``, a truncated
 against it.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import h5py
@@ -305,3 +307,105 @@ def test_parity_failure_is_a_fail(repo, monkeypatch):
     assert m.max_abs_err > 1e-3
     assert m.reason.startswith("parity: max abs err")
     assert "drift" in m.reason  # and the committed port no longer matches
+
+
+def _hook_repo(root):
+    """A git repository with a good model and its port, and a drifted
+    port: what the pre-commit hook must catch."""
+    models = root / "models"
+    models.mkdir(parents=True)
+    shutil.copy(fixture_dir("k3_small_cnn") / "model.keras",
+                models / "cnn.keras")
+    migrate.convert(models / "cnn.keras").save(models / "cnn_torch")
+    shutil.copy(fixture_dir("k3_text_mlp") / "model.keras",
+                models / "text.keras")
+    migrate.convert(models / "text.keras").save(models / "text_torch")
+    src = models / "text_torch" / "model.py"
+    src.write_text(src.read_text().replace("eps=0.001", "eps=1e-05"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "models"]):
+        subprocess.run(git + cmd, cwd=root, check=True)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook", ["keras2torch-check-system",
+                                  "keras2torch-check"])
+def test_pre_commit_hook(tmp_path, hook):
+    """``pre-commit try-repo`` with this repository's hooks: the drifted
+    port fails the hook, the good model passes.  keras2torch-check builds
+    its own virtualenv (pip install of this repository, torch pinned by
+    PIP_CONSTRAINT as the README says), keras2torch-check-system uses the
+    keras2torch installed here."""
+    from conftest import ROOT, require
+    exe = shutil.which("pre-commit")
+    require("pre-commit", exe is not None, "pip install pre-commit")
+    repo = _hook_repo(tmp_path / "repo")
+    env = dict(os.environ, PRE_COMMIT_HOME=str(tmp_path / "cache"),
+               PIP_CONSTRAINT=str(ROOT / "constraints.txt"))
+    proc = subprocess.run([exe, "try-repo", str(ROOT), hook, "--all-files"],
+                          cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert f"- hook id: {hook}" in out and "Failed" in out
+    rows = {ln.split()[1]: ln.split()[0] for ln in out.splitlines()
+            if ln.startswith(("pass ", "fail "))}
+    assert rows == {"models/cnn.keras": "pass",
+                    "models/text.keras": "fail"}, out
+    assert "drift: models/text_torch: model.py differs" in out
+
+
+RULES_FILE = Path(__file__).with_name("data") / "custom_rules.py"
+
+
+def test_custom_rules_file(repo):
+    """custom.keras fails without its rules; --rules FILE.py, or rules in
+    [tool.keras2torch], make it pass (in worker processes too), and the
+    rules do not stay in the global table."""
+    from migrate.rules.registry import RULES
+    before = dict(RULES)
+    custom = "models/custom.keras"
+    assert run("--no-verify", custom).exit_code == 1
+    r = run("--no-verify", "--rules", RULES_FILE, custom)
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[1].split()[:2] == ["pass", custom]
+    shutil.copy(RULES_FILE, repo / "k2t_rules.py")
+    (repo / "pyproject.toml").write_text(
+        '[tool.keras2torch]\nrules = ["k2t_rules.py"]\n')
+    report = check([custom], verify=False, jobs=2)
+    assert report.models[0].status == "pass", report.models[0].reason
+    # the port made with the rules is up to date; changed rules drift
+    r = CliRunner().invoke(main, ["convert", custom, "-o",
+                                  "models/custom_torch", "--rules",
+                                  "k2t_rules.py"])
+    assert r.exit_code == 0, r.output
+    (m,) = check([custom], verify=False).models
+    assert m.status == "pass" and m.port == "models/custom_torch"
+    text = (repo / "k2t_rules.py").read_text()
+    (repo / "k2t_rules.py").write_text(text.replace("2.0", "3.0"))
+    (m,) = check([custom], verify=False).models
+    assert m.category == "drift"
+    assert m.drift["regenerate"].endswith("--rules k2t_rules.py --force")
+    assert RULES == before
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "No such file"),
+    ("raise RuntimeError('oops')", "failed to load: RuntimeError: oops"),
+    ("x = 1", "registers no rule"),
+    ("from migrate.rules import rule\n@rule('Dense')\ndef d(call): pass",
+     "already registered"),
+])
+def test_bad_rules_file_is_a_usage_error(repo, text, message):
+    bad = repo / "bad_rules.py"
+    if text is not None:
+        bad.write_text(text + "\n")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "check",
+                           "--no-verify", "--rules", str(bad),
+                           "models/cnn.keras"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: rules file ") and \
+        message in proc.stderr, proc.stderr

@@ -241,3 +241,21 @@ def test_readme_layer_table_is_generated():
     assert rules_markdown(describe_rules()) in readme, (
         "README.md's layer table is stale: paste the output of "
         "`keras2torch rules --format markdown`")
+
+
+RULES_FILE = ROOT / "tests" / "data" / "custom_rules.py"
+
+
+def test_inspect_and_rules_take_rules_files():
+    assert run("inspect", CUSTOM).exit_code == 1
+    r = run("inspect", CUSTOM, "--rules", RULES_FILE, "--format", "json")
+    assert r.exit_code == 0, r.output
+    rows = {row["node"]: row for row in json.loads(r.output)["layers"]}
+    assert (rows["scale_a"]["rule"], rows["scale_a"]["status"]) == \
+        ("scale", "ok")
+    r = run("rules", "--rules", RULES_FILE, "--format", "json")
+    listed = {k: row["rule"] for row in json.loads(r.output)
+              for k in row["keras"]}
+    assert listed["Scale"] == "custom_rules.py:scale"
+    assert "Scale" not in RULES
+    assert not re.search(r"^Scale ", run("rules").output, re.M)

@@ -79,6 +79,20 @@ def test_console_script_installed():
     assert proc.returncode == 0 and "keras2torch" in proc.stdout
 
 
+def test_every_source_directory_is_a_package():
+    """A non-editable install (pip install keras2torch, pre-commit's
+    virtualenv) ships only what setuptools finds: a directory of modules
+    without __init__.py would be left out."""
+    from setuptools import find_packages
+    from conftest import ROOT
+    found = set(find_packages(
+        str(ROOT), include=["migrate", "migrate.*", "cli", "cli.*"]))
+    dirs = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+            for top in ("migrate", "cli") for p in (ROOT / top).rglob("*.py")
+            if "__pycache__" not in p.parts}
+    assert dirs <= found, sorted(dirs - found)
+
+
 @needs_tf
 @pytest.mark.keras
 @pytest.mark.parametrize("case, fmt", [("k3_small_cnn", "keras"),

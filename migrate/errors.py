@@ -26,3 +26,17 @@ class UnsupportedLayers(ConversionError):
             f"{len(problems)} layer(s) cannot be converted [{summary}]: "
             f"{first}{more}. Register a custom rule for them "
             f"(see README, 'Custom rules').")
+
+
+# Layer classes that carry Python code in the model file.  Their code is
+# never decoded, let alone run (README, "Security"); only a custom rule can
+# say what they compute.
+CODE_LAYERS = {
+    "Lambda": "a Lambda layer holds Python bytecode, which keras2torch never "
+              "decodes or runs; write a custom rule for what it computes",
+}
+
+
+def no_rule_reason(class_name: str) -> str:
+    """Why a layer without a rule is refused (one line)."""
+    return CODE_LAYERS.get(class_name, "no rule for this layer class")

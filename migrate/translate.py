@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ConversionError, UnsupportedLayers
+from .errors import ConversionError, UnsupportedLayers, no_rule_reason
 from .graph import Graph, Node, TensorRef
 from .layout import Layout, channels_first, convert, identity
 from .rules import registry
@@ -198,7 +198,10 @@ class Translator:
                     seen.add(node.id)
                     rule = registry.lookup(node.layer, self.options.rules)
                     if rule is not None and rule.prefers is not None:
-                        want = rule.prefers(node.layer.config, rank)
+                        try:
+                            want = rule.prefers(node.layer.config, rank)
+                        except Exception:  # malformed config: the rule
+                            want = None  # itself reports it in _node
                         if want is not None:
                             return want
                     if len(node.inputs) >= 1:
@@ -233,7 +236,7 @@ class Translator:
         rule = registry.lookup(layer, self.options.rules)
         if rule is None:
             self.problems.append((layer.name, layer.class_name,
-                                  "no rule for this layer class"))
+                                  no_rule_reason(layer.class_name)))
             return
         missing = [r for r in node.inputs if r not in self.tensors]
         if missing:  # an upstream layer failed; it is already reported
@@ -256,6 +259,11 @@ class Translator:
             return
         except ConversionError as exc:
             self.problems.append((layer.name, layer.class_name, str(exc)))
+            return
+        except Exception as exc:  # a rule tripped over a malformed config
+            self.problems.append((layer.name, layer.class_name, (
+                f"rule {rule.name} cannot read this layer's config "
+                f"({type(exc).__name__}: {_first_line(exc)})")))
             return
         for out in emit.outputs:
             if out.masked is None and out.mask is None:
@@ -635,3 +643,8 @@ def translate(graph: Graph, options: Options | None = None) -> Program:
 
 __all__ = ["Options", "Program", "translate", "channels_first",
            "comment_text"]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""

@@ -3,7 +3,11 @@ dir/ -o OUT``.  Parallel runs (a process pool, a Dask LocalCluster) must
 give the results a sequential run gives."""
 import concurrent.futures as cf
 import json
+import os
+import pty
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -245,3 +249,42 @@ def test_rules_files_in_a_batch_and_single(tmp_path, sources):
             tmp_path / "nothere.py")
     assert r.exit_code == 2 and "rules file" in r.output
     assert not (tmp_path / "two").exists()
+
+
+def _stderr_on_a_terminal(args, cwd):
+    """Run ``keras2torch ARGS`` with stderr on a pseudo-terminal (stdout a
+    pipe); returns (exit code, what the terminal showed, stdout)."""
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "cli.main", *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = proc.stdout.read()
+    proc.wait(timeout=300)
+    os.close(master)
+    return proc.returncode, shown.decode(errors="replace"), out.decode()
+
+
+@pytest.mark.parametrize("command", ["convert", "check"])
+def test_progress_bar_on_a_terminal_only(tmp_path, sources, command):
+    d = sources[0]
+    args = ([command, d, "-o", tmp_path / "o1"] if command == "convert"
+            else [command, "--no-verify", d])
+    label = {"convert": "converting", "check": "checking"}[command]
+    code, shown, out = _stderr_on_a_terminal(args, tmp_path)
+    assert code == 1, shown + out  # custom.keras fails
+    assert label in shown and "3/3" in shown, shown
+    assert label not in out and "custom.keras" in out
+    quiet = ([command, d, "-o", tmp_path / "o2", "--quiet"]
+             if command == "convert" else [command, "--no-verify", "-q", d])
+    code, shown, out = _stderr_on_a_terminal(quiet, tmp_path)
+    assert code == 1 and label not in shown, shown

@@ -173,6 +173,50 @@ def test_partial_attention_axes_are_refused(tmp_path):
         migrate.convert(path)
 
 
+def test_softmax_of_a_masked_sequence_is_refused(tmp_path):
+    """Keras broadcasts a (batch, steps) mask against the last axes of a
+    Softmax input and fails; the port does not guess."""
+    def softmax(cfg):
+        for layer in cfg["config"]["layers"]:
+            if layer["config"]["name"] == "relu":
+                layer["class_name"] = "Softmax"
+                layer["config"] = {"name": "relu", "axis": -1}
+    path = _edited(tmp_path, "k3_mask_propagation", softmax)
+    with pytest.raises(migrate.UnsupportedLayers, match="Keras mask"):
+        migrate.convert(path)
+
+
+def test_time_distributed_mask_consumer_per_step_is_refused(tmp_path):
+    """Over a masked (batch, steps, features) input, Keras gives the
+    wrapped layer a (batch,) mask per step: nothing it can apply."""
+    def inner_softmax(cfg):
+        for layer in cfg["config"]["layers"]:
+            if layer["config"]["name"] == "td_masked":
+                layer["config"]["layer"] = {
+                    "module": "keras.layers", "class_name": "Softmax",
+                    "config": {"name": "softmax", "axis": -1},
+                    "registered_name": None}
+    path = _edited(tmp_path, "k3_time_distributed", inner_softmax)
+    with pytest.raises(migrate.UnsupportedLayers,
+                       match="layer=Softmax on a masked input"):
+        migrate.convert(path)
+
+
+def test_masks_pass_activation_layers_and_time_distributed():
+    """Activation layers keep the mask (Keras: supports_masking); inside
+    TimeDistributed the wrapped layer gets each step's mask; Keras 2 then
+    masks a sentence whose words are all masked (checked against Keras by
+    the mask_propagation fixtures)."""
+    k3 = _forward(_convert("k3_mask_propagation").source)
+    k2 = _forward(_convert("k2_mask_propagation").source)
+    for fwd in (k3, k2):
+        assert re.search(r"run_rnn\(self\.lstm, relu, mask=\w+\)", fwd)
+        assert "mask=mask_1.flatten(0, 1)" in fwd
+    assert ".masked_fill(~(keep > 0.5), 0.0)" in k3
+    assert "scores + (1.0 - keep) * -1e9" in k2
+    assert "mask_1.flatten(2).any(dim=-1)" in k2
+
+
 # -- training mode ------------------------------------------------------------
 def test_rnn_dropout_follows_each_keras():
     """Keras 3 draws one input mask per sequence (one per gate with

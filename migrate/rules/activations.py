@@ -165,7 +165,7 @@ def _passthrough(call, step: str | None, helpers=None) -> Emit:
                 helpers=helpers or {})
 
 
-@rule("Activation")
+@rule("Activation", masks="propagate")
 def activation_layer(call):
     helpers: dict = {}
     x = call.inputs[0]
@@ -179,7 +179,7 @@ def activation_layer(call):
                      x.dtype)], helpers=helpers)
 
 
-@rule("ReLU")
+@rule("ReLU", masks="propagate")
 def relu_layer(call):
     max_value = call.get("max_value")
     slope = float(call.get("negative_slope", 0.0) or 0.0)
@@ -203,47 +203,86 @@ def relu_layer(call):
                         {"keras_relu": HELPERS["keras_relu"]})
 
 
-@rule("LeakyReLU")
+@rule("LeakyReLU", masks="propagate")
 def leaky_relu_layer(call):
     slope = call.get("negative_slope", 0.3)
     return _passthrough(call, f"F.leaky_relu({{}}, {lit(float(slope))})")
 
 
-@rule("ELU")
+@rule("ELU", masks="propagate")
 def elu_layer(call):
     alpha = float(call.get("alpha", 1.0))
     return _passthrough(call, "F.elu({})" if alpha == 1.0
                         else f"F.elu({{}}, alpha={lit(alpha)})")
 
 
-@rule("ThresholdedReLU")
+@rule("ThresholdedReLU", masks="propagate")
 def thresholded_relu_layer(call):
     theta = float(call.get("theta", 1.0))
     return _passthrough(call, f"keras_relu({{}}, threshold={lit(theta)})",
                         {"keras_relu": HELPERS["keras_relu"]})
 
 
-@rule("Softmax")
+@rule("Softmax", masks="consume")
 def softmax_layer(call):
+    """``F.softmax``; with a ``mask=`` argument as Keras applies it: the
+    mask broadcast against the last axes, masked logits set to -1e9 and
+    masked outputs to 0 (Keras 3), or -1e9 added to masked logits (Keras
+    2; set to -1e9 with ``robust_masking``).  Keras fails on the (batch, steps) mask of a masked sequence (it
+    does not broadcast that way), so such an input is refused."""
     x = call.inputs[0]
-    if x.layout.flat is not None:
+    mask = call.kwarg("mask")
+    if isinstance(mask, list) or (mask is None and x.masked):
+        call.refuse("input with a Keras mask", "Keras broadcasts the mask "
+                    "against the last axes of the input, which fails for a "
+                    "(batch, steps) mask; pass a mask of the input's shape")
+    if mask is not None and not _broadcasts(mask.shape, x.shape):
+        call.refuse(f"mask of shape {mask.shape}", "it does not broadcast "
+                    f"to the input's shape {x.shape} (Keras fails too)")
+    if x.layout.flat is not None or (mask is not None
+                                     and not x.layout.is_identity):
         x = call.want(0, Layout(tuple(range(x.rank))))
     axis = call.get("axis", -1)
     axes = axis if isinstance(axis, (list, tuple)) else [axis]
     dims = sorted(x.layout.torch_axis(a) for a in axes)
+    helpers = {}
     if len(dims) == 1:
         d = dims[0]
         d = -1 if d == x.rank - 1 else d
-        return _passthrough(call, f"F.softmax({{}}, dim={d})")
-    return _passthrough(call, f"softmax_over({{}}, {lit(tuple(dims))})",
-                        {"softmax_over": HELPERS["softmax_over"]})
+        step = f"F.softmax({{}}, dim={d})"
+    else:
+        step = f"softmax_over({{}}, {lit(tuple(dims))})"
+        helpers["softmax_over"] = HELPERS["softmax_over"]
+    if mask is None:
+        return _passthrough(call, step, helpers)
+    i = call.inputs.index(mask)
+    mask = call.want(i, Layout(tuple(range(mask.rank))))
+    keep = mask.expr if mask.dtype == "bool" else f"({mask.expr} > 0.5)"
+    if call.keras_major >= 3 or call.get("robust_masking"):
+        logits = f"{x.expr}.masked_fill(~{keep}, -1e9)"
+        code = step.replace("{}", logits)
+        if call.keras_major >= 3:
+            code += f".masked_fill(~{keep}, 0.0)"
+    else:
+        m = f"{mask.expr}.float()" if mask.dtype == "bool" else mask.expr
+        code = step.replace("{}", f"{x.expr} + (1.0 - {m}) * -1e9")
+    return Emit([Out(chain(code), x.shape, x.layout, x.dtype, masked=True)],
+                helpers=helpers)
+
+
+def _broadcasts(mask_shape, shape) -> bool:
+    """Keras's check: the mask broadcasts to the input from the right."""
+    if len(mask_shape) > len(shape):
+        return False
+    return all(m is None or s is None or m in (1, s)
+               for m, s in zip(mask_shape[::-1], shape[::-1]))
 
 
 def _prelu_variables(cfg):
     return ["alpha"]
 
 
-@rule("PReLU", variables=_prelu_variables)
+@rule("PReLU", variables=_prelu_variables, masks="propagate")
 def prelu_layer(call):
     x = call.inputs[0]
     if x.layout.flat is not None:

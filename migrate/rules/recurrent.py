@@ -45,7 +45,7 @@ from ..graph import Layer, Node
 from ..layout import Layout, identity
 from ..weights import LayerWeights, WeightEntry, clean_weight_name
 from .activations import activation as activation_step
-from .base import HOLE, IN, TMP, Call, Emit, Out, Tensor, chain
+from .base import HOLE, IN, MASK, TMP, Call, Emit, Out, Tensor, chain
 from .common import as_f32, lit, ntuple, short
 from .padding import conv_out, same_pads, torch_pad_arg
 from .registry import lookup, rule
@@ -851,10 +851,16 @@ _PER_STEP = ("Dense", "Activation", "Dropout")
 
 
 @rule("TimeDistributed", variables=_td_variables, prefers=_td_prefers,
-      masks="propagate")
+      masks="consume")
 def time_distributed(call):
     """The inner layer's rule on the sequence folded into the batch
-    (``x.flatten(0, 1)``), unfolded after (``.unflatten(0, (-1, T))``)."""
+    (``x.flatten(0, 1)``), unfolded after (``.unflatten(0, (-1, T))``).
+
+    Masks as Keras: the inner layer gets each step's mask (folded too), so
+    ``TimeDistributed(LSTM)`` over masked (B, T, S, F) words skips each
+    sentence's padding.  The output mask is the input's in Keras 3; in
+    Keras 2 it is the inner layer's output mask, else the input mask
+    reduced to (B, T) (a step is kept if any of its positions is)."""
     from ..translate import _subst  # the translator's own composition
     inner = _inner_layer(call.get("layer") or {}, call.layer.name,
                          call.layer.weights)
@@ -866,10 +872,17 @@ def time_distributed(call):
     if x.rank < 3:
         call.refuse(f"input rank {x.rank}", "TimeDistributed needs "
                     "(batch, time, ...) inputs")
+    if x.masked and x.rank == 3 and r.masks == "consume":
+        call.refuse(f"layer={inner.class_name} on a masked input", "Keras "
+                    "gives the wrapped layer a (batch,) mask per step, which "
+                    "it cannot apply to its (batch, features) input")
     if inner.class_name in _PER_STEP:  # acts on the last axis anyway
         node = Node(call.node.id, inner, [call.node.inputs[0]], {})
-        return r.convert(Call(node, [x], call.attr, call.keras_major,
+        emit = r.convert(Call(node, [x], call.attr, call.keras_major,
                               call._conv))
+        for out in emit.outputs:
+            out.masked = x.masked  # the same mask, in either Keras
+        return emit
     if x.layout.flat is not None or x.layout.perm[:2] != (0, 1):
         x = call.want(0, Layout((0, 1) + tuple(
             p for p in (x.layout.perm if x.layout.flat is None
@@ -877,7 +890,8 @@ def time_distributed(call):
     steps = x.shape[1]
     folded = Tensor((None,) + x.shape[2:],
                     Layout((0,) + tuple(p - 1 for p in x.layout.perm[2:])),
-                    x.dtype, f"{x.expr}.flatten(0, 1)")
+                    x.dtype, f"{x.expr}.flatten(0, 1)", x.masked,
+                    f"{x.mask}.flatten(0, 1)" if x.mask else None)
     node = Node(call.node.id, inner, [call.node.inputs[0]], {})
     inner_call = Call(node, [folded], call.attr, call.keras_major,
                       call._conv)
@@ -900,8 +914,24 @@ def time_distributed(call):
     expr = _subst(f"{HOLE}.unflatten(0, (-1, {size}))", HOLE, expr)
     shape = (x.shape[0], steps) + tuple(out.shape[1:])
     emit.outputs = [Out([expr], shape, Layout(
-        (0, 1) + tuple(p + 1 for p in layout.perm[1:])), out.dtype)]
+        (0, 1) + tuple(p + 1 for p in layout.perm[1:])), out.dtype,
+        **_td_output_mask(call, x, r, out))]
     return emit
+
+
+def _td_output_mask(call: Call, x: Tensor, inner_rule, out: Out) -> dict:
+    """``masked``/``mask`` of TimeDistributed's output (see its doc)."""
+    if call.keras_major >= 3:
+        return {"masked": x.masked}
+    if out.mask is not None:  # made by the inner layer, position-wise
+        return {"mask": out.mask}
+    inner_masked = (out.masked if out.masked is not None
+                    else x.masked and inner_rule.masks == "propagate")
+    if inner_masked or not x.masked:
+        return {"masked": inner_masked}
+    if x.rank == 3:
+        return {"masked": True}
+    return {"mask": f"{MASK(0)}.flatten(2).any(dim=-1)"}
 
 
 # -- RepeatVector, Masking ----------------------------------------------------

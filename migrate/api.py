@@ -128,8 +128,14 @@ def _check(conv: Conversion) -> dict:
     except SyntaxError as exc:  # a bug in a rule, never user input
         raise ConversionError(f"internal error: generated model.py does not "
                               f"compile ({exc})") from exc
-    with torch.device("meta"):
-        model = cls()
+    try:
+        with torch.device("meta"):
+            model = cls()
+    except Exception as exc:  # torch refuses a value from the config
+        msg = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConversionError(f"the model config gives torch invalid "
+                              f"layer arguments ({type(exc).__name__}: "
+                              f"{msg})") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in conv.state_dict.items()}
     if expected != got:

@@ -213,6 +213,10 @@ class Translator:
     def _outputs(self):
         ports, returns = [], []
         for go in self.graph.outputs:
+            if go.ref not in self.tensors:
+                raise ConversionError(
+                    f"model output {go.name!r} is output {go.ref.index} of "
+                    f"{go.ref.node!r}, which that layer does not produce")
             t = self.tensors[go.ref]
             var = self._var(go.ref)
             layout = t.layout
@@ -240,11 +244,22 @@ class Translator:
             return
         missing = [r for r in node.inputs if r not in self.tensors]
         if missing:  # an upstream layer failed; it is already reported
+            if not self.problems:  # or the config names a missing output
+                self.problems.append((layer.name, layer.class_name, (
+                    f"uses output {missing[0].index} of {missing[0].node!r}, "
+                    "which that layer does not produce")))
             return
         hidden = [(node.id, r) in self.mask_hidden for r in node.inputs]
+        # inputs sharing a mask variable share its placeholder, so a rule
+        # combining masks can tell they are one
+        first: dict[str, int] = {}
+        for i, (r, gone) in enumerate(zip(node.inputs, hidden)):
+            if r in self.mask_var and not gone:
+                first.setdefault(self.mask_var[r], i)
         inputs = [Tensor(t.shape, t.layout, t.dtype, IN(i),
                          t.masked and not gone,
-                         MASK(i) if r in self.mask_var and not gone else None)
+                         MASK(first[self.mask_var[r]])
+                         if r in self.mask_var and not gone else None)
                   for i, (r, t, gone) in enumerate(
                       (r, self.tensors[r], gone)
                       for r, gone in zip(node.inputs, hidden))]
@@ -273,7 +288,15 @@ class Translator:
             layer.name, layer.class_name, rule.name,
             attr if (emit.module or emit.state) else None))
         self.helpers.update(emit.helpers)
-        self._statement(node, call, emit)
+        try:
+            self._statement(node, call, emit)
+        except ConversionError:
+            raise
+        except Exception as exc:  # e.g. a shape that disagrees with its rank
+            self.problems.append((layer.name, layer.class_name, (
+                f"rule {rule.name} gave outputs that do not fit this "
+                f"layer's config ({type(exc).__name__}: "
+                f"{_first_line(exc)})")))
 
     def _declare(self, layer, attr: str, emit: Emit) -> None:
         if not (emit.module or emit.state):

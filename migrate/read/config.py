@@ -41,6 +41,16 @@ tf-keras ``.h5`` writes a registered class as ``"class_name":
 ``class_name`` the part after ``>``.
 Keras 3 op nodes in a legacy ``.h5`` lost their module; they are recognised
 by their config (see :mod:`migrate.read.ops_table`) and given it back.
+
+The config is untrusted input, checked here before anything uses it:
+entries have the types Keras writes (names, modules and registered names
+are strings, ``inbound_nodes`` a list), the tree is at most
+:data:`MAX_DEPTH` deep, and every dimension (``units``, ``filters``,
+``kernel_size``, ``batch_shape``...) is an integer in ``[1, MAX_DIM]``
+(``target_shape`` may hold one ``-1``, shapes ``None``), so no later stage
+can be asked to build or allocate an absurd size.  A ``Lambda`` layer's
+bytecode is replaced by a placeholder without being decoded (nothing from
+a model file is ever unmarshalled, unpickled or evaluated).
 """
 from __future__ import annotations
 
@@ -62,6 +72,25 @@ _PLAIN_DTYPES = {
     "int64", "uint8", "uint16", "uint32", "uint64", "bool", "complex64",
     "complex128", "string"}
 _WRAPPED = ("layer", "forward_layer", "backward_layer", "cell")
+
+MAX_DEPTH = 200  # nesting of lists and dicts in a config
+MAX_DIM = 2 ** 31 - 1  # any one dimension
+MAX_INPUT_SIZE = 2 ** 31  # elements of one example of an input
+# config key -> (allowed as a list of dims, None allowed, -1 allowed)
+_DIM_KEYS = {
+    "units": (False, False, False), "filters": (False, False, False),
+    "input_dim": (False, False, False), "output_dim": (False, False, False),
+    "num_heads": (False, False, False), "key_dim": (False, False, False),
+    "value_dim": (False, True, False), "n": (False, False, False),
+    "depth_multiplier": (False, False, False),
+    "groups": (False, False, False),
+    "kernel_size": (True, False, False), "strides": (True, True, False),
+    "pool_size": (True, False, False), "dilation_rate": (True, False, False),
+    "size": (True, False, False),
+    "batch_shape": (True, True, False), "shape": (True, True, False),
+    "target_shape": (True, True, True), "dims": (True, False, False),
+}
+LAMBDA_CODE = "<Python bytecode, not read>"
 
 
 @dataclass
@@ -144,9 +173,12 @@ def model_kind(entry: dict) -> str | None:
 
 def parse_model(entry: dict, label: str, scope: str = "") -> ModelSpec:
     """Parse a model entry (the top-level config or a nested model)."""
-    if not isinstance(entry, dict) or "class_name" not in entry:
+    if not isinstance(entry, dict) or not isinstance(
+            entry.get("class_name"), str):
         raise ConversionError(f"{label}: config has no 'class_name', not a "
                               "Keras model config")
+    if scope == "":
+        _check_depth(entry, label)
     kind = model_kind(entry)
     cls = entry.get("class_name")
     if kind is None:
@@ -156,12 +188,15 @@ def parse_model(entry: dict, label: str, scope: str = "") -> ModelSpec:
                 "graph (a subclassed model?); only Sequential and "
                 "Functional models can be read")
         raise ConversionError(f"{label}: {cls!r} is not a Keras model config")
-    cfg = entry["config"]
+    cfg = entry.get("config")
     if isinstance(cfg, list):  # Keras <= 2.2 Sequential: a bare layer list
         cfg = {"name": entry.get("name") or "sequential", "layers": cfg}
+    if not isinstance(cfg, dict):
+        raise ConversionError(f"{label}: model config of {cls!r} is not a "
+                              "JSON object")
     name = str(cfg.get("name") or entry.get("name") or kind)
     layers = cfg.get("layers")
-    if not isinstance(layers, list):
+    if not isinstance(layers, list) or not layers:
         raise ConversionError(f"{label}: model {name!r} has no layer list")
     spec = ModelSpec(name, kind, cls, scope, cfg, entry)
     for raw in layers:
@@ -184,11 +219,18 @@ def _member(raw, spec: ModelSpec, label: str) -> Member:
     if not isinstance(name, str) or not name:
         raise ConversionError(f"{label}: a {cls} layer of model "
                               f"{spec.name!r} has no name")
+    where = f"{label}: layer {name!r} ({_short(cls)})"
+    for key in ("module", "registered_name"):
+        if not isinstance(raw.get(key), (str, type(None))):
+            raise ConversionError(f"{where}: {key!r} is not a string")
+    if not isinstance(raw.get("inbound_nodes"), (list, type(None))):
+        raise ConversionError(f"{where}: 'inbound_nodes' is not a list")
     if model_kind(raw) is not None:
         inner = parse_model(raw, label, f"{spec.scope}{name}/")
         return Member(name, cls, raw, model=inner)
     if not isinstance(cfg, dict):
         raise ConversionError(f"{label}: layer {name!r} has no config dict")
+    check_dims(cfg, where)
     entry = dict(raw, config=normalize_config(cls, cfg))
     if cls == INPUT_LAYER:
         return Member(name, cls, entry)
@@ -199,6 +241,61 @@ def _member(raw, spec: ModelSpec, label: str) -> Member:
                   config=entry["config"], module=module,
                   registered_name=registered)
     return Member(name, cls, entry, layer=layer)
+
+
+# -- validation ------------------------------------------------------------
+def _short(value, n: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _check_depth(value, label: str) -> None:
+    """Refuse configs nested deeper than :data:`MAX_DEPTH` (every later
+    stage walks the config recursively)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConversionError(f"{label}: model config is nested more "
+                                  f"than {MAX_DEPTH} levels deep")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_dims(cfg: dict, where: str) -> None:
+    """Every dimension in a layer config is an integer in ``[1, MAX_DIM]``
+    (see ``_DIM_KEYS`` for where ``None`` and ``-1`` are allowed)."""
+    for key, (many, none_ok, minus_one) in _DIM_KEYS.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        dims = value if many and isinstance(value, (list, tuple)) \
+            else [value]
+        for d in dims:
+            if d is None and none_ok:
+                continue
+            if d == -1 and minus_one and _is_int(d):
+                continue
+            if not _is_int(d) or not 1 <= d <= MAX_DIM:
+                raise ConversionError(
+                    f"{where}: {key} = {_short(value)} is not a valid "
+                    f"dimension (integers from 1 to {MAX_DIM})")
+    for key in ("batch_shape", "shape"):
+        value = cfg.get(key)
+        if isinstance(value, (list, tuple)):
+            size = 1
+            for d in value[1:] if key == "batch_shape" else value:
+                size *= d if _is_int(d) else 1
+            if size > MAX_INPUT_SIZE:
+                raise ConversionError(
+                    f"{where}: {key} = {_short(value)} has {size} elements "
+                    f"per example, over the limit of {MAX_INPUT_SIZE}")
 
 
 def _is_lost_op(raw: dict) -> bool:
@@ -214,6 +311,8 @@ def _is_lost_op(raw: dict) -> bool:
 def normalize_config(class_name: str, config: dict) -> dict:
     """A normalised copy of one layer's config (see the module docstring)."""
     cfg = _drop_shared_ids(config)
+    if class_name == "Lambda":
+        _drop_code(cfg)
     if "dtype" in cfg:
         dtype, policy = dtype_of(cfg["dtype"])
         if policy is not None:
@@ -242,6 +341,23 @@ def normalize_config(class_name: str, config: dict) -> dict:
     if isinstance(cfg.get("cells"), list):
         cfg["cells"] = [_normalize_wrapped(c) for c in cfg["cells"]]
     return cfg
+
+
+def _drop_code(cfg: dict) -> None:
+    """Replace a Lambda layer's bytecode by :data:`LAMBDA_CODE`, unread.
+
+    Keras 3 writes ``{"class_name": "__lambda__", "config": {"code":
+    base64 marshal...}}``; Keras 2 a ``[code, defaults, closure]`` list (or
+    the code string) with ``function_type = "lambda"``.  The name of a
+    module-level function (``function_type = "function"``) is kept."""
+    for key in ("function", "output_shape", "mask"):
+        value = cfg.get(key)
+        lam = (isinstance(value, dict)
+               and value.get("class_name") == "__lambda__") or (
+            cfg.get(f"{key}_type" if key != "function" else "function_type")
+            == "lambda" and value is not None)
+        if lam:
+            cfg[key] = LAMBDA_CODE
 
 
 def _normalize_wrapped(value):

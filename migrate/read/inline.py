@@ -48,6 +48,7 @@ from ..graph import Graph, GraphInput, GraphOutput, Node, TensorRef
 from .config import Member, ModelSpec, dtype_of
 
 _CONSTANT = "_CONSTANT_VALUE"
+MAX_OUTPUTS = 4096  # outputs of one layer call
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def build_graph(spec: ModelSpec, label: str, keras_version: str = "",
         outputs=[GraphOutput(n, r) for n, r in zip(names, outputs)],
         nodes=builder.nodes, keras_version=keras_version,
         source_format=source_format)
-    _count_outputs(graph)
+    _count_outputs(graph, label)
     _check_unique(graph, label)
     return graph
 
@@ -320,12 +321,16 @@ def _check_unique(graph: Graph, label: str) -> None:
                               f"{sorted(inputs & seen.keys())[0]!r}")
 
 
-def _count_outputs(graph: Graph) -> None:
+def _count_outputs(graph: Graph, label: str) -> None:
     """Set ``num_outputs`` from the highest output index anything uses."""
     used: dict[str, int] = {}
     refs = [r for n in graph.nodes for r in n.inputs]
     refs += [o.ref for o in graph.outputs]
     for r in refs:
+        if not 0 <= r.index < MAX_OUTPUTS:
+            raise ConversionError(
+                f"{label}: a reference uses output {r.index} of "
+                f"{r.node!r} (a layer has at most {MAX_OUTPUTS} outputs)")
         used[r.node] = max(used.get(r.node, 0), r.index + 1)
     for n in graph.nodes:
         n.num_outputs = max(1, used.get(n.id, 1))
@@ -377,7 +382,9 @@ def _parse_node(node, members: dict, raws: list, spec, builder):
 def _k3_value(value, raws):
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__":
-            history = (value.get("config") or {}).get("keras_history")
+            inner = value.get("config")
+            history = inner.get("keras_history") \
+                if isinstance(inner, dict) else None
             if not _is_triple(history):
                 raise ValueError(f"tensor without keras_history: "
                                  f"{str(value)[:80]}")

@@ -1,13 +1,16 @@
 """How much faster is ``convert_many`` with a process pool?
 
     python bench/batch_speedup.py [--models N] [--jobs 1,2,4] [--verify]
-                                  [--big N] [--dask]
+                                  [--big N] [--dask] [--fresh-keras]
 
 Builds a model zoo in a temporary directory (N copies of the small fixture
 models, plus --big generated Keras CNNs of ~3M parameters each when
 TensorFlow is installed), converts it with ``jobs`` 1 and more (and a Dask
 LocalCluster with --dask), and prints a Markdown table of wall times.
-Every run must give the same results as the sequential one.  Results go in
+With --verify --fresh-keras, also sequentially with a new Keras process per
+model (how verification ran before one Keras process served a worker).
+Every run must give the same results, parity figures included, as the
+sequential one.  Results go in
 bench/README.md, with the machine they were measured on.
 """
 from __future__ import annotations
@@ -70,7 +73,8 @@ def timed(label, fn):
 def key(results):
     return [(Path(r.source).name, r.status,
              r.report and r.report["layers"],
-             r.report and r.report["source"]["sha256"]) for r in results]
+             r.report and r.report["source"]["sha256"],
+             r.report and r.report["parity"]) for r in results]
 
 
 def main():
@@ -80,6 +84,7 @@ def main():
     p.add_argument("--jobs", default="1,2")
     p.add_argument("--verify", action="store_true")
     p.add_argument("--dask", action="store_true")
+    p.add_argument("--fresh-keras", action="store_true")
     a = p.parse_args()
     jobs = [int(j) for j in a.jobs.split(",")]
     with tempfile.TemporaryDirectory(prefix="k2t-bench-") as tmp:
@@ -101,6 +106,18 @@ def main():
             assert all(r.ok for r in res), [r.error for r in res
                                             if not r.ok]
             rows.append((f"jobs={j}", s))
+        if a.verify and a.fresh_keras:
+            import importlib
+            v = importlib.import_module("migrate.verify")
+            reuse, v._server = v._server, lambda major: None
+            try:
+                s, res = timed("jobs=1, Keras process per model", lambda: (
+                    migrate.convert_many(models, Path(tmp, "out_fresh"),
+                                         verify=True)))
+            finally:
+                v._server = reuse
+            assert key(res) == base_key, "results differ from jobs=1"
+            rows.append(("jobs=1, a Keras process per model", s))
         if a.dask:
             from distributed import Client, LocalCluster
             n = max(jobs)

@@ -138,8 +138,11 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
             work.append((i, Job(str(f.path), None if f.weights is None
                                 else str(f.weights), str(outdir / name),
                                 verify, dict(options))))
-    done = run_jobs(convert_job, [j for _, j in work], jobs=jobs,
-                    executor=executor, progress=progress, on_crash=_crashed)
+    from .verify import keras_session
+    with keras_session():  # verify: start TensorFlow once, not per model
+        done = run_jobs(convert_job, [j for _, j in work], jobs=jobs,
+                        executor=executor, progress=progress,
+                        on_crash=_crashed)
     for (i, _), r in zip(work, done):
         results[i] = r
     return [results[i] for i in range(len(found))]
@@ -257,7 +260,9 @@ def _crashed(job: Job, exc: BaseException) -> BatchResult:
 # -- running ----------------------------------------------------------------
 def _worker_init() -> None:
     import torch
+    from .verify import keep_keras_running
     torch.set_num_threads(1)
+    keep_keras_running()  # one Keras process per worker, not per model
 
 
 def _context():

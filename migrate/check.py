@@ -275,9 +275,11 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
                             str(port) if port.exists() else None,
                             verify, atol, rule_files)))
     from .batch import run_jobs
-    done = run_jobs(check_one, [j for _, j in work], jobs=jobs,
-                    executor=executor, progress=progress,
-                    on_crash=_crashed)
+    from .verify import keras_session
+    with keras_session():  # verify: start TensorFlow once, not per model
+        done = run_jobs(check_one, [j for _, j in work], jobs=jobs,
+                        executor=executor, progress=progress,
+                        on_crash=_crashed)
     for (i, _), result in zip(work, done):
         results[i] = result
     return CheckReport([results[i] for i in range(len(found))], verify, atol)

@@ -17,12 +17,15 @@ right and the fault is in how ``model.py`` joins them; the result says so.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -96,17 +99,20 @@ def run_keras(model_path, weights, keras_major: int,
         tap_file = Path(tmp, "taps.npz")
         if taps:
             cmd += ["--taps", str(tap_file)]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                   TF_ENABLE_ONEDNN_OPTS="0")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              timeout=timeout)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ConversionError(f"Keras could not run the model: "
-                                  f"{_keras_error(last)}")
+        server = _server(keras_major)
+        if server is not None:
+            version = server.run(cmd[2:], timeout)
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env=_keras_env(), timeout=timeout)
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines()
+                        or ["no output"])[-1]
+                raise ConversionError(f"Keras could not run the model: "
+                                      f"{_keras_error(last)}")
+            version = (proc.stdout.strip().splitlines() or [""])[-1]
         with np.load(dst, allow_pickle=False) as data:
             outs = [data[f"out_{i}"] for i in range(len(data.files))]
-        version = (proc.stdout.strip().splitlines() or [""])[-1]
         if not taps:
             return outs, version
         recorded: dict[str, dict[int, np.ndarray]] = {}
@@ -115,6 +121,131 @@ def run_keras(model_path, weights, keras_major: int,
             for k, (node, i) in enumerate(index):
                 recorded.setdefault(node, {})[i] = data[f"t{k}"]
     return outs, version, recorded
+
+
+def _keras_env() -> dict:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                TF_ENABLE_ONEDNN_OPTS="0")
+
+
+# -- one Keras process for many models --------------------------------------
+class KerasServer:
+    """A ``verify_keras.py --serve`` process: TensorFlow is imported once
+    and runs model after model (starting it costs seconds; a model, often
+    much less).  One per Keras major version; thread-safe (requests are
+    serialised).  A request that fails leaves the server running; one that
+    kills it or times out ends it, and the next request starts a new one.
+    """
+
+    def __init__(self, major: int):
+        self.major = major
+        self.proc = None
+        self.log = None  # the server's stderr, for the last line on a crash
+        self.lock = threading.Lock()
+
+    def _start(self):
+        self.log = tempfile.TemporaryFile(prefix="keras2torch-keras-")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(RUNNER), "--serve", "--major",
+             str(self.major)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.log, env=_keras_env())
+
+    def run(self, args: list[str], timeout: float = 900) -> str:
+        """Run ``verify_keras.py ARGS`` in the server; its Keras version."""
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.close()
+                self._start()
+            try:
+                self.proc.stdin.write((json.dumps(args) + "\n").encode())
+                self.proc.stdin.flush()
+                ready, _, _ = select.select([self.proc.stdout], [], [],
+                                            timeout)
+                line = self.proc.stdout.readline() if ready else None
+            except OSError:  # the server died (broken pipe)
+                line = b""
+            if line is None:
+                self.close()
+                raise ConversionError(f"Keras did not finish the model in "
+                                      f"{timeout:g} s")
+            if not line:
+                last = self._last_log_line()
+                self.close()
+                raise ConversionError(f"Keras could not run the model: "
+                                      f"{_keras_error(last)}")
+            answer = json.loads(line)
+        if not answer["ok"]:
+            raise ConversionError(f"Keras could not run the model: "
+                                  f"{_keras_error(answer['error'])}")
+        return answer["version"]
+
+    def _last_log_line(self) -> str:
+        try:
+            self.log.seek(0)
+            text = self.log.read().decode(errors="replace")
+        except (OSError, ValueError):
+            text = ""
+        return (text.strip().splitlines() or ["the Keras process died"])[-1]
+
+    def close(self):
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()  # the server ends at end of input
+                proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+_SERVERS: dict[int, KerasServer] = {}
+_SERVERS_LOCK = threading.Lock()
+_session_depth = 0
+_persistent = False
+
+
+def _server(major: int) -> KerasServer | None:
+    """The server for ``major`` while a :func:`keras_session` is open (or
+    in a batch worker process); None: a fresh process per model."""
+    if not (_session_depth or _persistent):
+        return None
+    with _SERVERS_LOCK:
+        if major not in _SERVERS:
+            _SERVERS[major] = KerasServer(major)
+        return _SERVERS[major]
+
+
+@contextlib.contextmanager
+def keras_session():
+    """Within this block, :func:`verify` runs every model in one Keras
+    process (per Keras major version) instead of starting TensorFlow for
+    each; the processes end with the outermost block.  Results are the
+    same."""
+    global _session_depth
+    with _SERVERS_LOCK:
+        _session_depth += 1
+    try:
+        yield
+    finally:
+        with _SERVERS_LOCK:
+            _session_depth -= 1
+            ending = [] if _session_depth or _persistent else \
+                list(_SERVERS.values())
+            if ending:
+                _SERVERS.clear()
+        for server in ending:
+            server.close()
+
+
+def keep_keras_running() -> None:
+    """For a worker process of a batch: reuse one Keras process for every
+    model until this process ends (the server sees its input close)."""
+    global _persistent
+    _persistent = True
 
 
 def _keras_error(line: str) -> str:

@@ -2,6 +2,7 @@
 dir/ -o OUT``.  Parallel runs (a process pool, a Dask LocalCluster) must
 give the results a sequential run gives."""
 import concurrent.futures as cf
+import importlib
 import json
 import os
 import pty
@@ -288,3 +289,46 @@ def test_progress_bar_on_a_terminal_only(tmp_path, sources, command):
              if command == "convert" else [command, "--no-verify", "-q", d])
     code, shown, out = _stderr_on_a_terminal(quiet, tmp_path)
     assert code == 1 and label not in shown, shown
+
+
+@needs_tf
+@pytest.mark.keras
+def test_one_keras_process_gives_the_fresh_process_results(monkeypatch):
+    """verify() inside keras_session() (as check and convert_many run it)
+    starts TensorFlow once per Keras major version, and every figure is
+    the one a fresh process per model gives; a model Keras cannot run is
+    the same error, and the server goes on with the next model."""
+    v = importlib.import_module("migrate.verify")  # not the function
+    from migrate.userrules import load_rule_files
+    custom = fixture_dir("k3_custom_layers") / "model.keras"
+    models = [(fixture_dir("k3_small_cnn") / "model.keras", None, False),
+              (fixture_dir("k2_small_cnn") / "model.h5", None, False),
+              (custom, load_rule_files([RULES_FILE]), False),
+              (fixture_dir("k3_text_mlp") / "model.keras", None, True),
+              (fixture_dir("k2_text_mlp") / "model.h5", None, True)]
+
+    def run_all():
+        out = []
+        for path, rules, per_layer in models:
+            conv = migrate.convert(path, rules=rules)
+            try:
+                out.append(v.verify(path, conv, per_layer=per_layer,
+                                    rules=rules))
+            except migrate.ConversionError as exc:
+                out.append(str(exc))
+        return out
+
+    fresh = run_all()
+    starts = []
+    real_start = v.KerasServer._start
+    monkeypatch.setattr(v.KerasServer, "_start", lambda self: (
+        starts.append(self.major), real_start(self))[1])
+    with v.keras_session():
+        reused = run_all()
+        pids = {m: s.proc.pid for m, s in v._SERVERS.items()}
+        assert set(pids) == {2, 3}
+    assert sorted(starts) == [2, 3]
+    assert not v._SERVERS  # ended with the session
+    assert reused == fresh
+    assert "Could not locate class 'Scale'" in fresh[2]
+    assert fresh[0]["passed"] and fresh[3]["layers"]

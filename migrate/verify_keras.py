@@ -8,6 +8,13 @@ as part of the ``migrate`` package), so TensorFlow and torch never share a
 process.  Keras 2 files run under tf-keras, Keras 3 files under Keras 3,
 always with Keras's safe mode on.
 
+``--serve`` keeps one process for many models (:class:`migrate.verify.
+KerasServer` starts it): each line on stdin is a JSON list of the arguments
+above, each answer a JSON line ``{"ok": true, "version": ...}`` or ``{"ok":
+false, "error": LAST_LINE}`` on the original stdout (what Keras prints goes
+to stderr).  One server runs one Keras major version (``--major``);
+between models it clears the Keras session.
+
 ``--taps`` also records every layer call's output: each layer's ``call``
 (nested models' layers and Keras 3 op nodes included) is wrapped on the
 instance, and the k-th call of the layer at path ``outer/inner/name`` is
@@ -137,5 +144,44 @@ def _save_taps(path, records):
     np.savez(path, **arrays)
 
 
+def serve(major):
+    """Answer requests until stdin closes (see the module doc)."""
+    import contextlib
+    import gc
+    import io
+    import json
+    import traceback
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)  # prints from Keras or the model go to stderr
+    if major < 3:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import tf_keras as keras
+    else:
+        import keras
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                main(json.loads(line))
+            version = (printed.getvalue().strip().splitlines() or [""])[-1]
+            answer = {"ok": True, "version": version}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            last = traceback.format_exception_only(type(exc), exc)
+            answer = {"ok": False, "error": "".join(last).strip()
+                      .splitlines()[-1] if last else repr(exc)}
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+        answers.write(json.dumps(answer) + "\n")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        sys.exit(serve(int(sys.argv[sys.argv.index("--major") + 1])
+                       if "--major" in sys.argv else 3))
     sys.exit(main())

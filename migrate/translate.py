@@ -315,7 +315,8 @@ class Translator:
             attr, emit.module or "", layer.name,
             [line.format(attr=attr) for line in emit.init_lines])
         for key, producer in emit.state.items():
-            self.state[f"{attr}.{key}" if key else attr] = producer
+            self.state[f"{attr}.{key}" if key else attr] = _guarded(
+                producer, layer)
 
     def _statement(self, node: Node, call: Call, emit: Emit) -> None:
         in_refs = node.inputs
@@ -671,3 +672,20 @@ __all__ = ["Options", "Program", "translate", "channels_first",
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else ""
+
+
+def _guarded(producer: Callable, layer) -> Callable:
+    """``producer``, with a stored weight that does not fit the layer's
+    config (a transform fails on it) reported as a ConversionError naming
+    the layer, when the weight is read."""
+    def produce():
+        try:
+            return producer()
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(
+                f"layer {layer.name!r} ({layer.class_name}): a stored weight "
+                f"does not fit the layer's config ({type(exc).__name__}: "
+                f"{_first_line(exc)})") from None
+    return produce

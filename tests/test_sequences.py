@@ -217,6 +217,18 @@ def test_masks_pass_activation_layers_and_time_distributed():
     assert "mask_1.flatten(2).any(dim=-1)" in k2
 
 
+def test_merges_of_masked_inputs_follow_each_keras():
+    """Keras 3 leaves masked steps out of Multiply/Maximum/Minimum and
+    keeps a step any input keeps; Keras 2 merges values as they are and
+    keeps a step every input keeps (parity: the merge_masks fixtures)."""
+    k3 = _forward(_convert("k3_merge_masks").source)
+    k2 = _forward(_convert("k2_merge_masks").source)
+    assert "masked_multiply([masked_a, b], [mask, None])" in k3
+    assert "masked_merge(torch.maximum, [b, masked_a], [None, mask])" in k3
+    assert "mul_first = a * b" in k2 and "mask & mask_1" in k2
+    assert "masked_multiply" not in k2 and "masked_merge" not in k2
+
+
 # -- training mode ------------------------------------------------------------
 def test_rnn_dropout_follows_each_keras():
     """Keras 3 draws one input mask per sequence (one per gate with

@@ -116,7 +116,7 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
     report = conv.report
     click.echo(f"wrote {outdir}/ ({report['module']['class_name']}, "
                f"{len(report['layers'])} layers, "
-               f"{sum(v.numel() for v in conv.state_dict.values()):,} "
+               f"{conv.num_values:,} "
                f"values)", err=True)
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)

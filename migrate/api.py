@@ -6,8 +6,14 @@
 
 Conversion reads the model file (never importing TensorFlow), translates its
 graph through the rule table, renders ``model.py``, checks that the source
-compiles and that its ``state_dict`` keys and shapes are exactly the converted
-weights, and only then hands the result back.
+compiles and that its ``state_dict`` keys are exactly the converted weights,
+and only then hands the result back.
+
+Weights stay in the model file until they are needed: ``Conversion.state_dict``
+is a lazy mapping (a tensor is read and converted on first access, and its
+shape checked against the generated module), and ``save`` streams them to the
+output one tensor at a time.  The model file stays open while the Conversion
+lives; ``close()`` (or ``with migrate.convert(...) as conv:``) releases it.
 """
 from __future__ import annotations
 
@@ -15,13 +21,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import __version__
 from .emit.source import render
 from .errors import ConversionError
 from . import read as _read
+from .stream import LazyStateDict, Spec
 from .translate import Options, Program, translate
 
 WEIGHT_FILES = {"safetensors": "model.safetensors", "pt": "model.pt"}
@@ -29,10 +35,10 @@ WEIGHT_FILES = {"safetensors": "model.safetensors", "pt": "model.pt"}
 
 @dataclass
 class Conversion:
-    """A converted model: source, weights and report, in memory."""
+    """A converted model: source, report, and lazily read weights."""
 
     source: str  # the text of model.py
-    state_dict: dict[str, torch.Tensor]
+    state_dict: LazyStateDict  # {key: torch.Tensor}, read on first access
     program: Program = field(repr=False)
     source_info: dict = field(default_factory=dict)
     weights_format: str = "safetensors"
@@ -42,6 +48,22 @@ class Conversion:
     @property
     def class_name(self) -> str:
         return self.program.class_name
+
+    @property
+    def num_values(self) -> int:
+        """How many numbers the weights hold (without reading them)."""
+        return self.state_dict.num_values
+
+    def close(self) -> None:
+        """Release the model file.  Weights read before stay available;
+        reading another one then raises a ConversionError."""
+        self.state_dict.close()
+
+    def __enter__(self) -> "Conversion":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def report(self) -> dict:
@@ -59,7 +81,7 @@ class Conversion:
     def module(self) -> torch.nn.Module:
         """An instance of the port with the converted weights, in eval mode."""
         model = self.module_class()()
-        model.load_state_dict(self.state_dict, strict=True)
+        model.load_state_dict(dict(self.state_dict), strict=True)
         return model.eval()
 
     def save(self, outdir, *, force: bool = False,
@@ -93,36 +115,32 @@ def convert(path, weights=None, *, class_name: str | None = None,
                                        and class_name.isascii()):
         raise ConversionError(f"class name {class_name!r} is not a Python "
                               "identifier")
-    with _read.open_model(os.fspath(path), None if weights is None
-                    else os.fspath(weights)) as src:
+    src = _read.open_model(os.fspath(path), None if weights is None
+                           else os.fspath(weights))
+    try:
         program = translate(src.graph, Options(layout, class_name, rules))
         flags = "" if layout == "torch" else " --layout keras"
         if class_name:
             flags += f" --class-name {class_name}"
         source = render(program, flags)
-        state = {k: _tensor(k, fn()) for k, fn in program.state.items()}
         info = {"path": os.fspath(path), "sha256": src.sha256,
                 "format": src.format, "keras_version": src.keras_version}
         if weights is not None:
             info["weights_path"] = os.fspath(weights)
-    conv = Conversion(source, state, program, info, weights_format)
-    conv._params = _check(conv)
+        conv = Conversion(source, None, program, info, weights_format)
+        specs, conv._params = _check(conv)
+        conv.state_dict = LazyStateDict(program.state, specs, src.close)
+    except BaseException:
+        src.close()
+        raise
     return conv
 
 
-def _tensor(key: str, value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.contiguous()
-    arr = np.asarray(value)  # (ascontiguousarray would make 0-d arrays 1-d)
-    if not (arr.flags.c_contiguous and arr.flags.writeable):
-        arr = arr.copy(order="C")
-    return torch.from_numpy(arr)
-
-
-def _check(conv: Conversion) -> dict:
+def _check(conv: Conversion) -> tuple[dict[str, Spec], dict]:
     """Compile the source, build the module on the meta device and compare
-    its state_dict with the converted weights.  Returns parameter counts per
-    submodule."""
+    its state_dict keys with the converted weights' (each weight's shape is
+    checked when it is produced).  Returns the shape and dtype of every
+    entry, in the module's order, and parameter counts per submodule."""
     try:
         cls = conv.module_class()
     except SyntaxError as exc:  # a bug in a rule, never user input
@@ -136,22 +154,19 @@ def _check(conv: Conversion) -> dict:
         raise ConversionError(f"the model config gives torch invalid "
                               f"layer arguments ({type(exc).__name__}: "
                               f"{msg})") from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in conv.state_dict.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        wrong = sorted(k for k in set(got) & set(expected)
-                       if got[k] != expected[k])
+    specs = {k: Spec(v.shape, v.dtype) for k, v in model.state_dict().items()}
+    got = conv.program.state
+    if specs.keys() != got.keys():
+        missing = sorted(set(specs) - set(got))
+        extra = sorted(set(got) - set(specs))
         raise ConversionError(
             "internal error: converted weights do not fit the generated "
-            f"module (missing {missing}, unexpected {extra}, shape mismatch "
-            f"{[(k, got[k], expected[k]) for k in wrong]})")
+            f"module (missing {missing}, unexpected {extra})")
     counts: dict[str, int] = {}
     for name, p in model.named_parameters():
         counts[name.split(".", 1)[0]] = counts.get(
             name.split(".", 1)[0], 0) + p.numel()
-    return counts
+    return specs, counts
 
 
 __all__ = ["Conversion", "convert", "__version__"]

@@ -2,6 +2,8 @@
 
 Everything goes to a temporary sibling directory first, which is renamed
 into place at the end; an existing OUTDIR is replaced only with ``force``.
+Weights are streamed (:mod:`migrate.stream`): each tensor is read from the
+model file, converted and written in turn, never all held at once.
 """
 from __future__ import annotations
 
@@ -10,9 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from .errors import ConversionError
+from .stream import write_safetensors, write_torch
 
 
 def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
@@ -32,11 +33,10 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
     try:
         (tmp / "model.py").write_text(conv.source, encoding="utf-8")
         weights = tmp / WEIGHT_FILES[conv.weights_format]
-        if conv.weights_format == "safetensors":
-            from safetensors.torch import save_file
-            save_file(conv.state_dict, str(weights))
-        else:
-            torch.save(conv.state_dict, weights)
+        state = conv.state_dict
+        write = (write_safetensors if conv.weights_format == "safetensors"
+                 else write_torch)
+        write(weights, state.specs, state.produce)
         report = json.dumps(conv.report, indent=2, sort_keys=False)
         (tmp / "conversion.json").write_text(report + "\n", encoding="utf-8")
         if outdir.exists():

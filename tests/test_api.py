@@ -125,14 +125,14 @@ def test_save_pt_and_force(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    import safetensors.torch
+    import migrate.stream
     d = fixture_dir("k3_small_cnn")
     conv = migrate.convert(d / "model.keras")
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    monkeypatch.setattr(migrate.stream, "_write_tensor", boom)
     with pytest.raises(migrate.ConversionError):
         conv.save(tmp_path / "port")
     assert list(tmp_path.iterdir()) == []

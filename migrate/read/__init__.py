@@ -23,16 +23,19 @@ SavedModel directory, a weights-only file given as the model, a JSON config
 without weights, a truncated or corrupt file, HDF5 links or external data.
 
 Nothing from a file is ever unpickled, unmarshalled or evaluated; zip members
-are read in memory with size limits.  The modules: :mod:`.detect` (sniffing),
-:mod:`.archive` (zip), :mod:`.hdf5` (safe lazy HDF5), :mod:`.config` (config
-tree and normalisation), :mod:`.inline` (tree -> graph),
-:mod:`.legacy_weights` and :mod:`.v3_weights` (weights).
+are read in place (stored) or in memory with size limits (compressed).  The
+modules: :mod:`.detect` (sniffing), :mod:`.archive` (zip), :mod:`.hdf5`
+(safe lazy HDF5), :mod:`.config` (config tree and normalisation),
+:mod:`.inline` (tree -> graph), :mod:`.legacy_weights` and
+:mod:`.v3_weights` (weights).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from dataclasses import dataclass, field
+
+import h5py
 
 from ..errors import ConversionError
 from ..graph import Graph
@@ -62,7 +65,11 @@ class Source:
     def close(self) -> None:
         """Close the HDF5 files; lazy weights cannot be read after this."""
         while self._files:
-            close_hdf5(self._files.pop())
+            f = self._files.pop()  # last opened first: HDF5 before its window
+            if isinstance(f, h5py.File):
+                close_hdf5(f)
+            else:
+                f.close()
 
     def __enter__(self) -> "Source":
         return self
@@ -86,14 +93,15 @@ def open_model(path, weights=None) -> Source:
         else:
             fmt, version, graph = _read_json(path, weights, files)
     except BaseException:
-        for f in files:
-            close_hdf5(f)
+        Source(path, weights, "", "", "", None, files).close()
         raise
     return Source(path, weights, fmt, version, _sha256(path), graph, files)
 
 
 def _read_keras(path, files):
     archive = read_archive(path)
+    if not isinstance(archive.weights, bytes):
+        files.append(archive.weights)  # the window h5py reads through
     label = f"{path}: model.weights.h5"
     f = open_hdf5(archive.weights, label)
     files.append(f)

@@ -237,6 +237,7 @@ TORCH = {
     "global_max_pool3d": "`amax` over the spatial axes (keepdims)",
     "batch_norm": "`nn.BatchNorm1d/2d/3d` with Keras's eps and momentum",
     "layer_norm": "`nn.LayerNorm` with Keras's eps",
+    "rms_norm": "`nn.RMSNorm` with Keras's eps",
     "group_norm": "`nn.GroupNorm`",
     "unit_normalization": "`F.normalize`",
     "activation_layer": "`F.*` / `torch.*` for every Keras 2 and Keras 3 "
@@ -307,6 +308,16 @@ TORCH = {
     "additive_attention": "`tanh(q + k)` scores and an `attend` helper",
     "keras_op": "the matching `torch` / tensor operation",
     "tf_op_lambda": "the matching `torch` / tensor operation",
+    "augmentation": "identity (as Keras at inference; a warning says "
+                    "`train()` does not augment)",
+    "einsum_dense": "an `EinsumDense` module in model.py "
+                    "(`torch.einsum` + bias)",
+    "adaptive_avg_pool1d": "`F.adaptive_avg_pool1d`",
+    "adaptive_avg_pool2d": "`F.adaptive_avg_pool2d`",
+    "adaptive_avg_pool3d": "`F.adaptive_avg_pool3d`",
+    "adaptive_max_pool1d": "`F.adaptive_max_pool1d`",
+    "adaptive_max_pool2d": "`F.adaptive_max_pool2d`",
+    "adaptive_max_pool3d": "`F.adaptive_max_pool3d`",
 }
 
 

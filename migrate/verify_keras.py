@@ -62,8 +62,8 @@ def main(argv=None):
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
     records = _tap(model) if a.taps else None
     outs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    if isinstance(outs, dict):
-        outs = list(outs.values())
+    if isinstance(outs, dict):  # flattened as Keras flattens: sorted keys
+        outs = [outs[k] for k in sorted(outs)]
     if not isinstance(outs, (list, tuple)):
         outs = [outs]
     np.savez(a.outputs, **{f"out_{i}": np.asarray(o) for i, o in enumerate(outs)})

@@ -183,3 +183,42 @@ def _rms_scaling(call, x, normalized, eps, gamma):
     return Emit([Out(chain(code), x.shape, x.layout)], module=module,
                 state={"": gamma},
                 helpers={"layer_norm_rms": LAYER_NORM_RMS})
+
+
+@rule("RMSNormalization", variables=lambda cfg: ["scale"], masks="propagate")
+def rms_norm(call):
+    """``nn.RMSNorm`` over the normalised axes, moved to the torch end:
+    ``x * rsqrt(mean(x**2) + eps) * scale``, Keras's eps (1e-6)."""
+    x = call.inputs[0]
+    axes = sorted(_axis(call.get("axis", -1), x.rank))
+    if 0 in axes:
+        call.refuse(f"axis={axes}", "cannot normalise over the batch axis")
+    if axes != list(range(x.rank - len(axes), x.rank)):
+        # Keras multiplies by ``scale`` (the normalised axes' shape) with
+        # numpy broadcasting against the *trailing* axes, which only lines
+        # up when the normalised axes are the trailing ones.
+        call.refuse(f"axis={call.get('axis')}", "RMSNormalization over "
+                    "axes other than the last ones")
+    if x.layout.flat is not None:
+        x = call.want(0, identity(x.rank))
+    tail = x.layout.perm[len(x.layout.perm) - len(axes):]
+    if sorted(tail) != axes:
+        x = call.want(0, move_axes_last(x.layout, axes))
+    torch_axes = list(x.layout.perm[x.rank - len(axes):])
+    normalized = [x.shape[a] for a in torch_axes]
+    if any(d is None for d in normalized):
+        call.refuse("axis", "normalised dims must have a known size")
+    transpose = [axes.index(a) for a in torch_axes]
+    scale = call.weights(["scale"])["scale"]
+
+    def weight():
+        arr = scale.read().reshape([x.shape[a] for a in axes])
+        return as_f32(arr.transpose(transpose))
+
+    eps = float(call.get("epsilon", 1e-6))
+    shape_code = lit(normalized[0]) if len(normalized) == 1 else lit(
+        tuple(normalized))
+    return Emit([Out(chain(f"self.{call.attr}({x.expr})"), x.shape,
+                     x.layout)],
+                module=f"nn.RMSNorm({shape_code}, eps={lit(eps)})",
+                state={"weight": weight})

@@ -1,0 +1,65 @@
+"""EinsumDense, RMSNormalization, adaptive pooling and augmentation layers:
+what they refuse and warn about.  Parity with Keras is proven by the
+fixtures in ``fixtures/cases_layers_extra.py`` through test_parity."""
+import numpy as np
+import pytest
+import torch
+
+from test_rules_unit import port, refusal
+
+
+def test_augmentation_is_identity_with_a_warning():
+    conv = port("RandomFlip", {"mode": "horizontal"}, (None, 5, 4, 3))
+    (warning,) = conv.report["warnings"]
+    assert "RandomFlip is data augmentation" in warning
+    assert "train()" in warning
+    x = torch.randn(2, 3, 5, 4)
+    module = conv.module().train()
+    assert torch.equal(module(x), x)  # never augments, even in train()
+
+
+def test_augmentation_casts_integer_images_to_float():
+    conv = port("RandomRotation", {"factor": 0.1}, (None, 5, 4, 3),
+                dtype="uint8")
+    y = conv.module()(torch.zeros(1, 3, 5, 4, dtype=torch.uint8))
+    assert y.dtype == torch.float32
+
+
+def test_random_crop_has_no_rule():
+    why = refusal("RandomCrop", {"height": 2, "width": 2}, (None, 5, 4, 3))
+    assert "no rule" in why
+
+
+def test_rms_norm_refuses_axes_that_keras_broadcasts_wrongly():
+    why = refusal("RMSNormalization", {"axis": 1}, (None, 4, 4),
+                  weights={"scale": np.ones(4)})
+    assert "axis=1" in why
+
+
+def test_rms_norm_matches_its_formula():
+    scale = np.random.default_rng(0).normal(size=6).astype("float32")
+    conv = port("RMSNormalization", {"axis": -1, "epsilon": 0.1},
+                (None, 3, 6), weights={"scale": scale})
+    assert "nn.RMSNorm(6, eps=0.1)" in conv.source
+    x = torch.randn(2, 3, 6)
+    want = x * torch.rsqrt((x ** 2).mean(-1, keepdim=True) + 0.1) \
+        * torch.from_numpy(scale)
+    torch.testing.assert_close(conv.module()(x), want)
+
+
+@pytest.mark.parametrize("equation, why", [
+    ("ab,bc", "expected 'input,kernel->output'"),
+    ("ab,bc->ac; import os", "expected 'input,kernel->output'"),
+    ("abcd,bc->ac", "input rank is 2"),
+])
+def test_einsum_dense_refuses_equations_it_cannot_read(equation, why):
+    got = refusal("EinsumDense", {"equation": equation, "output_shape": 4,
+                                  "bias_axes": None}, (None, 5),
+                  weights={"kernel": np.ones((5, 4))})
+    assert why in got
+
+
+def test_adaptive_pooling_needs_known_sizes():
+    why = refusal("AdaptiveAveragePooling2D", {"output_size": [2, 2]},
+                  (None, None, 7, 3))
+    assert "known spatial sizes" in why

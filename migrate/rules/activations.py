@@ -228,8 +228,9 @@ def softmax_layer(call):
     """``F.softmax``; with a ``mask=`` argument as Keras applies it: the
     mask broadcast against the last axes, masked logits set to -1e9 and
     masked outputs to 0 (Keras 3), or -1e9 added to masked logits (Keras
-    2; set to -1e9 with ``robust_masking``).  Keras fails on the (batch, steps) mask of a masked sequence (it
-    does not broadcast that way), so such an input is refused."""
+    2; set to -1e9 with ``robust_masking``).  Keras fails on the (batch,
+    steps) mask of a masked sequence (it does not broadcast that way), so
+    such an input is refused."""
     x = call.inputs[0]
     mask = call.kwarg("mask")
     if isinstance(mask, list) or (mask is None and x.masked):

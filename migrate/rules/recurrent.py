@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..compose import subst
 from ..graph import Layer, Node
 from ..layout import Layout, identity
 from ..weights import LayerWeights, WeightEntry, clean_weight_name
@@ -861,7 +862,6 @@ def time_distributed(call):
     sentence's padding.  The output mask is the input's in Keras 3; in
     Keras 2 it is the inner layer's output mask, else the input mask
     reduced to (B, T) (a step is kept if any of its positions is)."""
-    from ..translate import _subst  # the translator's own composition
     inner = _inner_layer(call.get("layer") or {}, call.layer.name,
                          call.layer.weights)
     r = lookup(inner, call._conv.options.rules)
@@ -909,9 +909,9 @@ def time_distributed(call):
         layout = identity(len(out.shape))
     expr = steps_code[0]
     for step in steps_code[1:]:
-        expr = _subst(step, HOLE, expr)
+        expr = subst(step, HOLE, expr)
     size = lit(steps) if steps is not None else f"{IN(0)}.shape[1]"
-    expr = _subst(f"{HOLE}.unflatten(0, (-1, {size}))", HOLE, expr)
+    expr = subst(f"{HOLE}.unflatten(0, (-1, {size}))", HOLE, expr)
     shape = (x.shape[0], steps) + tuple(out.shape[1:])
     emit.outputs = [Out([expr], shape, Layout(
         (0, 1) + tuple(p + 1 for p in layout.perm[1:])), out.dtype,

@@ -61,7 +61,7 @@ def main(argv=None):
     with np.load(a.inputs, allow_pickle=False) as data:
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
     records = _tap(model) if a.taps else None
-    outs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    outs = model(model_args(model, inputs), training=False)
     if isinstance(outs, dict):  # flattened as Keras flattens: sorted keys
         outs = [outs[k] for k in sorted(outs)]
     if not isinstance(outs, (list, tuple)):
@@ -70,6 +70,19 @@ def main(argv=None):
     if records is not None:
         _save_taps(a.taps, records)
     print(keras.__version__)
+
+
+def model_args(model, arrays):
+    """The arrays as the model takes them: one array, a list, or a dict
+    when the model was built on a dict of inputs (the port's inputs are in
+    Keras's flattened order: sorted keys)."""
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):
+        struct = None
+    if isinstance(struct, dict) and len(struct) == len(arrays):
+        return dict(zip(sorted(struct), arrays))
+    return arrays if len(arrays) > 1 else arrays[0]
 
 
 def _children(layer):

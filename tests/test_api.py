@@ -12,7 +12,7 @@ import torch
 import migrate
 from migrate.verify import run_port
 
-from conftest import fixture_dir, model_files
+from conftest import fixture_dir, model_files, needs_tf
 
 
 def _load(case):
@@ -233,3 +233,17 @@ def test_custom_rule_converts_a_custom_layer():
     conv = migrate.convert(d / "model.keras", rules=rules)
     got = run_port(conv, inputs)
     assert np.abs(got[0] - outputs[0]).max() < 1e-5
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.parametrize("case, fmt", [("k3_dict_io", "keras"),
+                                       ("k2_dict_io", "h5")])
+def test_verify_feeds_and_reads_dicts_as_keras_flattens_them(case, fmt):
+    """Dict inputs and outputs are in sorted key order on both sides."""
+    path = fixture_dir(case) / f"model.{fmt}"
+    conv = migrate.convert(path)
+    assert [o["name"] for o in conv.report["outputs"]] == ["department",
+                                                           "priority"]
+    parity = migrate.verify(path, conv)
+    assert parity["passed"] and parity["max_abs_err"] < 1e-5

@@ -9,7 +9,8 @@ from xml.etree import ElementTree as ET
 import click
 
 from .common import (Error, Progress, atol_option, fmt_err, jobs_option,
-                     load_rules, quiet_option, rel, rules_option, table)
+                     custom_objects_option, load_rules, quiet_option, rel,
+                     rules_option, table)
 
 EXAMPLES = """
 \b
@@ -49,10 +50,11 @@ cannot be read or run, or bad usage.
               help="Skip model paths matching GLOB (relative to each PATH; "
                    "repeatable; added to the config's exclude).")
 @rules_option
+@custom_objects_option
 @jobs_option
 @quiet_option
 def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
-          jobs, quiet):
+          custom_objects, jobs, quiet):
     """Check the Keras models under PATHS (default: the current directory).
 
     Each model is converted in memory, verified against Keras, and
@@ -76,6 +78,9 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
                     "(pyproject.toml) or [tool:keras2torch] (setup.cfg)")
     config.exclude = list(config.exclude) + list(exclude)
     load_rules([*config.rules, *rule_files])  # a bad file: exit 2, now
+    for f in config.custom_objects:
+        if not f.is_file():
+            raise Error(f"custom objects file {f}: no such file")
     if verify and not verify_available():
         raise Error("cannot verify: TensorFlow is not installed (pip "
                     "install 'keras2torch[verify]', or pass --no-verify)")
@@ -86,8 +91,8 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
     bar = Progress(sum(f.is_model for f in found), "checking", quiet)
     try:
         report = lib.check(paths, verify=verify, atol=atol, config=config,
-                           rules=rule_files, jobs=jobs, progress=bar,
-                           found=found)
+                           rules=rule_files, custom_objects=custom_objects,
+                           jobs=jobs, progress=bar, found=found)
     finally:
         bar.close()
     out = {"table": _table, "json": _json, "junit": _junit,

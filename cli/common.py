@@ -45,6 +45,13 @@ rules_option = click.option(
     type=click.Path(dir_okay=False),
     help="Your own Python file that registers custom rules with "
          "migrate.rules.rule (README: Custom rules); repeatable.")
+custom_objects_option = click.option(
+    "--custom-objects", "custom_objects", multiple=True, metavar="FILE.py",
+    type=click.Path(dir_okay=False, exists=True),
+    help="With --verify: your Python file that defines the model's custom "
+         "Keras classes (registered with "
+         "keras.saving.register_keras_serializable); the Keras process "
+         "imports it before loading the model.  Repeatable.")
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True,
     help="No progress bar (there is none either when stderr is not a "

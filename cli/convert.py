@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from .common import (Error, Progress, atol_option, fmt_err, jobs_option,
-                     layout_option, load_rules, quiet_option, rel,
-                     rules_option, table, weights_format_option)
+from .common import (Error, Progress, atol_option, custom_objects_option,
+                     fmt_err, jobs_option, layout_option, load_rules,
+                     quiet_option, rel, rules_option, table,
+                     weights_format_option)
 
 EXAMPLES = """
 \b
@@ -52,14 +53,15 @@ Examples:
                                             "each model's directory) if it "
                                             "exists.")
 @rules_option
+@custom_objects_option
 @jobs_option
 @quiet_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]),
               default="table", show_default=True,
               help="Batch summary on stdout: a table, or JSON.")
 def convert(models, weights, outdir, class_name, layout, weights_format,
-            verify, per_layer, atol, report_format, force, rule_files, jobs,
-            quiet, fmt):
+            verify, per_layer, atol, report_format, force, rule_files,
+            custom_objects, jobs, quiet, fmt):
     """Convert MODEL (.keras, .h5, or a JSON config with --weights).
 
     With several MODELs or a directory, every model found is converted into
@@ -68,6 +70,8 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
     """
     if per_layer and not verify:
         raise click.UsageError("--per-layer needs --verify")
+    if custom_objects and not verify:
+        raise click.UsageError("--custom-objects needs --verify")
     if atol is None:
         atol = 1e-4
     rules = load_rules(rule_files)  # a bad file fails before any work
@@ -81,15 +85,17 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
         return _batch(models, outdir, class_name=class_name, layout=layout,
                       weights_format=weights_format, verify=verify,
                       per_layer=per_layer, atol=atol, report=report_format,
-                      force=force, rule_files=rule_files, jobs=jobs,
-                      quiet=quiet, fmt=fmt)
+                      force=force, rule_files=rule_files,
+                      custom_objects=custom_objects, jobs=jobs, quiet=quiet,
+                      fmt=fmt)
     return _single(models[0], weights, outdir, class_name, layout,
                    weights_format, verify, per_layer, atol, report_format,
-                   force, rules)
+                   force, rules, custom_objects)
 
 
 def _single(model, weights, outdir, class_name, layout, weights_format,
-            verify, per_layer, atol, report_format, force, rules):
+            verify, per_layer, atol, report_format, force, rules,
+            custom_objects):
     import migrate
     from migrate.errors import ConversionError
     for path in (model, weights):
@@ -104,7 +110,8 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
         parity = None
         if verify:
             parity = migrate.verify(model, conv, weights, atol=atol,
-                                    per_layer=per_layer, rules=rules)
+                                    per_layer=per_layer, rules=rules,
+                                    custom_objects=custom_objects)
         conv.save(outdir, force=force)
         if report_format == "html":
             from migrate.html import write_report
@@ -150,7 +157,8 @@ def per_layer_line(parity: dict) -> str:
 
 
 def _batch(models, outdir, *, class_name, layout, weights_format, verify,
-           per_layer, atol, report, force, rule_files, jobs, quiet, fmt):
+           per_layer, atol, report, force, rule_files, custom_objects, jobs,
+           quiet, fmt):
     import migrate
     for m in models:
         if not Path(m).exists():
@@ -161,6 +169,9 @@ def _batch(models, outdir, *, class_name, layout, weights_format, verify,
         options["class_name"] = class_name
     if verify:
         options.update(atol=atol, per_layer=per_layer)
+        if custom_objects:
+            options["custom_objects"] = [str(Path(f).resolve())
+                                         for f in custom_objects]
     if report:
         options["report"] = report
     if rule_files:  # each worker loads the files

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .common import (Error, atol_option, fmt_err, layout_option,
-                     load_rules, rules_option, table)
+from .common import (Error, atol_option, custom_objects_option, fmt_err,
+                     layout_option, load_rules, rules_option, table)
 
 EXAMPLES = """
 \b
@@ -41,8 +41,9 @@ Exit codes: 0 every layer converts (and matches Keras, with --verify);
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write the report as a self-contained HTML page.")
 @rules_option
+@custom_objects_option
 def inspect_cmd(model, weights, layout, fmt, verify, per_layer, atol,
-                html_path, rule_files):
+                html_path, rule_files, custom_objects):
     """Show what each layer of MODEL becomes: Keras name, class, output
     shape, parameters, the rule that converts it (or UNSUPPORTED and why)
     and the torch code it becomes."""
@@ -63,7 +64,8 @@ def inspect_cmd(model, weights, layout, fmt, verify, per_layer, atol,
             conv = migrate.convert(model, weights, layout=layout,
                                    rules=rules)
             parity = migrate.verify(model, conv, weights, atol=atol,
-                                    per_layer=per_layer, rules=rules)
+                                    per_layer=per_layer, rules=rules,
+                                    custom_objects=custom_objects)
         if html_path:
             from migrate.html import render_html
             page = render_html(found.to_dict(),

@@ -46,7 +46,7 @@ __all__ = ["BatchResult", "Job", "convert_many", "expand_sources",
            "output_names", "run_jobs"]
 
 _OPTIONS = {"class_name", "layout", "weights_format", "rules", "atol",
-            "force", "per_layer", "report"}
+            "force", "per_layer", "report", "custom_objects"}
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,10 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
     :func:`migrate.convert` (``layout``, ``weights_format``, ``class_name``,
     ``rules``: a ``{key: Rule}`` dict, or a list of rules files that each
     worker loads, see :mod:`migrate.userrules`) and to saving (``force``;
-    ``report="html"`` adds ``report.html``); with ``verify=True``, ``atol``
-    and ``per_layer`` go to :func:`migrate.verify`.  ``progress(done,
-    total, result)`` is called as each model finishes.
+    ``report="html"`` adds ``report.html``); with ``verify=True``,
+    ``atol``, ``per_layer`` and ``custom_objects`` go to
+    :func:`migrate.verify`.  ``progress(done, total, result)`` is called as
+    each model finishes.
 
     Returns one :class:`BatchResult` per model, in the order of
     ``sources`` (a directory's models sorted by path).
@@ -210,6 +211,7 @@ def convert_job(job: Job) -> BatchResult:
     opts = dict(job.options)
     atol = opts.pop("atol", 1e-4)
     per_layer = opts.pop("per_layer", False)
+    objects = opts.pop("custom_objects", ())
     force = opts.pop("force", False)
     report = opts.pop("report", None)
     try:
@@ -225,7 +227,8 @@ def convert_job(job: Job) -> BatchResult:
         if job.verify:
             from .verify import verify
             parity = verify(job.source, conv, job.weights, atol=atol,
-                            per_layer=per_layer, rules=opts.get("rules"))
+                            per_layer=per_layer, rules=opts.get("rules"),
+                            custom_objects=objects)
         conv.save(job.outdir, force=force)
         r.report = conv.report
         if report == "html":

@@ -62,6 +62,8 @@ class Config:
     exclude: list[str] = field(default_factory=list)
     atol: float | None = None
     rules: list[Path] = field(default_factory=list)  # custom rules files
+    # files defining the models' custom Keras classes, for verification
+    custom_objects: list[Path] = field(default_factory=list)
 
 
 def find_config(paths) -> Config:
@@ -99,6 +101,9 @@ def load_config(path) -> Config | None:
         rules = table.get("rules", [])
         if isinstance(rules, str):
             rules = [rules]
+        objects = table.get("custom-objects", [])
+        if isinstance(objects, str):
+            objects = [objects]
     else:
         parser = configparser.ConfigParser(interpolation=None)
         parser.optionxform = str  # keep the case of model paths
@@ -123,6 +128,8 @@ def load_config(path) -> Config | None:
         atol = sec.get("atol")
         rules = [ln.strip() for ln in sec.get("rules", "").splitlines()
                  if ln.strip()]
+        objects = [ln.strip() for ln in
+                   sec.get("custom-objects", "").splitlines() if ln.strip()]
     root = path.parent.resolve()
     if not isinstance(ports, dict) or not all(
             isinstance(k, str) and isinstance(v, str)
@@ -135,12 +142,15 @@ def load_config(path) -> Config | None:
         raise ValueError(f"{path}: atol must be a number") from None
     if "{stem}" not in port_dir:
         raise ValueError(f"{path}: port-dir must contain {{stem}}")
-    if not isinstance(rules, list) or not all(isinstance(r, str)
-                                              for r in rules):
-        raise ValueError(f"{path}: rules must be a list of Python files")
+    for key, files in (("rules", rules), ("custom-objects", objects)):
+        if not isinstance(files, list) or not all(isinstance(r, str)
+                                                  for r in files):
+            raise ValueError(f"{path}: {key} must be a list of Python "
+                             "files")
     return Config(root, str(path),
                   {(root / k).resolve(): (root / v) for k, v in ports.items()},
-                  port_dir, list(exclude), atol, [root / r for r in rules])
+                  port_dir, list(exclude), atol, [root / r for r in rules],
+                  [root / o for o in objects])
 
 
 def _toml_table(path: Path) -> dict | None:
@@ -238,18 +248,21 @@ class Job:
     verify: bool
     atol: float
     rules: tuple[str, ...] = ()  # custom rules files (loaded per worker)
+    custom_objects: tuple[str, ...] = ()  # for Keras, when verifying
 
 
 def check(paths, *, verify: bool | None = None, atol: float | None = None,
-          config: Config | None = None, rules=(), jobs: int | None = None,
-          executor=None, progress=None,
+          config: Config | None = None, rules=(), custom_objects=(),
+          jobs: int | None = None, executor=None, progress=None,
           found: list[Found] | None = None) -> CheckReport:
     """Check every model under ``paths`` (see the module doc); ``rules``
-    are custom rules files (:mod:`migrate.userrules`), added to the
-    config's; ``jobs`` and ``executor`` as in :func:`migrate.convert_many`,
-    ``progress(done, total, result)`` per model checked, ``found`` the
-    result of :func:`migrate.discover.discover` if already known.  A rules
-    file that cannot be loaded raises :class:`ConversionError`."""
+    are custom rules files (:mod:`migrate.userrules`) and
+    ``custom_objects`` files that define the models' custom Keras classes
+    (for verification), both added to the config's; ``jobs`` and
+    ``executor`` as in :func:`migrate.convert_many`, ``progress(done,
+    total, result)`` per model checked, ``found`` the result of
+    :func:`migrate.discover.discover` if already known.  A rules file that
+    cannot be loaded raises :class:`ConversionError`."""
     from .userrules import load_rule_files
     from .verify import verify_available
     if config is None:
@@ -257,6 +270,11 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
     rule_files = tuple(os.path.abspath(p) for p in
                        [*config.rules, *rules])
     load_rule_files(rule_files)  # fail here, once, for a bad file
+    objects = tuple(os.path.abspath(p) for p in
+                    [*config.custom_objects, *custom_objects])
+    for p in objects:
+        if not os.path.isfile(p):
+            raise ConversionError(f"custom objects file {p}: no such file")
     if atol is None:
         atol = config.atol if config.atol is not None else 1e-4
     if verify is None:
@@ -273,7 +291,7 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
         work.append((i, Job(str(f.path), None if f.weights is None
                             else str(f.weights),
                             str(port) if port.exists() else None,
-                            verify, atol, rule_files)))
+                            verify, atol, rule_files, objects)))
     from .batch import run_jobs
     from .verify import keras_session
     with keras_session():  # verify: start TensorFlow once, not per model
@@ -346,7 +364,7 @@ def _check(job: Job, r: ModelResult) -> None:
     if job.verify:
         r.category = "verify"
         parity = run_verify(job.path, conv, job.weights, atol=job.atol,
-                            rules=rules)
+                            rules=rules, custom_objects=job.custom_objects)
         r.category = None
         r.verified = True
         r.max_abs_err = parity["max_abs_err"]

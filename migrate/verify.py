@@ -82,9 +82,11 @@ def verify_available() -> bool:
 
 def run_keras(model_path, weights, keras_major: int,
               inputs: list[np.ndarray], timeout: float = 900,
-              taps: bool = False):
+              taps: bool = False, custom_objects=()):
     """Keras's outputs for ``inputs`` and its version; with ``taps``, also
-    ``{node_id: [array per output]}`` for every layer call."""
+    ``{node_id: [array per output]}`` for every layer call.
+    ``custom_objects``: the user's Python files that define the model's
+    custom Keras classes, imported by the Keras process first."""
     if not verify_available():
         raise VerifyUnavailable(
             "cannot verify: TensorFlow is not installed "
@@ -99,6 +101,8 @@ def run_keras(model_path, weights, keras_major: int,
         tap_file = Path(tmp, "taps.npz")
         if taps:
             cmd += ["--taps", str(tap_file)]
+        for path in custom_objects or ():
+            cmd += ["--custom-objects", os.path.abspath(path)]
         server = _server(keras_major)
         if server is not None:
             version = server.run(cmd[2:], timeout)
@@ -254,9 +258,9 @@ def _keras_error(line: str) -> str:
     line = line.split(" Full object config:")[0].strip()
     if "Could not locate class" in line:
         line = line.split(" Make sure custom classes")[0]
-        line += (" (Keras needs the model's custom layer classes to run it; "
-                 "they are not available to keras2torch's Keras process: "
-                 "convert without verifying, e.g. check --no-verify)")
+        line += (" (Keras needs the model's custom layer classes to run it: "
+                 "give the Python file that defines them with "
+                 "--custom-objects FILE.py, or do not verify)")
     return line
 
 
@@ -281,15 +285,16 @@ def compare(keras_outs, port_outs, names, atol: float) -> dict:
 
 def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
            seed: int = 0, batch: int = 2, per_layer: bool = False,
-           rules: dict | None = None) -> dict:
+           rules: dict | None = None, custom_objects=()) -> dict:
     """Run Keras and the port on the same seeded inputs; return the parity
     figures (also stored on ``conversion.parity``).
 
     ``rel`` errors are the max absolute error over the largest Keras output
     magnitude.  ``per_layer`` adds ``layers`` (one row per layer call) and
     ``first_divergence`` (see the module doc); ``rules`` are the extra
-    rules the conversion used.  Raises :class:`VerifyUnavailable` without
-    TensorFlow.
+    rules the conversion used; ``custom_objects`` Python files that define
+    the model's custom Keras classes (see :func:`run_keras`).  Raises
+    :class:`VerifyUnavailable` without TensorFlow.
     """
     if conversion is None:
         from .api import convert
@@ -299,10 +304,12 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
     inputs = make_inputs(conversion.program, seed, batch)
     recorded = None
     if per_layer:
-        keras_outs, version, recorded = run_keras(model_path, weights, major,
-                                                  inputs, taps=True)
+        keras_outs, version, recorded = run_keras(
+            model_path, weights, major, inputs, taps=True,
+            custom_objects=custom_objects)
     else:
-        keras_outs, version = run_keras(model_path, weights, major, inputs)
+        keras_outs, version = run_keras(model_path, weights, major, inputs,
+                                        custom_objects=custom_objects)
     if len(keras_outs) != len(conversion.program.outputs):
         raise ConversionError(f"Keras returned {len(keras_outs)} outputs, "
                               f"the port {len(conversion.program.outputs)}")

@@ -15,6 +15,10 @@ false, "error": LAST_LINE}`` on the original stdout (what Keras prints goes
 to stderr).  One server runs one Keras major version (``--major``);
 between models it clears the Keras session.
 
+``--custom-objects FILE.py`` (repeatable) imports the user's own file that
+defines the model's custom layer classes (registered with
+``keras.saving.register_keras_serializable``) before loading the model.
+
 ``--taps`` also records every layer call's output: each layer's ``call``
 (nested models' layers and Keras 3 op nodes included) is wrapped on the
 instance, and the k-th call of the layer at path ``outer/inner/name`` is
@@ -41,6 +45,7 @@ def main(argv=None):
     p.add_argument("--weights")
     p.add_argument("--major", type=int, default=3)
     p.add_argument("--taps")
+    p.add_argument("--custom-objects", action="append", default=[])
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -50,6 +55,8 @@ def main(argv=None):
         import tf_keras as keras
     else:
         import keras
+    for path in a.custom_objects:
+        _import_file(path)
     if a.weights:
         with open(a.model, encoding="utf-8") as f:
             model = keras.models.model_from_json(f.read())
@@ -70,6 +77,28 @@ def main(argv=None):
     if records is not None:
         _save_taps(a.taps, records)
     print(keras.__version__)
+
+
+def _import_file(path):
+    """Import the user's Python file that defines (and registers with
+    Keras) the model's custom classes; once per process."""
+    import hashlib
+    import importlib.util
+    path = os.path.abspath(path)
+    name = "keras2torch_custom_objects_" + hashlib.sha256(
+        path.encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"custom objects file {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def model_args(model, arrays):

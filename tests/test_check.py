@@ -409,3 +409,30 @@ def test_bad_rules_file_is_a_usage_error(repo, text, message):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("error: rules file ") and \
         message in proc.stderr, proc.stderr
+
+
+OBJECTS_FILE = Path(__file__).with_name("data") / "custom_layers_keras.py"
+
+
+@needs_tf
+@pytest.mark.keras
+def test_custom_layers_verified_with_custom_objects(repo):
+    """Keras can load a model with custom classes once given the file that
+    defines them (--custom-objects, or custom-objects in the config)."""
+    custom = "models/custom.keras"
+    r = run("--verify", "--rules", RULES_FILE, "--format", "json", custom)
+    assert r.exit_code == 2, r.output
+    (m,) = json.loads(r.output)["models"]
+    assert m["category"] == "verify" and "--custom-objects" in m["reason"]
+    r = run("--verify", "--rules", RULES_FILE, "--custom-objects",
+            OBJECTS_FILE, "--format", "json", custom)
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads(r.output)["models"]
+    assert m["verified"] and m["max_abs_err"] < 1e-6
+    shutil.copy(OBJECTS_FILE, repo / "layers.py")
+    shutil.copy(RULES_FILE, repo / "k2t_rules.py")
+    (repo / "pyproject.toml").write_text(
+        '[tool.keras2torch]\nrules = ["k2t_rules.py"]\n'
+        'custom-objects = ["layers.py"]\n')
+    (m,) = check([custom], verify=True).models
+    assert m.status == "pass" and m.verified, m.reason

@@ -70,11 +70,14 @@ def timed(label, fn):
     return seconds, results
 
 
-def key(results):
+def key(results, parity=False):
+    """What must not change between runs.  Parity figures only between
+    runs in one process: workers run torch with one thread, which changes
+    the port's float32 rounding (errors differ by an ulp or so)."""
     return [(Path(r.source).name, r.status,
              r.report and r.report["layers"],
              r.report and r.report["source"]["sha256"],
-             r.report and r.report["parity"]) for r in results]
+             r.report and parity and r.report["parity"]) for r in results]
 
 
 def main():
@@ -101,7 +104,7 @@ def main():
             s, res = timed(f"jobs={j}", lambda: migrate.convert_many(
                 models, out, jobs=j, verify=a.verify))
             if base is None:
-                base, base_key = s, key(res)
+                base, base_key, base_res = s, key(res), res
             assert key(res) == base_key, "results differ from jobs=1"
             assert all(r.ok for r in res), [r.error for r in res
                                             if not r.ok]
@@ -116,7 +119,8 @@ def main():
                                          verify=True)))
             finally:
                 v._server = reuse
-            assert key(res) == base_key, "results differ from jobs=1"
+            assert key(res, True) == key(base_res, True), \
+                "a Keras process per model gives other results"
             rows.append(("jobs=1, a Keras process per model", s))
         if a.dask:
             from distributed import Client, LocalCluster

@@ -20,7 +20,7 @@ import os
 import h5py
 
 from ..errors import ConversionError
-from .hdf5 import HDF5_SIGNATURE
+from .hdf5 import HDF5_SIGNATURE, guarded
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # HDF5 may sit after a user block of 512, 1024, 2048, ... bytes.
@@ -69,6 +69,7 @@ def sniff(path: str) -> str:
         "file or JSON)")
 
 
+@guarded
 def hdf5_kind(f: h5py.File) -> str | None:
     """Which Keras HDF5 layout ``f`` has, or ``None`` if none."""
     attrs = f.attrs

@@ -18,6 +18,7 @@ Everything the readers take from an HDF5 file goes through this module:
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 from typing import Iterator
@@ -60,6 +61,39 @@ def open_hdf5(source, label: str) -> h5py.File:
     return f
 
 
+# What h5py raises when the bytes under a valid header are damaged
+# (truncated heaps, bad B-trees, "message not aligned", ...).
+H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError,
+             IndexError, OverflowError, UnicodeDecodeError)
+
+
+def _corrupt(label: str, exc: BaseException) -> ConversionError:
+    return ConversionError(f"{label}: cannot read, the HDF5 file is "
+                           f"truncated or corrupt ({first_line(exc)})")
+
+
+def _file_label(obj) -> str:
+    try:
+        name = obj.file.filename
+    except Exception:  # a closed or broken object
+        return "HDF5 file"
+    return _LABELS.get(name, name)
+
+
+def guarded(fn):
+    """Turn h5py's errors on a damaged file inside ``fn`` (whose first
+    argument is an h5py object) into one-line ConversionErrors."""
+    @functools.wraps(fn)
+    def wrapper(obj, *args, **kwargs):
+        try:
+            return fn(obj, *args, **kwargs)
+        except ConversionError:
+            raise
+        except H5_ERRORS as exc:
+            raise _corrupt(_file_label(obj), exc) from None
+    return wrapper
+
+
 def close_hdf5(f: h5py.File) -> None:
     _LABELS.pop(f.filename, None)
     f.close()
@@ -77,6 +111,7 @@ def _as_text(value) -> str:
     return str(value)
 
 
+@guarded
 def text_attr(obj, name: str) -> str | None:
     """A string attribute, or ``None`` when absent."""
     if name not in obj.attrs:
@@ -90,6 +125,7 @@ def text_attr(obj, name: str) -> str | None:
     return _as_text(value)
 
 
+@guarded
 def names_attr(obj, name: str) -> list[str]:
     """A list-of-names attribute (``layer_names``, ``weight_names``).
 
@@ -133,6 +169,7 @@ def _link(parent: h5py.Group, name: str, path: str):
     return parent[name]
 
 
+@guarded
 def group(parent: h5py.Group, path: str, required: bool = True):
     """The group at ``path`` under ``parent`` (``None`` if absent and not
     ``required``)."""
@@ -150,6 +187,7 @@ def group(parent: h5py.Group, path: str, required: bool = True):
     return current
 
 
+@guarded
 def dataset(parent: h5py.Group, path: str) -> h5py.Dataset:
     """The dataset at ``path`` under ``parent``, checked to be safe."""
     head, _, name = path.rpartition("/")
@@ -200,10 +238,16 @@ def datasets_under(root: h5py.Group) -> Iterator[tuple[str, h5py.Dataset]]:
                 _check_dataset(obj)
                 yield prefix + name, obj
 
-    yield from walk(root, "", 0)
+    try:
+        yield from walk(root, "", 0)
+    except ConversionError:
+        raise
+    except H5_ERRORS as exc:
+        raise _corrupt(_file_label(root), exc) from None
 
 
 # -- lazy arrays --------------------------------------------------------------
+@guarded
 def lazy(ds: h5py.Dataset) -> LazyArray:
     """A :class:`LazyArray` that reads ``ds`` when asked, not before."""
     where = ds.name.lstrip("/")
@@ -212,7 +256,7 @@ def lazy(ds: h5py.Dataset) -> LazyArray:
     def read() -> np.ndarray:
         try:
             return ds[()]
-        except (OSError, ValueError, RuntimeError) as exc:
+        except H5_ERRORS as exc:
             raise ConversionError(
                 f"{label}: cannot read weight ({first_line(exc)})") from None
 

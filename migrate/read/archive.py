@@ -48,6 +48,7 @@ def read_archive(path: str) -> Archive:
     try:
         with zipfile.ZipFile(path) as z:
             members = {info.filename: info for info in z.infolist()}
+            _check_names(members, path)
             if CONFIG not in members:
                 raise ConversionError(
                     f"{path}: zip file without {CONFIG}, not a Keras "
@@ -57,11 +58,24 @@ def read_archive(path: str) -> Archive:
             if METADATA in members:
                 meta = _json(z, members[METADATA], path)
             weights = _weights(z, members, path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, OverflowError,
+            NotImplementedError) as exc:
         raise ConversionError(f"{path}: truncated or corrupt zip archive "
                               f"({first_line(exc)})") from None
     version = meta.get("keras_version", "") if isinstance(meta, dict) else ""
     return Archive(config, str(version or ""), weights)
+
+
+def _check_names(members: dict, path: str) -> None:
+    """Refuse member names that point outside the archive.  Nothing is
+    ever extracted, but such a name only comes from a crafted file."""
+    for name in members:
+        parts = name.replace("\\", "/").split("/")
+        if (name.startswith(("/", "\\")) or ".." in parts or "\0" in name
+                or (len(name) > 1 and name[1] == ":")):
+            raise ConversionError(
+                f"{path}: refusing a zip member named {name!r}, which points "
+                "outside the archive; Keras never writes such names")
 
 
 def _list(members: dict) -> str:

@@ -34,7 +34,7 @@ from ..weights import LazyArray
 _BOMB_FLOOR = 1 << 30
 _MAX_EXPANSION = 1000
 _MAX_DEPTH = 64  # nesting of groups under one layer
-_NUMERIC_KINDS = "biufc"
+_NUMERIC_KINDS = "biuf"  # Keras weights are never complex
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -88,6 +88,7 @@ class GraphInput:
     shape: tuple  # Keras shape including batch (None for unknown dims)
     dtype: str
     ref: TensorRef
+    batch: int | None = None  # Input(batch_size=...): Keras runs only it
 
 
 @dataclass

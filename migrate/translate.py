@@ -41,6 +41,7 @@ class PortTensor:
     layout: Layout
     dtype: str
     vocab: int | None = None  # ids below this feed an Embedding
+    batch: int | None = None  # the only batch size Keras accepts
 
     @property
     def torch_shape(self) -> tuple:
@@ -144,7 +145,7 @@ class Translator:
             outer = inner if self.options.layout == "torch" else identity(rank)
             var = self.vars.name(("in", gi.name), "x" if single else gi.name, "x")
             ports.append(PortTensor(gi.name, var, gi.shape, outer, gi.dtype,
-                                    self._vocab(gi.ref)))
+                                    self._vocab(gi.ref), gi.batch))
             self.var_of[gi.ref] = var
             self.tensors[gi.ref] = Tensor(gi.shape, outer, gi.dtype)
             if inner != outer:

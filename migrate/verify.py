@@ -46,8 +46,8 @@ def make_inputs(program, seed: int = 0, batch: int = 2) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = []
     for t in program.inputs:
-        shape = [batch] + [DEFAULT_DIM if d is None else d
-                           for d in t.keras_shape[1:]]
+        shape = [t.batch or batch] + [DEFAULT_DIM if d is None else d
+                                      for d in t.keras_shape[1:]]
         if t.vocab:
             arr = rng.integers(0, t.vocab, shape)
             arrays.append(arr.astype(t.dtype if "int" in t.dtype

@@ -68,7 +68,7 @@ def main(argv=None):
     with np.load(a.inputs, allow_pickle=False) as data:
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
     records = _tap(model) if a.taps else None
-    outs = model(model_args(model, inputs), training=False)
+    outs = run_model(model, model_args(model, inputs))
     if isinstance(outs, dict):  # flattened as Keras flattens: sorted keys
         outs = [outs[k] for k in sorted(outs)]
     if not isinstance(outs, (list, tuple)):
@@ -99,6 +99,20 @@ def _import_file(path):
     except BaseException:
         del sys.modules[name]
         raise
+
+
+def run_model(model, args):
+    """``model(args)`` in inference mode.  TensorFlow's CPU kernels refuse
+    channels_first convolutions and poolings; XLA compiles them, so such
+    a model runs under ``jit_compile`` (as its fixtures were made)."""
+    try:
+        return model(args, training=False)
+    except Exception as exc:  # noqa: BLE001 -- TF's own error types
+        if "NHWC" not in str(exc):
+            raise
+    import tensorflow as tf
+    return tf.function(lambda a: model(a, training=False),
+                       jit_compile=True)(args)
 
 
 def model_args(model, arrays):

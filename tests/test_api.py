@@ -247,3 +247,22 @@ def test_verify_feeds_and_reads_dicts_as_keras_flattens_them(case, fmt):
                                                            "priority"]
     parity = migrate.verify(path, conv)
     assert parity["passed"] and parity["max_abs_err"] < 1e-5
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.parametrize("case, fmt", [("k3_fixed_batch", "keras"),
+                                       ("k2_fixed_batch", "h5"),
+                                       ("k3_conv_channels_first", "keras")])
+def test_verify_runs_fixed_batch_and_channels_first_models(case, fmt):
+    """Keras runs an Input(batch_size=3) model only on batches of 3, and
+    channels_first convolutions only under XLA on a CPU: verify does both
+    (the port itself takes any batch)."""
+    path = fixture_dir(case) / f"model.{fmt}"
+    conv = migrate.convert(path)
+    parity = migrate.verify(path, conv)
+    assert parity["passed"] and parity["max_abs_err"] < 1e-4
+    if "fixed" in case:
+        assert conv.report["inputs"][0]["keras_shape"][0] is None
+        x = torch.zeros(5, 4)
+        assert conv.module()(x).shape == (5, 2)

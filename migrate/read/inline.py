@@ -157,7 +157,8 @@ class _Builder:
                 shape, dtype = _input_spec(m.config)
                 if shape is None:
                     self.fail(spec, f"input {m.name!r} has no shape")
-                gi = GraphInput(m.name, shape, dtype, TensorRef(m.name, 0))
+                gi = GraphInput(m.name, shape, dtype, TensorRef(m.name, 0),
+                                _fixed_batch(m.config))
                 self.inputs.append(gi)
                 scope.produced[m.name, 0] = [gi.ref]
             else:
@@ -259,6 +260,17 @@ def _input_spec(cfg: dict) -> tuple[tuple, str]:
     return _shape(shape), dtype_of(cfg.get("dtype"))[0]
 
 
+def _fixed_batch(cfg: dict) -> int | None:
+    """The batch size an InputLayer was built with, if any: the port
+    takes any batch, but Keras runs such a model only on that one."""
+    shape = cfg.get("batch_shape")
+    if isinstance(shape, (list, tuple)) and shape:
+        b = shape[0]
+        if isinstance(b, int) and not isinstance(b, bool) and b > 0:
+            return b
+    return None
+
+
 def _shape(shape) -> tuple | None:
     if shape is None:
         return None
@@ -271,9 +283,10 @@ def _sequential_input(spec: ModelSpec, builder: _Builder) -> GraphInput:
     """The input of a top-level Sequential model: its InputLayer, or a
     ``batch_shape`` on its first layer, or ``build_input_shape``."""
     first = spec.members[0] if spec.members else None
+    batch = None
     if first is not None and first.is_input:
         shape, dtype = _input_spec(first.config)
-        name = first.name
+        name, batch = first.name, _fixed_batch(first.config)
     else:
         shape, dtype, name = None, "float32", "input"
         if first is not None and first.layer is not None:
@@ -295,7 +308,7 @@ def _sequential_input(spec: ModelSpec, builder: _Builder) -> GraphInput:
     if shape is None:
         builder.fail(spec, "the Sequential model was never built, so its "
                            "input shape is unknown")
-    return GraphInput(name, shape, dtype, TensorRef(name, 0))
+    return GraphInput(name, shape, dtype, TensorRef(name, 0), batch)
 
 
 def _output_names(spec: ModelSpec) -> list[str]:

@@ -757,3 +757,21 @@ def test_source_is_a_context_manager_and_accepts_str_paths():
     with open_model(path) as src:
         assert src._files and src.path == path and src.weights_path is None
     assert not src._files
+
+
+def test_subclassed_model_archive_is_named_as_such(tmp_path):
+    """A subclassed model's .keras holds a config without a layer graph
+    (and weights laid out by attribute): the error says what it is."""
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("d/vars/0", data=np.zeros((4, 3), "float32"))
+    path = tmp_path / "sub.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", '{"keras_version": "3.15.1"}')
+        z.writestr("config.json", '{"module": null, "class_name": "Net", '
+                   '"config": {"name": "net", "trainable": true}, '
+                   '"registered_name": "Net"}')
+        z.writestr("model.weights.h5", weights.getvalue())
+    with pytest.raises(ConversionError, match="'Net' whose config has no "
+                       "layer graph .a subclassed model"):
+        open_model(path)

@@ -103,11 +103,11 @@ def _read_keras(path, files):
     if not isinstance(archive.weights, bytes):
         files.append(archive.weights)  # the window h5py reads through
     label = f"{path}: model.weights.h5"
+    spec = parse_model(archive.config, path)  # its errors say more
     f = open_hdf5(archive.weights, label)
     files.append(f)
     if hdf5_kind(f) != "v3_weights":
         raise ConversionError(f"{label}: not in the Keras 3 weights layout")
-    spec = parse_model(archive.config, path)
     graph = build_graph(spec, path, archive.keras_version, "keras")
     attach_v3(spec, f, label)
     return "keras", archive.keras_version, graph

@@ -288,7 +288,9 @@ TORCH = {
     "normalization": "a small `Normalization` module in model.py "
                      "(`(x - mean) / sqrt(variance)`)",
     "layer_scale": "`nn.Parameter` scale",
-    "stochastic_depth": "identity in `eval()`",
+    "stochastic_depth": "a `StochasticDepth` module in model.py (drops "
+                        "residual branches in `train()`, identity in "
+                        "`eval()`)",
     "custom_scale": "`x * scale`",
     "recurrent": "batch-first `nn.LSTM` / `nn.GRU` / `nn.RNN` (other "
                  "cells, masks and states: a small module or `run_rnn` "

@@ -63,3 +63,22 @@ def test_adaptive_pooling_needs_known_sizes():
     why = refusal("AdaptiveAveragePooling2D", {"output_size": [2, 2]},
                   (None, None, 7, 3))
     assert "known spatial sizes" in why
+
+
+def test_stochastic_depth_drops_whole_samples_in_train_mode():
+    """Keras ConvNeXt StochasticDepth: in training each sample's residual
+    branch is kept with probability 1 - rate and scaled by 1 / (1 - rate);
+    the identity at inference."""
+    conv = port("StochasticDepth", {"drop_path_rate": 0.25},
+                (None, 4, 5, 3))
+    assert not conv.report["warnings"]
+    module = conv.module()
+    x = torch.ones(4000, 3, 4, 5)
+    assert torch.equal(module(x), x)
+    torch.manual_seed(0)
+    y = module.train()(x)
+    per_sample = y.flatten(1)
+    assert torch.all(per_sample == per_sample[:, :1])  # whole sample
+    kept = per_sample[:, 0] != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.03
+    assert torch.allclose(per_sample[kept], torch.tensor(1 / 0.75))

@@ -57,15 +57,36 @@ def layer_scale(call):
                 state={"": lambda: as_f32(gamma.read().reshape(shape))})
 
 
+STOCHASTIC_DEPTH = '''\
+class StochasticDepth(nn.Module):
+    """Drops the whole residual branch of a sample with probability rate
+    in training (the kept ones scaled by 1 / (1 - rate)); identity in eval
+    mode."""
+
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x):
+        if not self.training or not self.rate:
+            return x
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        return x * x.new_empty(shape).bernoulli_(keep) / keep
+'''
+
+
 @rule("StochasticDepth", masks="propagate")
 def stochastic_depth(call):
+    """Identity in eval mode; drops residual branches in ``train()``."""
     _check_origin(call, "ConvNeXt")
     rate = float(call.get("drop_path_rate", 0.0))
-    if rate:
-        call.warn(f"StochasticDepth(drop_path_rate={rate}) is the identity "
-                  "in the port; it only drops paths while training in Keras")
     x = call.inputs[0]
-    return Emit([Out([x.expr], x.shape, x.layout, x.dtype)])
+    if not rate:
+        return Emit([Out([x.expr], x.shape, x.layout, x.dtype)])
+    return Emit([Out(chain(f"self.{call.attr}({x.expr})"), x.shape, x.layout,
+                     x.dtype)], module=f"StochasticDepth({lit(rate)})",
+                helpers={"StochasticDepth": STOCHASTIC_DEPTH})
 
 
 @rule("CustomScaleLayer", masks="propagate")

@@ -160,8 +160,9 @@ def to_tensor(key: str, value, spec: Spec | None = None) -> torch.Tensor:
 def _check_shape(key: str, shape: tuple, spec: Spec) -> None:
     if shape != spec.shape:
         raise ConversionError(
-            f"internal error: converted weight {key!r} has shape {shape}, "
-            f"the generated module expects {spec.shape}")
+            f"weight {key!r} has shape {shape}, the module built from the "
+            f"model config expects {spec.shape}: the stored weights do not "
+            "match the config")
 
 
 def _check_cast(key: str, have: torch.dtype, want: torch.dtype) -> None:

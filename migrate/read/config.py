@@ -284,8 +284,8 @@ def check_dims(cfg: dict, where: str) -> None:
                 continue
             if not _is_int(d) or not 1 <= d <= MAX_DIM:
                 raise ConversionError(
-                    f"{where}: {key} = {_short(value)} is not a valid "
-                    f"dimension (integers from 1 to {MAX_DIM})")
+                    f"{where}: {key} = {_short(repr(value))} is not a "
+                    f"valid dimension (integers from 1 to {MAX_DIM})")
     for key in ("batch_shape", "shape"):
         value = cfg.get(key)
         if isinstance(value, (list, tuple)):

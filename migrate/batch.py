@@ -56,6 +56,7 @@ class Job:
     outdir: str
     verify: bool = False
     options: dict = field(default_factory=dict)
+    origin: int = field(default_factory=os.getpid)  # the caller's process
 
 
 @dataclass
@@ -209,6 +210,9 @@ def convert_job(job: Job) -> BatchResult:
     start = time.perf_counter()
     r = BatchResult(job.source, "ok", job.outdir, job.weights)
     opts = dict(job.options)
+    if job.verify:
+        from .verify import reuse_keras_in_worker
+        reuse_keras_in_worker(job.origin)
     atol = opts.pop("atol", 1e-4)
     per_layer = opts.pop("per_layer", False)
     objects = opts.pop("custom_objects", ())

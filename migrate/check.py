@@ -249,6 +249,7 @@ class Job:
     atol: float
     rules: tuple[str, ...] = ()  # custom rules files (loaded per worker)
     custom_objects: tuple[str, ...] = ()  # for Keras, when verifying
+    origin: int = field(default_factory=os.getpid)  # the caller's process
 
 
 def check(paths, *, verify: bool | None = None, atol: float | None = None,
@@ -338,6 +339,9 @@ def _check(job: Job, r: ModelResult) -> None:
     from .userrules import load_rule_files
     from .verify import verify as run_verify
     rules = load_rule_files(job.rules) if job.rules else None
+    if job.verify:
+        from .verify import reuse_keras_in_worker
+        reuse_keras_in_worker(job.origin)
     options = {}
     committed = None
     if job.port is not None:

@@ -17,6 +17,7 @@ right and the fault is in how ``model.py`` joins them; the result says so.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -191,11 +192,18 @@ class KerasServer:
             text = ""
         return (text.strip().splitlines() or ["the Keras process died"])[-1]
 
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+        self.close()
+
     def close(self):
+        """End the server: it exits at the end of its input (killed if it
+        is still running 30 s later)."""
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
-                proc.stdin.close()  # the server ends at end of input
+                proc.stdin.close()
                 proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 proc.kill()
@@ -249,7 +257,29 @@ def keep_keras_running() -> None:
     """For a worker process of a batch: reuse one Keras process for every
     model until this process ends (the server sees its input close)."""
     global _persistent
+    if not _persistent:
+        atexit.register(_close_servers)
     _persistent = True
+
+
+def _close_servers() -> None:
+    """At the exit of a worker process: kill the idle servers (TensorFlow
+    takes seconds to shut down, and a worker's own exit may be timed, as
+    Dask's nanny does)."""
+    with _SERVERS_LOCK:
+        servers = list(_SERVERS.values())
+        _SERVERS.clear()
+    for server in servers:
+        server.kill()
+
+
+def reuse_keras_in_worker(origin_pid: int) -> None:
+    """Called by a batch job: in a process other than the caller's (a
+    process pool's or a Dask worker), keep one Keras process for all the
+    jobs that worker runs.  In the caller's process (sequential, threads)
+    :func:`keras_session` already does, and ends it with the batch."""
+    if os.getpid() != origin_pid:
+        keep_keras_running()
 
 
 def _keras_error(line: str) -> str:

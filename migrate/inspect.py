@@ -312,6 +312,9 @@ TORCH = {
     "tf_op_lambda": "the matching `torch` / tensor operation",
     "augmentation": "identity (as Keras at inference; a warning says "
                     "`train()` does not augment)",
+    "category_encoding": "`F.one_hot` (summed for count, maxed for "
+                         "multi_hot)",
+    "discretization": "`torch.bucketize`",
     "einsum_dense": "an `EinsumDense` module in model.py "
                     "(`torch.einsum` + bias)",
     "adaptive_avg_pool1d": "`F.adaptive_avg_pool1d`",

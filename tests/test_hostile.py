@@ -32,7 +32,7 @@ from migrate.read.config import LAMBDA_CODE, MAX_DIM
 from conftest import ROOT, fixture_dir
 
 
-# -- helpers -------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------
 def refused(tmp_path, model, weights=None, match="", subprocess_too=False):
     """``model`` is refused by the CLI and the API, cleanly.  Returns the
     message."""
@@ -290,14 +290,16 @@ def _names(config: dict) -> list[str]:
     return [layer["config"]["name"] for layer in config["config"]["layers"]]
 
 
-@pytest.mark.parametrize("case", ["k3_small_cnn", "k3_ops", "k3_mlp"])
-def test_hostile_names_compile_run_and_inject_nothing(tmp_path, case):
+@pytest.mark.parametrize("case, first", [
+    ("k3_small_cnn", 0), ("k3_transformer_encoder", 11), ("k3_ops", 20),
+    ("k3_mlp", 26), ("k3_nested", 3), ("k3_two_io", 16)])
+def test_hostile_names_compile_run_and_inject_nothing(tmp_path, case, first):
     config = keras_config(case)
     names = _names(config) + [config["config"]["name"]]
-    mapping = {n: HOSTILE[i % len(HOSTILE)] + ("" if i < len(HOSTILE)
-                                                else str(i))
+    assert len(names) <= len(HOSTILE)
+    # the model's name too; "a-b", "a_b", "a b" collide once sanitised
+    mapping = {n: HOSTILE[(first + i) % len(HOSTILE)]
                for i, n in enumerate(names)}
-    # two names that collide once sanitised, and the model name too
     hostile = write_keras(tmp_path / "h.keras", _rename(config, mapping),
                           case)
     plain = migrate.convert(fixture_dir(case) / "model.keras")
@@ -331,9 +333,9 @@ def test_hostile_names_compile_run_and_inject_nothing(tmp_path, case):
             assert not any(h in s.value for h in dangerous), s.value
     # every attribute is an identifier no module attribute or builtin
     attrs = [r["torch_name"] for r in conv.report["layers"]
-             if r["torch_name"]]
+             if r["torch_name"] and r["class_name"] != "InputLayer"]
     assert len(set(attrs)) == len(attrs)
-    for a in attrs:
+    for a in attrs + [p.var for p in conv.program.inputs]:
         assert a.isidentifier() and a.isascii()
         assert not hasattr(torch.nn.Module, a), a
     assert conv.class_name.isidentifier() and conv.class_name.isascii()
@@ -371,7 +373,7 @@ def test_duplicate_names_after_sanitising_stay_apart(tmp_path):
                                        _rename(config, mapping),
                                        "k3_small_cnn"))
     attrs = [r["torch_name"] for r in conv.report["layers"]
-             if r["torch_name"]]
+             if r["torch_name"] and r["class_name"] != "InputLayer"]
     assert len(set(attrs)) == len(attrs) and len(attrs) >= 4
     conv.module()
 

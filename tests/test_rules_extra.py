@@ -82,3 +82,22 @@ def test_stochastic_depth_drops_whole_samples_in_train_mode():
     kept = per_sample[:, 0] != 0
     assert abs(kept.float().mean().item() - 0.75) < 0.03
     assert torch.allclose(per_sample[kept], torch.tensor(1 / 0.75))
+
+
+@pytest.mark.parametrize("config, in_shape, why", [
+    ({"num_tokens": 4, "output_mode": "multi_hot"}, (None,),
+     "expected (batch, ids) inputs"),
+    ({"num_tokens": 4, "output_mode": "tf_idf"}, (None, 3),
+     "output_mode='tf_idf'"),
+    ({"num_tokens": 4, "output_mode": "count", "sparse": True}, (None, 3),
+     "sparse=True"),
+])
+def test_category_encoding_refusals(config, in_shape, why):
+    assert why in refusal("CategoryEncoding", config, in_shape,
+                          dtype="int32")
+
+
+def test_discretization_needs_stored_boundaries():
+    why = refusal("Discretization", {"bin_boundaries": None, "num_bins": 4,
+                                     "output_mode": "int"}, (None, 3))
+    assert "bin_boundaries" in why

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from ..errors import ConversionError
 from ..graph import Layer
 from .hdf5 import first_line
-from .ops_table import op_module
+from .ops_table import OP_MODULES, op_module
 
 # class names of model containers
 FUNCTIONAL = ("Functional", "Model")
@@ -299,11 +299,13 @@ def check_dims(cfg: dict, where: str) -> None:
 
 
 def _is_lost_op(raw: dict) -> bool:
-    """A Keras 3 op node written without its module (legacy ``.h5``): its
-    nodes use the Keras 3 form and its config lacks the ``trainable`` key
-    that every layer's config has."""
+    """A Keras 3 op node written without its module (legacy ``.h5``): a
+    known op class name whose nodes use the Keras 3 form and whose config
+    lacks the ``trainable`` key that a layer's config has (most do: the
+    preprocessing layers, e.g. Discretization, do not)."""
     nodes = raw.get("inbound_nodes") or []
-    return ("trainable" not in raw["config"] and bool(nodes)
+    return (raw["class_name"] in OP_MODULES
+            and "trainable" not in raw["config"] and bool(nodes)
             and all(isinstance(n, dict) and "args" in n for n in nodes))
 
 

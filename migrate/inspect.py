@@ -293,8 +293,8 @@ TORCH = {
                         "`eval()`)",
     "custom_scale": "`x * scale`",
     "recurrent": "batch-first `nn.LSTM` / `nn.GRU` / `nn.RNN` (other "
-                 "cells, masks and states: a small module or `run_rnn` "
-                 "helper in model.py)",
+                 "cells and dropout: a subclass of it, masks and states: "
+                 "a `run_rnn` helper in model.py)",
     "bidirectional": "one `bidirectional=True` RNN, or the two directions "
                      "in an `nn.ModuleDict`",
     "time_distributed": "the inner layer's code on `x.flatten(0, 1)`, "
@@ -306,12 +306,19 @@ TORCH = {
     "multi_head_attention": "a `MultiHeadAttention` module in model.py "
                             "(four `nn.Linear`, explicit scaled dot-product "
                             "attention)",
+    "grouped_query_attention": "a `GroupedQueryAttention` module in "
+                               "model.py (`MultiHeadAttention`'s, key and "
+                               "value heads shared by groups of query "
+                               "heads)",
     "attention": "`q @ k.transpose(1, 2)` scores and an `attend` helper",
     "additive_attention": "`tanh(q + k)` scores and an `attend` helper",
     "keras_op": "the matching `torch` / tensor operation",
     "tf_op_lambda": "the matching `torch` / tensor operation",
     "augmentation": "identity (as Keras at inference; a warning says "
                     "`train()` does not augment)",
+    "cudnn_rnn": "as `LSTM` / `GRU(reset_after=True)`: `nn.LSTM` / "
+                 "`nn.GRU`, weights converted from cuDNN's layout as Keras "
+                 "loads them",
     "category_encoding": "`F.one_hot` (summed for count, maxed for "
                          "multi_hot)",
     "discretization": "`torch.bucketize`",

@@ -229,6 +229,19 @@ def test_merges_of_masked_inputs_follow_each_keras():
     assert "masked_multiply" not in k2 and "masked_merge" not in k2
 
 
+def test_grouped_query_attention_shares_key_value_heads():
+    """Each key/value head serves num_heads // num_key_value_heads query
+    heads in turn (Keras: ops.repeat on the heads axis); the Keras masks
+    of query and value build the attention mask (parity: gqa_options)."""
+    conv = _convert("k3_gqa_options")
+    fwd = _forward(conv.source)
+    assert "k = k.repeat_interleave(repeats, dim=1)" in conv.source
+    assert "mask=mask[:, :, None] & mask[:, None, :]" in fwd
+    mqa = conv.module().mqa
+    assert mqa.key.weight.shape == (3, 3)  # one head of 3 for 6 queries
+    assert mqa.query.weight.shape == (18, 8)
+
+
 # -- training mode ------------------------------------------------------------
 def test_rnn_dropout_follows_each_keras():
     """Keras 3 draws one input mask per sequence (one per gate with

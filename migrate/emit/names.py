@@ -28,7 +28,10 @@ _RESERVED = (
     # sequence helpers (rules/recurrent.py, rules/attention.py)
     | {"run_rnn", "KerasLSTM", "KerasGRU", "KerasSimpleRNN", "ConvLSTM",
        "rnn_dropout_masks", "gate_linear", "masked_multiply", "masked_merge",
-       "MultiHeadAttention", "attend", "keras_hard_sigmoid",
+       "masked_mean", "EinsumDense", "SharedDropout", "StochasticDepth",
+       "layer_norm_rms",
+       "MultiHeadAttention", "GroupedQueryAttention", "attend",
+       "keras_hard_sigmoid",
        "keras_leaky_relu", "keras_softmax", "keras_log_softmax", "keras_glu",
        "keras_hard_shrink", "keras_soft_shrink", "keras_sparse_sigmoid",
        "keras_sparsemax"}

@@ -42,6 +42,10 @@ def attach_v3(spec: ModelSpec, root: h5py.Group, label: str) -> None:
     _walk(spec, root)
 
 
+# Exported names whose Python class (which names the group) differs.
+_PYTHON_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
+
+
 def snake_case(class_name: str) -> str:
     """Keras' key for a class: ``"Conv2DTranspose"`` ->
     ``"conv2d_transpose"``, ``"PReLU"`` -> ``"p_re_lu"``."""
@@ -60,7 +64,7 @@ def _walk(spec: ModelSpec, grp: h5py.Group) -> None:
             continue
         if m.is_input and spec.kind == "sequential":
             continue
-        key = snake_case(m.class_name)
+        key = snake_case(_PYTHON_CLASS.get(m.class_name, m.class_name))
         if key in used:
             used[key] += 1
             key = f"{key}_{used[key]}"

@@ -96,6 +96,64 @@ _ZEROING = {3: """
             weights = weights.masked_fill(~mask.unsqueeze(-3), 0.0)""",
             2: ""}
 
+GROUPED_QUERY_ATTENTION = '''\
+class GroupedQueryAttention(nn.Module):
+    """Keras GroupQueryAttention: attention with ``num_heads`` query heads
+    and ``num_key_value_heads`` key and value heads, each shared by
+    ``num_heads // num_key_value_heads`` query heads in turn.  Inputs are
+    (B, T, features); ``mask`` (B, T, S) is True where a query step may
+    attend to a value step."""
+
+    def __init__(self, query_size, num_heads, num_key_value_heads,
+                 head_dim, key_size=None, value_size=None, bias=True,
+                 dropout=0.0, use_gate=False, sliding_window=None):
+        super().__init__()
+        kv_size = num_key_value_heads * head_dim
+        self.num_heads = num_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.sliding_window = sliding_window
+        self.query = nn.Linear(query_size, num_heads * head_dim, bias=bias)
+        self.key = nn.Linear(key_size or value_size or query_size, kv_size,
+                             bias=bias)
+        self.value = nn.Linear(value_size or query_size, kv_size, bias=bias)
+        self.gate = nn.Linear(query_size, num_heads * head_dim, bias=bias) \\
+            if use_gate else None
+        self.output = nn.Linear(num_heads * head_dim, query_size, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query, value, key=None, mask=None,
+                use_causal_mask=False, return_attention_scores=False):
+        key = value if key is None else key
+        q_heads = (self.num_heads, -1)
+        kv_heads = (self.num_key_value_heads, -1)
+        repeats = self.num_heads // self.num_key_value_heads
+        q = self.query(query).unflatten(-1, q_heads).transpose(1, 2)
+        k = self.key(key).unflatten(-1, kv_heads).transpose(1, 2)
+        v = self.value(value).unflatten(-1, kv_heads).transpose(1, 2)
+        k = k.repeat_interleave(repeats, dim=1)  # a query head's k and v
+        v = v.repeat_interleave(repeats, dim=1)
+        scores = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
+        steps = torch.ones(scores.shape[-2:], dtype=torch.bool,
+                           device=scores.device)
+        if use_causal_mask:
+            mask = steps.tril() if mask is None else mask & steps.tril()
+        if self.sliding_window is not None:
+            w = self.sliding_window
+            band = steps.triu(1 - w) & steps.tril(w - 1)
+            mask = band if mask is None else mask & band
+        if mask is not None:  # (B, T, S): the same for every head
+            scores = scores.masked_fill(~mask.unsqueeze(-3), -1e9)
+        weights = scores.softmax(dim=-1)
+        if mask is not None and (self.dropout.p or return_attention_scores):
+            weights = weights.masked_fill(~mask.unsqueeze(-3), 0.0)
+        out = (self.dropout(weights) @ v).transpose(1, 2).flatten(2)
+        if self.gate is not None:
+            out = out * torch.sigmoid(self.gate(query))
+        out = self.output(out)
+        return (out, weights) if return_attention_scores else out
+'''
+
 ATTEND = '''\
 def attend(scores, value, query_mask=None, value_mask=None,
            use_causal_mask=False, dropout=0.0, training=False,
@@ -190,29 +248,8 @@ def multi_head_attention(call):
     key = _sequence(call, key) if key is not None else None
     self_key = key is None or call.node.inputs[call.inputs.index(key)] == \
         call.node.inputs[call.inputs.index(value)]
-    # The mask, as Keras builds it.  Keras 3 reads the query's mask from
-    # the tensor and fills value_mask / key_mask from theirs unless given;
-    # Keras 2 reads all three from the tensors.
-    parts = []
     fold = rank > 3  # several attention axes: one sequence axis
-    masks = []
-    if query.masked:
-        masks.append((query.mask, "[:, :, None]"))
-    for t, name in ((value, "value_mask"), (None if self_key else key,
-                                            "key_mask")):
-        if t is None:
-            continue
-        explicit = call.kwarg(name) if call.keras_major >= 3 else None
-        if explicit is not None:
-            masks.append((_bool(explicit), "[:, None, :]"))
-        elif t.masked:
-            masks.append((t.mask, "[:, None, :]"))
-    if fold and masks and call.keras_major >= 3:
-        call.refuse("mask", "Keras masks with several attention axes")
-    for m, index in masks:
-        if m is None:
-            call.refuse("mask", "an input's Keras mask is not available")
-        parts.append(f"{m}.flatten(1){index}" if fold else f"{m}{index}")
+    parts = _mask_parts(call, query, value, key, self_key, fold)
     attention_mask = call.kwarg("attention_mask")
     causal = _flag(call, "use_causal_mask")
     if isinstance(attention_mask, Tensor):
@@ -294,6 +331,35 @@ def multi_head_attention(call):
     return emit
 
 
+def _mask_parts(call, query, value, key, self_key, fold,
+                query_kwarg=False) -> list[str]:
+    """The parts of the attention mask, as Keras builds it (to be AND-ed):
+    Keras 3 reads the query's mask from the tensor (GroupQueryAttention:
+    a ``query_mask`` argument first) and fills value_mask / key_mask from
+    theirs unless given; Keras 2 reads all three from the tensors."""
+    masks = []
+    for t, name, index in ((query, "query_mask", "[:, :, None]"),
+                           (value, "value_mask", "[:, None, :]"),
+                           (None if self_key else key, "key_mask",
+                            "[:, None, :]")):
+        if t is None:
+            continue
+        explicit = call.kwarg(name) if call.keras_major >= 3 and (
+            t is not query or query_kwarg) else None
+        if explicit is not None:
+            masks.append((_bool(explicit), index))
+        elif t.masked:
+            masks.append((t.mask, index))
+    if fold and masks and call.keras_major >= 3:
+        call.refuse("mask", "Keras masks with several attention axes")
+    parts = []
+    for m, index in masks:
+        if m is None:
+            call.refuse("mask", "an input's Keras mask is not available")
+        parts.append(f"{m}.flatten(1){index}" if fold else f"{m}{index}")
+    return parts
+
+
 def _mha_erases(node, keras_major: int) -> list:
     """Keras 3's MultiHeadAttention erases the Keras masks of its query,
     value and key tensors when it runs (``set_keras_mask(query, None)`` in
@@ -333,6 +399,85 @@ def _mha_state(call, heads, key_dim, value_dim, use_bias, gate) -> dict:
             state[f"{part}.bias"] = (lambda w=w: as_f32(
                 w["bias"].read().reshape(-1)))
     return state
+
+
+# -- GroupQueryAttention (Keras 3) --------------------------------------------
+@rule("GroupQueryAttention", "GroupedQueryAttention",
+      variables=_mha_variables, masks="consume")
+def grouped_query_attention(call):
+    """A ``GroupedQueryAttention`` module: MultiHeadAttention whose key and
+    value heads are shared by groups of query heads.  Keras fills its
+    ``query_mask``, ``value_mask`` and ``key_mask`` from the inputs' masks
+    (it does not erase them, unlike MultiHeadAttention), and keeps the
+    query's mask on its output."""
+    cfg = call.config
+    heads = int(cfg["num_query_heads"])
+    kv_heads = int(cfg["num_key_value_heads"])
+    head_dim = int(cfg["head_dim"])
+    use_bias = bool(cfg.get("use_bias", True))
+    if heads % kv_heads:
+        call.refuse(f"num_key_value_heads={kv_heads}", "must divide "
+                    f"num_query_heads={heads}")
+    query = _arg(call, 0, "query")
+    value = _arg(call, 1, "value")
+    key = _arg(call, 2, "key")
+    if query is None or value is None:
+        call.refuse("inputs", "query and value must be tensors")
+    if any(t is not None and t.rank != 3 for t in (query, value, key)):
+        call.refuse("inputs", "(batch, steps, features) inputs only")
+    query, value = _sequence(call, query), _sequence(call, value)
+    key = _sequence(call, key) if key is not None else None
+    self_key = key is None or call.node.inputs[call.inputs.index(key)] == \
+        call.node.inputs[call.inputs.index(value)]
+    parts = _mask_parts(call, query, value, key, self_key, False,
+                        query_kwarg=True)
+    attention_mask = call.kwarg("attention_mask")
+    if isinstance(attention_mask, Tensor):
+        parts.insert(0, _bool(_sequence(call, attention_mask)))
+    causal = _flag(call, "use_causal_mask")
+    scores_out = _flag(call, "return_attention_scores")
+    sizes = {"query": query.shape[-1], "key": (key or value).shape[-1],
+             "value": value.shape[-1]}
+    if None in sizes.values():
+        call.refuse("inputs", "feature sizes must be known")
+    args = [str(sizes["query"]), f"num_heads={heads}",
+            f"num_key_value_heads={kv_heads}", f"head_dim={head_dim}"]
+    if sizes["key"] != sizes["value"]:
+        args.append(f"key_size={sizes['key']}")
+    if sizes["value"] != sizes["query"]:
+        args.append(f"value_size={sizes['value']}")
+    if not use_bias:
+        args.append("bias=False")
+    dropout = float(cfg.get("dropout") or 0.0)
+    if dropout:
+        args.append(f"dropout={lit(dropout)}")
+    gate = bool(cfg.get("use_gate"))
+    if gate:
+        args.append("use_gate=True")
+    if cfg.get("sliding_window") is not None:
+        args.append(f"sliding_window={int(cfg['sliding_window'])}")
+    module = f"GroupedQueryAttention({', '.join(args)})"
+    helpers = {"GroupedQueryAttention": GROUPED_QUERY_ATTENTION}
+    # Keras's (in, heads, head_dim) kernels, as for MultiHeadAttention
+    state = _mha_state(call, heads, head_dim, head_dim, use_bias, gate)
+    call_args = [query.expr, value.expr]
+    if key is not None and not self_key:
+        call_args.append(f"key={key.expr}")
+    if parts:
+        call_args.append(f"mask={' & '.join(parts)}")
+    if causal:
+        call_args.append("use_causal_mask=True")
+    if scores_out:
+        call_args.append("return_attention_scores=True")
+    code = f"self.{call.attr}({', '.join(call_args)})"
+    outs = [Out([code], query.shape, identity(3), masked=True)]
+    emit = Emit(outs, module=module, state=state, helpers=helpers)
+    if scores_out:
+        scores_shape = (None, heads, query.shape[1], value.shape[1])
+        emit.outputs.append(Out([], scores_shape, identity(4),
+                                masked=False))
+        emit.multi = [code]
+    return emit
 
 
 # -- Attention, AdditiveAttention ---------------------------------------------

@@ -101,3 +101,13 @@ def test_discretization_needs_stored_boundaries():
     why = refusal("Discretization", {"bin_boundaries": None, "num_bins": 4,
                                      "output_mode": "int"}, (None, 3))
     assert "bin_boundaries" in why
+
+
+def test_cudnn_lstm_refuses_stateful_and_odd_weights():
+    w = {"kernel": np.ones((3, 8)), "recurrent_kernel": np.ones((2, 8)),
+         "bias": np.ones(16)}
+    assert "stateful=True" in refusal(
+        "CuDNNLSTM", {"units": 2, "stateful": True}, (None, 4, 3), weights=w)
+    w["bias"] = np.ones(8)
+    assert "unexpected shapes" in refusal("CuDNNLSTM", {"units": 2},
+                                          (None, 4, 3), weights=w)

@@ -293,8 +293,8 @@ TORCH = {
                         "`eval()`)",
     "custom_scale": "`x * scale`",
     "recurrent": "batch-first `nn.LSTM` / `nn.GRU` / `nn.RNN` (other "
-                 "cells, masks and states: a small module or `run_rnn` "
-                 "helper in model.py)",
+                 "cells and dropout: a subclass of it, masks and states: "
+                 "a `run_rnn` helper in model.py)",
     "bidirectional": "one `bidirectional=True` RNN, or the two directions "
                      "in an `nn.ModuleDict`",
     "time_distributed": "the inner layer's code on `x.flatten(0, 1)`, "
@@ -306,6 +306,10 @@ TORCH = {
     "multi_head_attention": "a `MultiHeadAttention` module in model.py "
                             "(four `nn.Linear`, explicit scaled dot-product "
                             "attention)",
+    "grouped_query_attention": "a `GroupedQueryAttention` module in "
+                               "model.py (`MultiHeadAttention`'s, key and "
+                               "value heads shared by groups of query "
+                               "heads)",
     "attention": "`q @ k.transpose(1, 2)` scores and an `attend` helper",
     "additive_attention": "`tanh(q + k)` scores and an `attend` helper",
     "keras_op": "the matching `torch` / tensor operation",

@@ -41,6 +41,7 @@ class Masks:
         self.var: dict[TensorRef, str] = {}  # ref -> variable of its mask
         self.pinned: set[str] = set()  # variables that must keep their value
         self.bool_vars: set[str] = set()  # masks and other bool tensors
+        self._combined: dict[str, str] = {}  # "mask & mask_1" -> its var
         self._tensors = tensors
         self._names = names
 
@@ -99,6 +100,9 @@ class Masks:
                 self.pinned.add(var)  # its value is a mask from now on
                 return var
         expr = fill(source, in_vars, in_masks)
+        if not any(IN(j) in source for j in range(len(in_vars))):
+            if expr in self._combined:  # made of masks only: computed once
+                return self._combined[expr]
         for j, ref in enumerate(node.inputs):  # masks are in Keras order
             t = self._tensors[ref]
             if IN(j) in source and not t.layout.is_identity:
@@ -108,6 +112,8 @@ class Masks:
                                      enumerate(in_vars)], in_masks)
         var = self._names.name(("mask", node.id, len(lines)), "mask", "mask")
         lines.append((var, expr))
+        if not any(IN(j) in source for j in range(len(in_vars))):
+            self._combined[expr] = var
         return var
 
     def drop_unused(self, body: list[str], returns: list[str]) -> list[str]:

@@ -58,13 +58,18 @@ def main(argv=None):
     for path in a.custom_objects:
         _import_file(path)
     if a.weights:
+        import json
         with open(a.model, encoding="utf-8") as f:
-            model = keras.models.model_from_json(f.read())
+            config = json.load(f)
+        model = keras.models.model_from_json(json.dumps(
+            cpu_config(config) or config))
         model.load_weights(a.weights)
     elif a.major < 3:
         model = keras.models.load_model(a.model, compile=False)
     else:
         model = keras.saving.load_model(a.model, compile=False, safe_mode=True)
+    if not a.weights:
+        model = cpu_twin(keras, model, a.model)
     with np.load(a.inputs, allow_pickle=False) as data:
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
     records = _tap(model) if a.taps else None
@@ -99,6 +104,46 @@ def _import_file(path):
     except BaseException:
         del sys.modules[name]
         raise
+
+
+_CUDNN = {"CuDNNLSTM": ("LSTM", {}), "CuDNNGRU": ("GRU", {"reset_after": True})}
+
+
+def cpu_config(value):
+    """A model config with CuDNNLSTM/CuDNNGRU (Keras 2 layers that run only
+    on a GPU) replaced by LSTM / GRU(reset_after=True) with sigmoid gates,
+    into which tf-keras converts their weights on load; ``None`` when the
+    config has none."""
+    found = []
+
+    def swap(value):
+        if isinstance(value, dict):
+            if value.get("class_name") in _CUDNN and isinstance(
+                    value.get("config"), dict):
+                cls, extra = _CUDNN[value["class_name"]]
+                found.append(cls)
+                value = dict(value, class_name=cls, config=dict(
+                    value["config"], activation="tanh",
+                    recurrent_activation="sigmoid", **extra))
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    value = swap(value)
+    return value if found else None
+
+
+def cpu_twin(keras, model, weights_path):
+    """``model`` itself, or its CPU twin (see :func:`cpu_config`) with the
+    weights at ``weights_path`` loaded."""
+    import json
+    config = cpu_config(json.loads(model.to_json()))
+    if config is None:
+        return model
+    twin = keras.models.model_from_json(json.dumps(config))
+    twin.load_weights(weights_path)
+    return twin
 
 
 def run_model(model, args):

@@ -266,3 +266,17 @@ def test_verify_runs_fixed_batch_and_channels_first_models(case, fmt):
         assert conv.report["inputs"][0]["keras_shape"][0] is None
         x = torch.zeros(5, 4)
         assert conv.module()(x).shape == (5, 2)
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", ["h5", "json"])
+def test_verify_runs_cudnn_models_on_a_cpu(fmt):
+    """CuDNN layers run only on a GPU: verify runs their CPU twin, into
+    which tf-keras converts the weights."""
+    d = fixture_dir("k2_cudnn_rnn")
+    path, weights = (d / "model.h5", None) if fmt == "h5" else (
+        d / "model.json", d / "model_weights.h5")
+    conv = migrate.convert(path, weights)
+    parity = migrate.verify(path, conv, weights)
+    assert parity["passed"] and parity["max_abs_err"] < 1e-5

@@ -319,6 +319,7 @@ TORCH = {
     "cudnn_rnn": "as `LSTM` / `GRU(reset_after=True)`: `nn.LSTM` / "
                  "`nn.GRU`, weights converted from cuDNN's layout as Keras "
                  "loads them",
+    "rnn_cell": "as `LSTM` / `GRU` / `SimpleRNN` with the cell's options",
     "category_encoding": "`F.one_hot` (summed for count, maxed for "
                          "multi_hot)",
     "discretization": "`torch.bucketize`",

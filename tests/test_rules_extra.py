@@ -111,3 +111,11 @@ def test_cudnn_lstm_refuses_stateful_and_odd_weights():
     w["bias"] = np.ones(8)
     assert "unexpected shapes" in refusal("CuDNNLSTM", {"units": 2},
                                           (None, 4, 3), weights=w)
+
+
+def test_rnn_over_stacked_or_custom_cells_is_refused():
+    stacked = {"cell": {"class_name": "StackedRNNCells",
+                        "config": {"cells": []}}}
+    assert "one RNN layer per cell" in refusal("RNN", stacked, (None, 4, 3))
+    custom = {"cell": {"class_name": "MyCell", "config": {"units": 2}}}
+    assert "cell='MyCell'" in refusal("RNN", custom, (None, 4, 3))

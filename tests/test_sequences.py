@@ -355,21 +355,45 @@ def test_lstm_dropout_one_mask_per_gate(per):
     assert (abs(share - 0.25) < 0.02) if per == "gate" else share == 0.0
 
 
+def test_conv_lstm_dropout_masks_per_gate_kept_over_time():
+    """ConvLSTM dropout: four masks per call (one per gate, element-wise),
+    drawn at the first step; a per-gate convolution with masks of ones is
+    the plain convolution."""
+    ns = _rnn_classes()
+    conv = _convert("k3_rnn_dropout").module().conv_lstm
+    x = torch.randn(2, 3, 2, 5, 4)
+    drawn = []
+    draw = conv.gate_masks
+    conv.gate_masks = lambda t, rate: drawn.append(rate) or draw(t, rate)
+    conv.train()
+    conv(x)
+    assert drawn.count(0.2) == 1 and drawn.count(0.3) == 1
+    xt = torch.randn(2, 2, 5, 4)
+    ones = [torch.ones_like(xt)] * 4
+    assert torch.allclose(ns["gate_conv"](conv.input_conv, xt, ones),
+                          conv.input_conv(xt), atol=1e-6)
+    masks = conv.gate_masks(xt, 0.5)
+    assert len(masks) == 4 and not torch.equal(masks[0], masks[1])
+    conv.eval()
+    assert conv.gate_masks(xt, 0.5) is None
+
+
 def test_rnn_dropout_in_eval_is_the_torch_module():
     model = _convert("k3_rnn_dropout").module()
     x, ids = torch.randn(3, 6, 3), torch.tensor([[1, 2, 3, 0, 0, 0]] * 3)
+    video = torch.randn(3, 3, 2, 5, 4)
     for name in ("lstm", "lstm_recurrent", "gru"):
         m = getattr(model, name)
         base = type(m).__mro__[1]  # nn.LSTM / nn.GRU
         assert torch.equal(m(x)[0], base.forward(m, x)[0])
     with torch.no_grad():
-        ref = model(x, ids)
+        ref = model(x, ids, video)
         model.train()
         torch.manual_seed(0)
-        noisy = model(x, ids)
+        noisy = model(x, ids, video)
     assert all(not torch.allclose(a, b) for a, b in zip(ref, noisy))
     model.zero_grad()
-    sum(o.sum() for o in model(x, ids)).backward()
+    sum(o.sum() for o in model(x, ids, video)).backward()
     assert model.lstm_recurrent.weight_hh_l0.grad.abs().sum() > 0
 
 

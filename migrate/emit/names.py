@@ -27,7 +27,8 @@ _RESERVED = (
        "GaussianDropout", "center_crop", "Normalization"}
     # sequence helpers (rules/recurrent.py, rules/attention.py)
     | {"run_rnn", "KerasLSTM", "KerasGRU", "KerasSimpleRNN", "ConvLSTM",
-       "rnn_dropout_masks", "gate_linear", "masked_multiply", "masked_merge",
+       "rnn_dropout_masks", "gate_linear", "gate_conv", "masked_multiply",
+       "masked_merge",
        "masked_mean", "EinsumDense", "SharedDropout", "StochasticDepth",
        "layer_norm_rms",
        "MultiHeadAttention", "GroupedQueryAttention", "attend",

@@ -31,8 +31,8 @@ training (masks drawn once per call and kept over the steps; see
 ``eval()`` and steps through time with the masks only where it must
 (recurrent dropout, one mask per gate, other activations).
 
-``stateful=True`` and ``time_major=True`` are refused.  ConvLSTM dropout
-is not reproduced in ``train()`` (a warning says so).
+``stateful=True`` and ``time_major=True`` are refused, and so is ConvLSTM
+dropout on a masked input.
 """
 from __future__ import annotations
 
@@ -298,11 +298,15 @@ class ConvLSTM(nn.Module):
     ``input_conv`` maps x_t to the gates (input, forget, cell, output) with
     the layer's kernel, strides and dilation; ``state_conv`` maps h with
     the recurrent kernel, stride 1.  ``input_pad`` / ``state_pad`` are
-    F.pad arguments for TensorFlow's "same" padding, None for none."""
+    F.pad arguments for TensorFlow's "same" padding, None for none.
+    ``dropout`` / ``recurrent_dropout`` act while training as in Keras: one
+    mask per gate and element of x_t / h, drawn at the first step and kept
+    over the steps."""
 
     def __init__(self, input_conv, state_conv, input_pad=None,
                  state_pad=None, activation=torch.tanh,
-                 recurrent_activation=torch.sigmoid):
+                 recurrent_activation=torch.sigmoid, dropout=0.0,
+                 recurrent_dropout=0.0):
         super().__init__()
         self.input_conv = input_conv
         self.state_conv = state_conv
@@ -310,26 +314,55 @@ class ConvLSTM(nn.Module):
         self.state_pad = state_pad
         self.activation = activation
         self.recurrent_activation = recurrent_activation
+        self.input_dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+
+    def gate_masks(self, x, rate):
+        """Four dropout masks shaped like x (one per gate), or None."""
+        if not (self.training and 0.0 < rate < 1.0):
+            return None
+        return [F.dropout(torch.ones_like(x), rate) for _ in range(4)]
 
     def forward(self, x, state=None):
+        masks_x = masks_h = None
         outputs = []
         for x_t in x.unbind(1):
             if self.input_pad is not None:
                 x_t = F.pad(x_t, self.input_pad)
-            z = self.input_conv(x_t)
+            if masks_x is None:
+                masks_x = self.gate_masks(x_t, self.input_dropout)
+            z = gate_conv(self.input_conv, x_t, masks_x)
             if state is None:
                 zeros = z.new_zeros(z[:, :z.shape[1] // 4].shape)[None]
                 state = (zeros, zeros)
             h, c = state[0][0], state[1][0]
             if self.state_pad is not None:
                 h = F.pad(h, self.state_pad)
-            i, f, g, o = (z + self.state_conv(h)).chunk(4, dim=1)
+            if masks_h is None:
+                masks_h = self.gate_masks(h, self.recurrent_dropout)
+            z = z + gate_conv(self.state_conv, h, masks_h)
+            i, f, g, o = z.chunk(4, dim=1)
             c = (self.recurrent_activation(f) * c
                  + self.recurrent_activation(i) * self.activation(g))
             h = self.recurrent_activation(o) * self.activation(c)
             state = (h[None], c[None])
             outputs.append(h)
         return torch.stack(outputs, 1), state
+'''
+
+GATE_CONV = '''\
+def gate_conv(conv, x, masks=None):
+    """conv(x), where the output channels of each gate see x times that
+    gate's dropout mask (``masks``: one per gate, or None)."""
+    if masks is None:
+        return conv(x)
+    conv_nd = getattr(F, f"conv{x.dim() - 2}d")
+    weights = conv.weight.chunk(len(masks))
+    biases = [None] * len(masks) if conv.bias is None \\
+        else conv.bias.chunk(len(masks))
+    return torch.cat([conv_nd(x * m, w, b, conv.stride, conv.padding,
+                              conv.dilation)
+                      for m, w, b in zip(masks, weights, biases)], dim=1)
 '''
 
 RNN_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
@@ -977,10 +1010,6 @@ def conv_lstm(call):
     nd = int(call.layer.class_name[-2])
     cfg = call.config
     spec = rnn_spec(call, "LSTM", dict(cfg, units=cfg.get("filters")))
-    for key in ("dropout", "recurrent_dropout"):
-        if getattr(spec, key):
-            call.warn(f"{key}={cfg[key]} acts only while Keras trains; the "
-                      "ConvLSTM port does not apply it, also in train()")
     fmt = call.get("data_format", "channels_last") or "channels_last"
     x = call.inputs[0]
     if x.rank != nd + 3:
@@ -1025,7 +1054,7 @@ def conv_lstm(call):
     else:
         state_pad = torch_pad_arg(state_pads)
     h_args.append("bias=False")
-    helpers = {"ConvLSTM": CONV_LSTM}
+    helpers = {"ConvLSTM": CONV_LSTM, "gate_conv": GATE_CONV}
     args = [f"{conv}({', '.join(in_args)})", f"{conv}({', '.join(h_args)})"]
     if input_pad is not None:
         args.append(f"input_pad={lit(input_pad)}")
@@ -1036,6 +1065,14 @@ def conv_lstm(call):
     if spec.recurrent_activation != "sigmoid":
         fn = _function(call, spec.recurrent_activation, helpers)
         args.append(f"recurrent_activation={fn}")
+    if spec.dropout:
+        args.append(f"dropout={lit(spec.dropout)}")
+    if spec.recurrent_dropout:
+        args.append(f"recurrent_dropout={lit(spec.recurrent_dropout)}")
+    if spec.dropped and inp.mask is not None:
+        call.refuse("dropout with a Keras mask", "a masked ConvLSTM steps "
+                    "one call per time step, which would draw new dropout "
+                    "masks at every step")
     module = f"ConvLSTM({', '.join(args)})"
     w = call.layer.weights.bind(["kernel", "recurrent_kernel"]
                                 + (["bias"] if spec.use_bias else []))

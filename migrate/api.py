@@ -123,12 +123,13 @@ def convert(path, weights=None, *, class_name: str | None = None,
         if class_name:
             flags += f" --class-name {class_name}"
         source = render(program, flags)
-        info = {"path": os.fspath(path), "sha256": src.sha256,
+        info = {"path": os.fspath(path), "sha256": "",
                 "format": src.format, "keras_version": src.keras_version}
         if weights is not None:
             info["weights_path"] = os.fspath(weights)
         conv = Conversion(source, None, program, info, weights_format)
         specs, conv._params = _check(conv)
+        info["sha256"] = src.sha256  # hashed meanwhile, in a thread
         conv.state_dict = LazyStateDict(program.state, specs, src.close)
     except BaseException:
         src.close()

@@ -20,6 +20,50 @@ import numpy as np
 from .errors import ConversionError
 
 
+def contiguous(arr, dtype=None) -> np.ndarray:
+    """A C-contiguous copy of ``arr`` (cast to ``dtype``), that owns its data.
+
+    Converting a weight usually means copying a permuted view of what was
+    read (a Keras ``(kh, kw, in, out)`` kernel to torch's ``(out, in, kh,
+    kw)``).  numpy copies such a view with an inner loop over the last output
+    axis, only ``kw`` long; as two copies with long inner loops (a 2-D
+    transpose, then a swap of whole ``kh * kw`` runs) it is several times
+    faster.  Other arrays are copied plainly."""
+    arr = np.asarray(arr)
+    dtype = arr.dtype if dtype is None else np.dtype(dtype)
+    fast = _permuted_copy(arr) if arr.ndim >= 3 else None
+    if fast is not None:
+        return fast if fast.dtype == dtype else fast.astype(dtype)
+    return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+def _permuted_copy(arr: np.ndarray) -> np.ndarray | None:
+    """``arr`` (a view ``base.transpose(perm)`` of a C-contiguous base)
+    copied in two long-loop passes when ``perm``, once axes that stay
+    together are merged, reverses three groups; else ``None``."""
+    if arr.flags.c_contiguous or arr.size < 4096 or 0 in arr.strides:
+        return None
+    order = sorted(range(arr.ndim), key=lambda j: -arr.strides[j])
+    base = arr.transpose(order)
+    if not base.flags.c_contiguous:
+        return None
+    perm = [order.index(j) for j in range(arr.ndim)]  # out axis -> base axis
+    groups = [[perm[0]]]  # runs of output axes adjacent in the base too
+    for b in perm[1:]:
+        if b == groups[-1][-1] + 1:
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+    if len(groups) != 3 or [g[0] for g in groups] != sorted(
+            (g[0] for g in groups), reverse=True):
+        return None
+    size = [int(np.prod([base.shape[b] for b in g])) for g in groups]
+    c, b, a = size  # base is (a, b, c) in memory, the output (c, b, a)
+    step = np.ascontiguousarray(base.reshape(a, b * c).T)  # (b, c, a)
+    out = np.ascontiguousarray(step.reshape(b, c, a).transpose(1, 0, 2))
+    return out.reshape(arr.shape)
+
+
 @dataclass
 class LazyArray:
     """A stored array, read on demand."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 
 import h5py
@@ -58,9 +59,17 @@ class Source:
     weights_path: str | None
     format: str  # one of FORMATS
     keras_version: str  # "3.15.1", "2.21.0"; "" when the files do not say
-    sha256: str  # of the file at ``path``
+    _digest: "_Digest | str" = field(repr=False)
     graph: Graph
     _files: list = field(default_factory=list, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Of the file at ``path`` (hashed in a background thread while
+        the model is read and translated)."""
+        if isinstance(self._digest, _Digest):
+            self._digest = self._digest.result()
+        return self._digest
 
     def close(self) -> None:
         """Close the HDF5 files; lazy weights cannot be read after this."""
@@ -84,6 +93,7 @@ def open_model(path, weights=None) -> Source:
     weights = os.fspath(weights) if weights is not None else None
     kind = sniff(path)
     files: list = []
+    digest = _Digest(path)
     try:
         if kind == "zip":
             _no_weights_arg(path, weights, "a .keras archive")
@@ -95,7 +105,7 @@ def open_model(path, weights=None) -> Source:
     except BaseException:
         Source(path, weights, "", "", "", None, files).close()
         raise
-    return Source(path, weights, fmt, version, _sha256(path), graph, files)
+    return Source(path, weights, fmt, version, digest, graph, files)
 
 
 def _read_keras(path, files):
@@ -186,12 +196,34 @@ def _read_text(path) -> bytes:
         return f.read()
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+class _Digest:
+    """The SHA-256 of a file, computed in a thread (hashlib releases the
+    GIL on large blocks, so it overlaps with reading the model)."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._value: str | None = None
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="keras2torch-sha256")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            h = hashlib.sha256()
+            with open(self._path, "rb") as f:
+                for block in iter(lambda: f.read(4 << 20), b""):
+                    h.update(block)
+            self._value = h.hexdigest()
+        except OSError as exc:
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise ConversionError(f"{self._path}: cannot read "
+                                  f"({self._error.strerror})")
+        return self._value
 
 
 __all__ = ["FORMATS", "Source", "open_model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import Layout
+from ..weights import contiguous
 
 
 def lit(value) -> str:
@@ -52,7 +53,8 @@ def kwargs_code(**kw) -> str:
 
 
 def as_f32(arr) -> np.ndarray:
-    return np.asarray(arr, dtype=np.float32).copy(order="C")
+    """A float32, C-contiguous copy (fast for permuted kernels)."""
+    return contiguous(arr, np.float32)
 
 
 def flat_order(layout: Layout) -> np.ndarray | None:

@@ -17,7 +17,9 @@ lives; ``close()`` (or ``with migrate.convert(...) as conv:``) releases it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +150,7 @@ def _check(conv: Conversion) -> tuple[dict[str, Spec], dict]:
         raise ConversionError(f"internal error: generated model.py does not "
                               f"compile ({exc})") from exc
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _no_meta_init():
             model = cls()
     except Exception as exc:  # torch refuses a value from the config
         msg = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -168,6 +170,48 @@ def _check(conv: Conversion) -> tuple[dict[str, Spec], dict]:
         counts[name.split(".", 1)[0]] = counts.get(
             name.split(".", 1)[0], 0) + p.numel()
     return specs, counts
+
+
+_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
+          "zeros_", "eye_", "dirac_", "xavier_uniform_", "xavier_normal_",
+          "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+_init_lock = threading.Lock()
+_init_users = 0
+
+
+@contextlib.contextmanager
+def _no_meta_init():
+    """Skip ``torch.nn.init`` on meta tensors while the port is built for
+    the check: the values are never used, and ``normal_`` on the meta
+    device (``nn.Embedding``) imports ``torch._dynamo``, ~4 s.  Other
+    tensors, in other threads too, are initialised as usual."""
+    global _init_users
+    init = torch.nn.init
+    with _init_lock:
+        if _init_users == 0:
+            for name in _INITS:
+                real = getattr(init, name, None)
+                if real is not None:
+                    setattr(init, name, _skip_meta(real))
+        _init_users += 1
+    try:
+        yield
+    finally:
+        with _init_lock:
+            _init_users -= 1
+            if _init_users == 0:
+                for name in _INITS:
+                    fn = getattr(init, name, None)
+                    setattr(init, name, getattr(fn, "__wrapped__", fn))
+
+
+def _skip_meta(real):
+    def init(tensor, *args, **kwargs):
+        if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+            return tensor
+        return real(tensor, *args, **kwargs)
+    init.__wrapped__ = real
+    return init
 
 
 __all__ = ["Conversion", "convert", "__version__"]

@@ -48,10 +48,9 @@ rules_option = click.option(
 custom_objects_option = click.option(
     "--custom-objects", "custom_objects", multiple=True, metavar="FILE.py",
     type=click.Path(dir_okay=False, exists=True),
-    help="With --verify: your Python file that defines the model's custom "
-         "Keras classes (registered with "
-         "keras.saving.register_keras_serializable); the Keras process "
-         "imports it before loading the model.  Repeatable.")
+    help="With --verify: your Python file that defines (and registers "
+         "with Keras) the model's custom Keras classes, imported by the "
+         "Keras process before it loads the model; repeatable.")
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True,
     help="No progress bar (there is none either when stderr is not a "

@@ -169,9 +169,11 @@ def plan(only=None, full_variants=True) -> list[tuple[str, str]]:
     return specs
 
 
-def run(specs, work: Path, log=print, versions=None) -> list[dict]:
+def run(specs, work: Path, log=print, versions=None,
+        progress=None) -> list[dict]:
     """Build, convert and check every (backend, spec); ``versions`` (a
-    dict) gets each backend's Keras and TensorFlow version."""
+    dict) gets each backend's Keras and TensorFlow version; ``progress``
+    is called with the rows so far after each model."""
     rows = []
     versions = {} if versions is None else versions
     for backend in BACKENDS:
@@ -201,6 +203,8 @@ def run(specs, work: Path, log=print, versions=None) -> list[dict]:
                     r["keras_version"] = builder.version
                     log(_line(r))
                 rows += results
+                if progress:
+                    progress(rows)
     return rows
 
 
@@ -249,6 +253,33 @@ def _err(r: dict) -> str:
     return f"{r['max_abs_err']:.1e} / {r['max_rel_err']:.1e}"
 
 
+_LOG = re.compile(r"^(keras[23]) ([^:\s]+):(\S+) (\S+): (?:(ok|ABOVE ATOL) "
+                  r"abs (\S+) rel (\S+) permutes (\d+) \((\S+) s\)|"
+                  r"FAILED (.*))$")
+
+
+def rows_from_log(text: str) -> list[dict]:
+    """The results a run printed on stderr (one line per file), for a
+    run stopped before it wrote its ``--json`` file."""
+    rows = []
+    for line in text.splitlines():
+        m = _LOG.match(line.strip())
+        if not m:
+            continue
+        backend, arch, variant, name, flag, err, rel, perm, sec, why = \
+            m.groups()
+        r = {"arch": arch, "variant": variant, "backend": backend,
+             "file": name, "format": FORMAT_LABELS[backend, name]}
+        if flag:
+            r.update(converted=True, passed=flag == "ok",
+                     max_abs_err=float(err), max_rel_err=float(rel),
+                     permutes=int(perm), seconds=float(sec))
+        else:
+            r.update(converted=False, passed=False, error=why)
+        rows.append(r)
+    return rows
+
+
 def _cell(rs: list[dict]) -> str:
     """One architecture in one format: every variant passed, and the
     largest errors among them."""
@@ -265,7 +296,7 @@ def _cell(rs: list[dict]) -> str:
     return f"✓ {len(rs)}/{len(rs)} · {worst_abs:.1e} / {worst_rel:.1e}"
 
 
-def table(rows: list[dict], seconds: float, env: dict | None = None) -> str:
+def table(rows: list[dict], env: dict | None = None) -> str:
     """The README section: a caption, one row per architecture (every
     variant of it folded into each format's cell), then every model and
     variant in a folded table."""
@@ -291,12 +322,10 @@ def table(rows: list[dict], seconds: float, env: dict | None = None) -> str:
     others = "; ".join(f"{', '.join(names)}: {s}×{s}×3"
                        for s, names in sorted(sizes.items()) if s != common)
     size_text = f"{common}×{common}×3" + (f" ({others})" if others else "")
-    k3 = env.get("keras3") or next(
-        (r.get("keras_version") for r in rows if r["backend"] == "keras3"),
-        "?")
-    k2 = env.get("keras2") or next(
-        (r.get("keras_version") for r in rows if r["backend"] == "keras2"),
-        "?")
+    k3, k2 = (env.get(b) or next(
+        (r["keras_version"] for r in rows
+         if r["backend"] == b and r.get("keras_version")), "?")
+        for b in ("keras3", "keras2"))
     regnets = [a for a in archs if a.startswith("RegNet")]
     n_regnets = sum(a.family == "RegNet" for a in ARCHS)
     regnet_note = "" if not regnets or len(regnets) == n_regnets else (
@@ -310,8 +339,8 @@ def table(rows: list[dict], seconds: float, env: dict | None = None) -> str:
         f"max rel {worst_rel:.1e} (abs error / max |Keras output|).",
         "",
         f"Run on {env.get('date', '?')}, {env.get('cpu', '?')} "
-        f"({env.get('cores', '?')} cores, shared), "
-        f"{seconds / 60:.0f} min of runs: Keras {k3} and tf-keras {k2} "
+        f"({env.get('cores', '?')} cores, shared): Keras {k3} and "
+        f"tf-keras {k2} "
         f"(TensorFlow {env.get('tensorflow', '?')}, CPU), "
         f"torch {env.get('torch', '?')}, "
         f"Python {env.get('python', '?')}. Each model is built with "
@@ -379,6 +408,12 @@ def main(argv=None):
     p.add_argument("--json", help="also write every result here")
     p.add_argument("--from-json", help="no run: the table of previous "
                    "runs' --json files (comma-separated, merged)")
+    p.add_argument("--from-log", help="no run: the results a stopped run "
+                   "printed on stderr (comma-separated log files)")
+    p.add_argument("--done", help="skip the models already in these "
+                   "--json files (comma-separated): resume a run")
+    p.add_argument("--shard", help="K/N: only every N-th model from the "
+                   "K-th (0-based), to run the matrix in N processes")
     p.add_argument("--no-readme", action="store_true")
     a = p.parse_args(argv)
     only = set(a.only.split(",")) if a.only else None
@@ -387,21 +422,40 @@ def main(argv=None):
         specs = [(b, s) for b, s in specs if s.endswith(":top")]
     if a.backend:
         specs = [(b, s) for b, s in specs if b == a.backend]
-    if a.from_json:
-        saved = merge([json.loads(Path(f).read_text())
-                       for f in a.from_json.split(",")])
+    if a.done:
+        done = merge([json.loads(Path(f).read_text())
+                      for f in a.done.split(",")])["results"]
+        have = {(r["backend"], f"{r['arch']}:{r['variant']}") for r in done}
+        specs = [bs for bs in specs if bs not in have]
+    if a.shard:
+        k, n = (int(v) for v in a.shard.split("/"))
+        specs = specs[k::n]
+    if a.from_json or a.from_log:
+        runs = [json.loads(Path(f).read_text())
+                for f in (a.from_json or "").split(",") if f]
+        runs += [{"seconds": 0.0, "results": rows_from_log(
+            Path(f).read_text())} for f in (a.from_log or "").split(",") if f]
+        saved = merge(runs)
     else:
         start, versions = time.time(), {}
+
+        def dump(rows):
+            if a.json:
+                Path(a.json).write_text(json.dumps(
+                    {"seconds": time.time() - start,
+                     "environment": environment(versions),
+                     "results": rows}, indent=1) + "\n")
+
         with tempfile.TemporaryDirectory(prefix="keras2torch-apps-") as work:
             rows = run(specs, Path(work),
                        log=lambda s: print(s, file=sys.stderr, flush=True),
-                       versions=versions)
+                       versions=versions, progress=dump)
         saved = {"seconds": time.time() - start,
                  "environment": environment(versions), "results": rows}
     rows = saved["results"]
     if a.json:
         Path(a.json).write_text(json.dumps(saved, indent=1) + "\n")
-    text = table(rows, saved["seconds"], saved.get("environment"))
+    text = table(rows, saved.get("environment"))
     if not a.no_readme:
         write_readme(text)
     print(text)

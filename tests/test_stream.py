@@ -21,7 +21,7 @@ from migrate.read.archive import MemberWindow
 from migrate.stream import LazyStateDict, Spec, write_safetensors, write_torch
 from migrate.weights import LazyArray
 
-from conftest import fixture_dir
+from conftest import fixture_dir, needs_tf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -263,11 +263,28 @@ def test_lazy_state_dict_is_a_mapping():
 
 
 # -- many layers ----------------------------------------------------------
-def test_thousand_layer_sequential_converts(tmp_path):
+def _synth():
+    """bench/synth.py: writes .keras Dense stacks without Keras."""
     spec = importlib.util.spec_from_file_location(
         "synth", ROOT / "bench" / "synth.py")
     synth = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(synth)
+    return synth
+
+
+@needs_tf
+@pytest.mark.keras
+def test_synthetic_models_load_in_keras(tmp_path):
+    """The files bench/scale.py generates are ones Keras itself loads, and
+    the port matches Keras on them."""
+    path = tmp_path / "stack.keras"
+    _synth().write_dense_stack(path, [6, 5, 4, 3])
+    parity = migrate.verify(path)
+    assert parity["passed"], parity
+
+
+def test_thousand_layer_sequential_converts(tmp_path):
+    synth = _synth()
     path = tmp_path / "deep.keras"
     synth.write_dense_stack(path, [4] * 1001)
     conv = migrate.convert(path)

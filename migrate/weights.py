@@ -31,10 +31,26 @@ def contiguous(arr, dtype=None) -> np.ndarray:
     faster.  Other arrays are copied plainly."""
     arr = np.asarray(arr)
     dtype = arr.dtype if dtype is None else np.dtype(dtype)
+    if arr.ndim == 2 and arr.size >= 1 << 16 and \
+            abs(arr.strides[0]) < abs(arr.strides[1]):
+        return _transposed_copy(arr, dtype)
     fast = _permuted_copy(arr) if arr.ndim >= 3 else None
     if fast is not None:
         return fast if fast.dtype == dtype else fast.astype(dtype)
     return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+def _transposed_copy(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A column-major 2-D view (a Dense kernel's ``.T``) copied in 64 x 64
+    tiles, each of which stays in cache while it is read and written (a
+    plain copy reads one number per cache line: 2-3x slower on large
+    kernels)."""
+    out = np.empty(arr.shape, dtype)
+    rows, cols = arr.shape
+    for i in range(0, rows, 64):
+        for j in range(0, cols, 64):
+            out[i:i + 64, j:j + 64] = arr[i:i + 64, j:j + 64]
+    return out
 
 
 def _permuted_copy(arr: np.ndarray) -> np.ndarray | None:

@@ -299,3 +299,20 @@ def test_thousand_layer_sequential_converts(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(conv.module()(x), ref)
     assert os.path.getsize(path) > 0
+
+
+# -- fast copies of permuted kernels --------------------------------------
+@pytest.mark.parametrize("shape", [(3, 3, 16, 32), (5, 16, 32),
+                                   (2, 3, 3, 8, 16), (300, 260)])
+def test_contiguous_equals_numpy_for_every_permutation(shape):
+    import itertools
+    from migrate.weights import contiguous
+    k = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for perm in itertools.permutations(range(len(shape))):
+        for view in (k.transpose(perm), k.transpose(perm)[..., ::-1]):
+            for dtype in (None, np.float64):
+                got = contiguous(view, dtype)
+                assert got.flags.c_contiguous
+                assert not np.shares_memory(got, k)
+                assert got.dtype == (view.dtype if dtype is None else dtype)
+                np.testing.assert_array_equal(got, view)

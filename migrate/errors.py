@@ -3,7 +3,14 @@ from __future__ import annotations
 
 
 class ConversionError(Exception):
-    """Bad or unsupported input: the message is one line meant for users."""
+    """Bad or unsupported input: the message is one line meant for users.
+
+    Messages quote names and values from the model file, so control
+    characters in them (newlines, terminal escapes) are shown escaped:
+    the message stays one line and cannot rewrite the terminal."""
+
+    def __init__(self, message="", *args):
+        super().__init__(one_line(str(message)), *args)
 
 
 class UnsupportedLayers(ConversionError):
@@ -40,3 +47,11 @@ CODE_LAYERS = {
 def no_rule_reason(class_name: str) -> str:
     """Why a layer without a rule is refused (one line)."""
     return CODE_LAYERS.get(class_name, "no rule for this layer class")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``"a\\nb"``)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1]
+                   for ch in text)

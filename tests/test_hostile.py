@@ -378,6 +378,62 @@ def test_duplicate_names_after_sanitising_stay_apart(tmp_path):
     conv.module()
 
 
+INJECTIONS = ["x'); __import__('os').system('id'); ('",
+              'a"\nimport os\nos.system("id") #']
+
+
+def _string_paths(value, path=()):
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _string_paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _string_paths(v, path + (i,))
+
+
+@pytest.mark.parametrize("case, weights", [
+    ("k3_ops", "model.weights.h5"), ("k2_ops", "model_weights.h5"),
+    ("k2_tf_op_lambda", "model_weights.h5"),
+    ("k3_transformer_encoder", "model.weights.h5"),
+    ("k2_lstm_text_classifier", "model_weights.h5")])
+def test_string_config_values_never_become_code(tmp_path, case, weights):
+    """Every string in every layer config (op names, dtypes, activations,
+    padding modes, TF function names...) replaced by an injection: the
+    model is refused, or its source runs nothing of it."""
+    config = json.loads((fixture_dir(case) / "model.json").read_text())
+    model = tmp_path / "model.json"
+    count = converted = 0
+    for i, layer in enumerate(config["config"]["layers"]):
+        for path in _string_paths(layer.get("config", {})):
+            if path == ("name",):
+                continue
+            mutated = json.loads(json.dumps(config))
+            target = mutated["config"]["layers"][i]["config"]
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = INJECTIONS[count % 2]
+            count += 1
+            model.write_text(json.dumps(mutated))
+            try:
+                with migrate.convert(model, fixture_dir(case) / weights) \
+                        as conv:
+                    source = conv.source
+            except ConversionError as exc:
+                assert "\n" not in str(exc)
+                continue
+            converted += 1
+            tree = ast.parse(source)
+            used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            used |= {n.attr for n in ast.walk(tree)
+                     if isinstance(n, ast.Attribute)}
+            assert not used & {"__import__", "os", "system"}, (path, source)
+            assert not any(isinstance(n, ast.Import) and n.names[0].name
+                           == "os" for n in ast.walk(tree)), path
+    assert count > 10 and converted > 0
+
+
 # -- 3. archives ----------------------------------------------------------
 def _lie_about_size(path, member, size):
     """Patch the central directory so ``member`` claims ``size`` bytes."""

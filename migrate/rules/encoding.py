@@ -58,6 +58,15 @@ def discretization(call):
     dtype = "int32" if call.keras_major >= 3 else "int64"
     boundaries = lit(tuple(float(b) for b in bounds))
     int32 = ", out_int32=True" if dtype == "int32" else ""
-    code = (f"torch.bucketize({x.expr}, torch.tensor({boundaries}), "
-            f"right=True{int32})")
-    return Emit([Out(chain(code), x.shape, x.layout, dtype)])
+    code = f"discretize({x.expr}, {boundaries}{int32})"
+    return Emit([Out(chain(code), x.shape, x.layout, dtype)],
+                helpers={"discretize": DISCRETIZE})
+
+
+DISCRETIZE = '''\
+def discretize(x, boundaries, out_int32=False):
+    """The bucket of each value: i where boundaries[i - 1] <= x <
+    boundaries[i], as Keras Discretization computes it."""
+    boundaries = torch.tensor(boundaries, device=x.device)
+    return torch.bucketize(x, boundaries, right=True, out_int32=out_int32)
+'''

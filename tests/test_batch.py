@@ -332,3 +332,30 @@ def test_one_keras_process_gives_the_fresh_process_results(monkeypatch):
     assert reused == fresh
     assert "Could not locate class 'Scale'" in fresh[2]
     assert fresh[0]["passed"] and fresh[3]["layers"]
+
+
+@needs_tf
+@pytest.mark.keras
+def test_dask_workers_verify_in_one_keras_process(tmp_path, sources):
+    """A Dask worker keeps one Keras process for the models it verifies
+    (killed when the worker exits): the figures are the sequential ones
+    up to torch's threading (an ulp or so)."""
+    try:
+        import distributed
+    except ImportError:
+        distributed = None
+    require("dask", distributed is not None,
+            'pip install "keras2torch[dask]"')
+    d = sources[0]
+    models = [d / "cnn.keras", d / "text.h5", d / "cnn.keras"]
+    seq = migrate.convert_many(models[:2], tmp_path / "a", verify=True)
+    with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True,
+            host="127.0.0.1", dashboard_address=None,
+            worker_dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        par = migrate.convert_many(models, tmp_path / "b", verify=True,
+                                   executor=client.get_executor())
+    assert [r.status for r in par] == ["ok", "ok", "ok"]
+    for s, p in zip(seq + seq[:1], par):
+        assert abs(s.parity["max_abs_err"] - p.parity["max_abs_err"]) < 1e-6

@@ -332,6 +332,12 @@ def table(rows: list[dict], env: dict | None = None) -> str:
         f" Of the {n_regnets} RegNetX/Y constructors, {len(regnets)} "
         f"representative sizes ran ({', '.join(regnets)}); the others "
         "are the same blocks with other widths and depths.")
+    have = {(r["backend"], f"{r['arch']}:{r['variant']}") for r in rows}
+    missing = [f"{spec} ({'tf-keras' if b == 'keras2' else 'Keras 3'})"
+               for b, spec in plan() if (b, spec) not in have]
+    missing_note = "" if not missing else (
+        f" Not in this run ({len(missing)} models of the planned matrix, "
+        "left out for time): " + ", ".join(missing) + ".")
     lines = [
         f"**{passed} of {len(rows)} conversions within max abs error "
         f"{ATOL:g}**: {len(archs)} architectures, {len(keys)} models. "
@@ -356,7 +362,8 @@ def table(rows: list[dict], env: dict | None = None) -> str:
         "(None, None, 3). The first architecture of each family runs every "
         "variant, the others `top` and `notop`. Cells: variants passed, "
         "then the largest max abs / max rel error among them; — = not in "
-        f"that Keras (RegNet and ResNetRS are only in tf-keras).{regnet_note}",
+        "that Keras (RegNet and ResNetRS are only in tf-keras)."
+        f"{regnet_note}{missing_note}",
         "",
         "| Architecture | Variants | " + " | ".join(
             label for _, label in cols) + " |",
@@ -414,6 +421,9 @@ def main(argv=None):
                    "--json files (comma-separated): resume a run")
     p.add_argument("--shard", help="K/N: only every N-th model from the "
                    "K-th (0-based), to run the matrix in N processes")
+    p.add_argument("--tops-first", action="store_true",
+                   help="run every architecture's top model first, then "
+                   "the feature maps, then the other variants")
     p.add_argument("--no-readme", action="store_true")
     a = p.parse_args(argv)
     only = set(a.only.split(",")) if a.only else None
@@ -427,6 +437,10 @@ def main(argv=None):
                       for f in a.done.split(",")])["results"]
         have = {(r["backend"], f"{r['arch']}:{r['variant']}") for r in done}
         specs = [bs for bs in specs if bs not in have]
+    if a.tops_first:  # every architecture once before any variant
+        rank = ["top", "notop"]
+        specs.sort(key=lambda bs: rank.index(bs[1].split(":")[1])
+                   if bs[1].split(":")[1] in rank else len(rank))
     if a.shard:
         k, n = (int(v) for v in a.shard.split("/"))
         specs = specs[k::n]

@@ -83,11 +83,11 @@ _DIM_KEYS = {
     "num_heads": (False, False, False), "key_dim": (False, False, False),
     "value_dim": (False, True, False), "n": (False, False, False),
     "depth_multiplier": (False, False, False),
-    "groups": (False, False, False),
+    "groups": (False, False, True),  # GroupNormalization: -1 = per channel
     "kernel_size": (True, False, False), "strides": (True, True, False),
     "pool_size": (True, False, False), "dilation_rate": (True, False, False),
     "size": (True, False, False),
-    "batch_shape": (True, True, False), "shape": (True, True, False),
+    "batch_shape": (True, True, False), "shape": (True, True, True),
     "target_shape": (True, True, True), "dims": (True, False, False),
 }
 LAMBDA_CODE = "<Python bytecode, not read>"

@@ -300,8 +300,15 @@ def write_torch(path, specs: dict[str, Spec],
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w+b") as f:
-            holders = {k: torch.empty(s.shape, dtype=s.dtype)
-                       for k, s in specs.items()}
+            try:
+                holders = {k: torch.empty(s.shape, dtype=s.dtype)
+                           for k, s in specs.items()}
+            except (RuntimeError, MemoryError) as exc:  # absurd config sizes
+                total = sum(s.nbytes for s in specs.values())
+                raise ConversionError(
+                    f"cannot lay out {total} bytes of weights for torch.save "
+                    f"({type(exc).__name__}); does the model config match "
+                    "its weights?") from None
             with torch.serialization.skip_data():
                 torch.save(holders, f)
             del holders

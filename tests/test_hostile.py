@@ -33,12 +33,14 @@ from conftest import ROOT, fixture_dir
 
 
 # -- helpers ---------------------------------------------------------------
-def refused(tmp_path, model, weights=None, match="", subprocess_too=False):
+def refused(tmp_path, model, weights=None, match="", subprocess_too=False,
+            weights_format="safetensors"):
     """``model`` is refused by the CLI and the API, cleanly.  Returns the
     message."""
     out = tmp_path / "OUT"
     before = sorted(os.listdir(tmp_path))
-    args = ["convert", str(model), "-o", str(out)]
+    args = ["convert", str(model), "-o", str(out),
+            "--weights-format", weights_format]
     if weights is not None:
         args += ["--weights", str(weights)]
     r = CliRunner().invoke(main, args)
@@ -59,7 +61,8 @@ def refused(tmp_path, model, weights=None, match="", subprocess_too=False):
         assert not out.exists() and sorted(os.listdir(tmp_path)) == before
     # the API: convert (weights are read lazily) and save
     with pytest.raises(ConversionError) as info:
-        with migrate.convert(model, weights) as conv:
+        with migrate.convert(model, weights,
+                             weights_format=weights_format) as conv:
             conv.save(out)
     message = str(info.value)
     assert "\n" not in message and match in message, message
@@ -602,6 +605,17 @@ def test_absurd_dimensions_in_a_config(tmp_path, key, value):
     msg = refused(tmp_path, model)
     assert key in msg
     assert MAX_DIM == 2 ** 31 - 1
+
+
+@pytest.mark.parametrize("weights_format", ["safetensors", "pt"])
+def test_largest_valid_dims_with_small_weights(tmp_path, weights_format):
+    """Dense(2**31 - 1) passes the dimension check; its 8 GiB kernel is
+    never allocated: the stored (7, 5) kernel is refused first."""
+    config = keras_config("k3_mlp")
+    for layer in config["config"]["layers"][1:]:
+        layer["config"]["units"] = MAX_DIM
+    model = write_keras(tmp_path / "big.keras", config)
+    refused(tmp_path, model, weights_format=weights_format)
 
 
 def test_h5_config_bombs(tmp_path):

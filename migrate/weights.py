@@ -41,12 +41,19 @@ def contiguous(arr, dtype=None) -> np.ndarray:
 
 
 def _transposed_copy(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A column-major 2-D view (a Dense kernel's ``.T``) copied in 64 x 64
-    tiles, each of which stays in cache while it is read and written (a
-    plain copy reads one number per cache line: 2-3x slower on large
-    kernels)."""
+    """A column-major 2-D view (a Dense kernel's ``.T``), copied in tiles."""
+    return _tiled(arr, dtype)
+
+
+def _tiled(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous copy of ``arr`` made in 64 x 64 tiles over its first
+    two axes, each of which stays in cache while it is read and written (a
+    plain copy of a transposed view reads one number per cache line: 2-3x
+    slower on large kernels)."""
+    rows, cols = arr.shape[:2]
+    if min(rows, cols) < 128 or arr.flags.c_contiguous:
+        return np.array(arr, dtype=dtype, order="C", copy=True)
     out = np.empty(arr.shape, dtype)
-    rows, cols = arr.shape
     for i in range(0, rows, 64):
         for j in range(0, cols, 64):
             out[i:i + 64, j:j + 64] = arr[i:i + 64, j:j + 64]
@@ -75,8 +82,8 @@ def _permuted_copy(arr: np.ndarray) -> np.ndarray | None:
         return None
     size = [int(np.prod([base.shape[b] for b in g])) for g in groups]
     c, b, a = size  # base is (a, b, c) in memory, the output (c, b, a)
-    step = np.ascontiguousarray(base.reshape(a, b * c).T)  # (b, c, a)
-    out = np.ascontiguousarray(step.reshape(b, c, a).transpose(1, 0, 2))
+    step = _tiled(base.reshape(a, b * c).T, arr.dtype)  # (b * c, a)
+    out = _tiled(step.reshape(b, c, a).transpose(1, 0, 2), arr.dtype)
     return out.reshape(arr.shape)
 
 

@@ -82,8 +82,11 @@ class Conversion:
 
     def module(self) -> torch.nn.Module:
         """An instance of the port with the converted weights, in eval mode."""
+        # weights first: each is checked against the config's shapes, so a
+        # config that claims huge layers fails before torch allocates them
+        state = dict(self.state_dict)
         model = self.module_class()()
-        model.load_state_dict(dict(self.state_dict), strict=True)
+        model.load_state_dict(state, strict=True)
         return model.eval()
 
     def save(self, outdir, *, force: bool = False,

@@ -616,6 +616,8 @@ def test_largest_valid_dims_with_small_weights(tmp_path, weights_format):
         layer["config"]["units"] = MAX_DIM
     model = write_keras(tmp_path / "big.keras", config)
     refused(tmp_path, model, weights_format=weights_format)
+    with pytest.raises(ConversionError, match="do not match"):
+        migrate.convert(model).module()
 
 
 def test_h5_config_bombs(tmp_path):

@@ -300,6 +300,12 @@ def write_torch(path, specs: dict[str, Spec],
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w+b") as f:
+            if not hasattr(torch.serialization, "skip_data"):  # torch < 2.5
+                torch.save({k: to_tensor(k, produce(k), s)
+                            for k, s in specs.items()}, f)  # not bounded
+                f.close()
+                os.replace(tmp, path)
+                return path
             try:
                 holders = {k: torch.empty(s.shape, dtype=s.dtype)
                            for k, s in specs.items()}

@@ -10,6 +10,7 @@ masks and writes the lines it returns.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -103,6 +104,10 @@ class Translator:
         for out in graph.outputs:
             self.uses[out.ref] = self.uses.get(out.ref, 0) + 1
         self.masks = Masks(graph, options.rules, self.tensors, self.vars)
+        # (tensor, layout) -> the variable holding it permuted, and where
+        # the body stood when it was first permuted
+        self.relayouts: dict[tuple[TensorRef, Layout], str] = {}
+        self.relayout_first: dict[tuple[TensorRef, Layout], int] = {}
 
     # -- public -------------------------------------------------------------
     def run(self) -> Program:
@@ -125,12 +130,55 @@ class Translator:
 
     # called by rules through Call -------------------------------------------
     def relayout(self, call: Call, t: Tensor, layout: Layout) -> Tensor:
+        """``t`` in ``layout``.  The second layer that needs a stored
+        tensor permuted the same way gets the first one's permute, moved
+        into a variable of its own (``x_cl = x.permute(0, 2, 1)``)."""
+        ref = next((r for i, r in enumerate(call.node.inputs)
+                    if t.expr == IN(i)), None)
+        key = (ref, layout)
+        if ref is not None and key in self.relayouts:
+            var = self.relayouts[key]
+            return Tensor(t.shape, layout, t.dtype, var, t.masked, t.mask)
         code, kind = convert(t.expr, t.shape, t.layout, layout)
-        if kind == "permute":
-            self.permutes.append(
-                f"{call.layer.name}: input permuted {t.layout.perm} -> "
-                f"{layout.perm}")
+        if kind != "permute":
+            return Tensor(t.shape, layout, t.dtype, code, t.masked, t.mask)
+        if ref is not None and t.layout == self.tensors[ref].layout:
+            source = self.var_of[ref]
+            var = self._shared_relayout(key, source, convert(
+                source, t.shape, t.layout, layout)[0])
+            if var is not None:  # the first request's permute, moved
+                return Tensor(t.shape, layout, t.dtype, var, t.masked,
+                              t.mask)
+        self.permutes.append(f"{call.layer.name}: input permuted "
+                             f"{t.layout.perm} -> {layout.perm}")
         return Tensor(t.shape, layout, t.dtype, code, t.masked, t.mask)
+
+    def _shared_relayout(self, key, source: str, written: str):
+        """The variable for a permute an earlier statement wrote as
+        ``written`` (inserted before that statement), or None when this is
+        the first request (remembered) or the text is not found."""
+        if key not in self.relayout_first:
+            self.relayout_first[key] = len(self.body)
+            return None
+        start = self.relayout_first[key]
+        pattern = re.compile(rf"(?<![\w.]){re.escape(written)}")
+        first = next((i for i in range(start, len(self.body))
+                      if pattern.search(self.body[i])), None)
+        pending = self.pending
+        if first is None and not (pending and pattern.search(pending[1])):
+            return None
+        suffix = "cl" if key[1].is_identity else "perm"
+        var = self.vars.name(("relayout",) + key, f"{source}_{suffix}", "t")
+        for i in range(first if first is not None else len(self.body),
+                       len(self.body)):
+            self.body[i] = pattern.sub(var, self.body[i])
+        if pending and pattern.search(pending[1]):
+            self.pending = (pending[0], pattern.sub(var, pending[1]),
+                            pending[2])
+        self.body.insert(first if first is not None else len(self.body),
+                         f"{var} = {written}")
+        self.relayouts[key] = var
+        return var
 
     def warn(self, layer, message: str) -> None:
         self.warnings.append(f"{layer.name} ({layer.class_name}): {message}")

@@ -411,6 +411,16 @@ def test_attention_dropout_acts_in_train_mode_only():
     assert not torch.allclose(noisy, ref)
 
 
+# -- the translator -----------------------------------------------------------
+def test_a_tensor_is_permuted_once_for_all_its_readers():
+    """Two layers that need the same tensor in the same other layout share
+    one permute, moved into a variable before the first of them."""
+    fwd = _forward(_convert("k3_reshape_sweep").source)
+    assert fwd.count("conv.permute(0, 2, 3, 1)") == 1
+    assert "conv_cl = conv.permute(0, 2, 3, 1)" in fwd
+    assert "conv_cl.reshape(-1, 4, 20)" in fwd
+
+
 # -- Keras 3 run order --------------------------------------------------------
 def _layer(name):
     return Layer(name=name, class_name="Dense", config={"name": name})

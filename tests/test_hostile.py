@@ -620,6 +620,18 @@ def test_largest_valid_dims_with_small_weights(tmp_path, weights_format):
         migrate.convert(model).module()
 
 
+def test_absurd_dimensions_inside_wrappers(tmp_path):
+    config = keras_config("k3_time_distributed")
+    wrapper = next(layer for layer in config["config"]["layers"]
+                   if layer["class_name"] == "TimeDistributed")
+    inner = wrapper["config"]["layer"]["config"]
+    key = next(k for k in ("filters", "units", "pool_size", "kernel_size")
+               if k in inner)
+    inner[key] = 2 ** 40
+    model = write_keras(tmp_path / "td.keras", config, "k3_time_distributed")
+    assert key in refused(tmp_path, model, match="TimeDistributed")
+
+
 def test_h5_config_bombs(tmp_path):
     config = h5_config(fixture_dir("k2_mlp") / "model.h5")
     config["config"]["layers"][1]["config"]["units"] = 2 ** 62

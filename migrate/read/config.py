@@ -286,6 +286,13 @@ def check_dims(cfg: dict, where: str) -> None:
                 raise ConversionError(
                     f"{where}: {key} = {_short(repr(value))} is not a "
                     f"valid dimension (integers from 1 to {MAX_DIM})")
+    inner = [cfg.get(k) for k in _WRAPPED]  # wrappers' and RNNs' layers
+    if isinstance(cfg.get("cells"), list):
+        inner += cfg["cells"]
+    for sub in inner:
+        if isinstance(sub, dict) and isinstance(sub.get("config"), dict):
+            check_dims(sub["config"],
+                       f"{where} > {_short(sub.get('class_name'))}")
     for key in ("batch_shape", "shape"):
         value = cfg.get(key)
         if isinstance(value, (list, tuple)):

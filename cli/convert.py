@@ -121,7 +121,7 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
     except (OSError, MemoryError) as exc:
         raise Error(f"{type(exc).__name__}: {exc}") from None
     report = conv.report
-    click.echo(f"wrote {outdir}/ ({report['module']['class_name']}, "
+    click.echo(f"wrote {Path(outdir)}/ ({report['module']['class_name']}, "
                f"{len(report['layers'])} layers, "
                f"{conv.num_values:,} "
                f"values)", err=True)

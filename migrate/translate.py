@@ -103,6 +103,7 @@ class Translator:
         self.uses = {ref: len(ns) for ref, ns in graph.consumers().items()}
         for out in graph.outputs:
             self.uses[out.ref] = self.uses.get(out.ref, 0) + 1
+        self.output_refs = {out.ref for out in graph.outputs}
         self.masks = Masks(graph, options.rules, self.tensors, self.vars)
         # (tensor, layout) -> the variable holding it permuted, and where
         # the body stood when it was first permuted
@@ -346,15 +347,18 @@ class Translator:
         in_masks = self.masks.input_vars(node)
         masks, mask_lines = self.masks.outputs(node, call, emit, in_vars,
                                                in_masks)
-        # A single-output node whose first input dies here reuses its name.
+        # A single-output node whose first input dies here reuses its name,
+        # unless it computes a model output: that is named after its layer,
+        # as the docstring names it.
         first = in_refs[0] if in_refs else None
         # (A mask computed from a tensor gets a name of its own.)
-        reuse = (first is not None and len(emit.outputs) == 1
-                 and self.uses.get(first, 0) == 1
-                 and in_refs.count(first) == 1
-                 and in_vars[0] not in self.masks.pinned
-                 and (emit.outputs[0].dtype == "bool")
-                 == (self.tensors[first].dtype == "bool"))
+        last_use = (first is not None and len(emit.outputs) == 1
+                    and self.uses.get(first, 0) == 1
+                    and in_refs.count(first) == 1
+                    and in_vars[0] not in self.masks.pinned
+                    and (emit.outputs[0].dtype == "bool")
+                    == (self.tensors[first].dtype == "bool"))
+        reuse = last_use and TensorRef(node.id, 0) not in self.output_refs
         hints = [h for names, _ in emit.pre for h in names]
         tmps = [self.vars.name(("tmp", node.id, k), hint, "t")
                 for k, hint in enumerate(hints)]
@@ -377,7 +381,7 @@ class Translator:
         # Stateless ops (activations, pooling, padding, ...) fold into the
         # previous statement; a layer with a submodule starts a new one.
         pending = self.pending
-        compose = (pending is not None and reuse and len(outs) == 1
+        compose = (pending is not None and last_use and len(outs) == 1
                    and pending[0] == in_vars[0] and not emit.pre
                    and not (emit.module or emit.state) and not mask_lines)
         if not compose:

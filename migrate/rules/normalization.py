@@ -89,6 +89,25 @@ def batch_norm(call):
                      x.layout)], module=module, state=state, init_lines=init)
 
 
+def _axes_last(call, x, axes, flat_all=False):
+    """Input 0 with the normalised Keras ``axes`` as its trailing torch
+    dims (permuted if need be): ``(x, torch_axes, normalized sizes,
+    transpose)``, where ``transpose`` puts a weight of the sorted axes'
+    shape into torch order.  ``flat_all``: a flat tensor normalised over
+    all of its features stays as it is."""
+    if x.layout.flat is not None and not flat_all:
+        x = call.want(0, identity(x.rank))
+    if not flat_all:
+        tail = x.layout.perm[len(x.layout.perm) - len(axes):]
+        if sorted(tail) != axes:
+            x = call.want(0, move_axes_last(x.layout, axes))
+    torch_axes = list(x.layout.perm[x.rank - len(axes):])
+    normalized = [x.shape[a] for a in torch_axes]
+    if any(d is None for d in normalized):
+        call.refuse("axis", "normalised dims must have a known size")
+    return x, torch_axes, normalized, [axes.index(a) for a in torch_axes]
+
+
 def _ln_variables(cfg):
     names = []
     if cfg.get("scale", True) or cfg.get("rms_scaling", False):
@@ -106,21 +125,12 @@ def layer_norm(call):
     if 0 in axes:
         call.refuse(f"axis={axes}", "cannot normalise over the batch axis")
     flat_all = x.layout.flat is not None and axes == [1]
-    if x.layout.flat is not None and not flat_all:
-        x = call.want(0, identity(x.rank))
-    if not flat_all:
-        tail = x.layout.perm[len(x.layout.perm) - len(axes):]
-        if sorted(tail) != axes:
-            x = call.want(0, move_axes_last(x.layout, axes))
-    torch_axes = list(x.layout.perm[x.rank - len(axes):])
-    normalized = [x.shape[a] for a in torch_axes]
-    if any(d is None for d in normalized):
-        call.refuse("axis", "normalised dims must have a known size")
+    x, torch_axes, normalized, transpose = _axes_last(call, x, axes,
+                                                      flat_all)
     # gamma/beta are stored with the shape of the axes in config order (a
     # Keras 2 config keeps them unsorted: axis=[3, 1] gives gamma (C, H)),
     # but both Kerases *reshape* them onto the sorted axes, not transpose.
     # Reshape likewise, then put the sorted axes in torch order.
-    transpose = [axes.index(a) for a in torch_axes]
     order = flat_order(x.layout) if flat_all else None
     w = call.weights(_ln_variables(call.config))
     scale = bool(call.get("scale", True))
@@ -199,16 +209,7 @@ def rms_norm(call):
         # up when the normalised axes are the trailing ones.
         call.refuse(f"axis={call.get('axis')}", "RMSNormalization over "
                     "axes other than the last ones")
-    if x.layout.flat is not None:
-        x = call.want(0, identity(x.rank))
-    tail = x.layout.perm[len(x.layout.perm) - len(axes):]
-    if sorted(tail) != axes:
-        x = call.want(0, move_axes_last(x.layout, axes))
-    torch_axes = list(x.layout.perm[x.rank - len(axes):])
-    normalized = [x.shape[a] for a in torch_axes]
-    if any(d is None for d in normalized):
-        call.refuse("axis", "normalised dims must have a known size")
-    transpose = [axes.index(a) for a in torch_axes]
+    x, _, normalized, transpose = _axes_last(call, x, axes)
     scale = call.weights(["scale"])["scale"]
 
     def weight():

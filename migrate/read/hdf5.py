@@ -159,9 +159,9 @@ def _link(parent: h5py.Group, name: str, path: str):
     """The object ``parent[name]``, refusing anything but a hard link."""
     if not name or name in (".", ".."):
         raise ConversionError(f"{_where(parent)}: bad path {path!r}")
-    if name not in parent:
-        return None
     kind = parent.get(name, getlink=True)
+    if kind is None:
+        return None
     if not isinstance(kind, h5py.HardLink):
         raise ConversionError(
             f"{_where(parent)}/{name}: refusing an HDF5 "

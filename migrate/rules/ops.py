@@ -105,6 +105,8 @@ _K3_OPTIONS = {
     "Concatenate": ("concat", {"axis": 0}),
     "Clip": ("clip", {"x_min": None, "x_max": None}),
     "Cast": ("cast", {"dtype": None}),
+    "ZerosLike": ("zeros_like", {"dtype": None}),
+    "OnesLike": ("ones_like", {"dtype": None}),
     "Matmul": ("matmul", {}),
     "Where": ("where", {}),
     "GetItem": ("getitem", {}),
@@ -670,6 +672,20 @@ def cast(call, op: Op) -> Emit:
                      x.layout, dtype)])
 
 
+def filled_like(call, op: Op) -> Emit:
+    """``zeros_like`` / ``ones_like`` (Keras 3 writes a concatenated mask
+    with them), of the op's dtype or the input's."""
+    x = call.inputs[_single(call, op)]
+    dtype = op.options.get("dtype")
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name", dtype)
+    if dtype is not None and dtype not in _DTYPES:
+        call.refuse(f"dtype={dtype!r}", f"supported: {sorted(_DTYPES)}")
+    arg = f", dtype={_DTYPES[dtype]}" if dtype else ""
+    return Emit([Out(chain(f"torch.{op.name}({x.expr}{arg})"), x.shape,
+                     x.layout, dtype or x.dtype)])
+
+
 def resize(call, op: Op) -> Emit:
     i = _single(call, op)
     x = _unflat(call, i)
@@ -801,6 +817,7 @@ IMPLEMENTATIONS = {
     "softmax": softmax, "log_softmax": softmax, "concat": concat,
     "expand_dims": expand_dims, "squeeze": squeeze, "transpose": transpose,
     "reshape": reshape, "matmul": matmul, "cast": cast, "getitem": getitem,
+    "zeros_like": filled_like, "ones_like": filled_like,
     "l2_normalize": l2_normalize, "resize": resize,
 }
 

@@ -9,6 +9,7 @@ in the namespace, and the same name always gets the same identifier.
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import re
 
@@ -47,13 +48,35 @@ def identifier(text: str, fallback: str = "layer") -> str:
     return name
 
 
+_HELPER_DEF = re.compile(r"^(?:def|class) (\w+)", re.M)
+
+
+@functools.cache
+def helper_names() -> frozenset:
+    """Every name a built-in rule's model.py helper defines: the ``def``
+    and ``class`` names in the helper source strings of
+    ``migrate.rules.*``, so that no layer variable shadows one."""
+    import importlib
+    import pkgutil
+
+    from .. import rules
+    found = set()
+    for info in pkgutil.iter_modules(rules.__path__):
+        module = importlib.import_module(f"{rules.__name__}.{info.name}")
+        for key, value in vars(module).items():
+            if isinstance(value, str) and not key.startswith("__"):
+                found.update(_HELPER_DEF.findall(value))
+    return frozenset(found)
+
+
 def class_identifier(text: str) -> str:
     """``"small_cnn"`` -> ``"SmallCnn"`` (a valid, non-reserved class name)."""
     parts = [p for p in _NOT_IDENT.sub("_", str(text)).split("_") if p]
     name = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
     if name[0].isdigit():
         name = "Model" + name
-    if name in _RESERVED or keyword.iskeyword(name):
+    if name in _RESERVED or name in helper_names() or keyword.iskeyword(
+            name):
         name += "Model"
     return name
 
@@ -62,7 +85,7 @@ class Namespace:
     """Hands out unique identifiers, remembering which object got which."""
 
     def __init__(self, reserved: set[str] | None = None):
-        self._taken = set(_RESERVED) | set(reserved or ())
+        self._taken = set(_RESERVED) | helper_names() | set(reserved or ())
         self._given: dict[object, str] = {}
 
     def name(self, key: object, text: str, fallback: str = "layer") -> str:

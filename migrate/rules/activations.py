@@ -73,7 +73,8 @@ def sparsemax(x, dim=-1):
     cumsum = z.cumsum(dim)
     shape = [1] * x.dim()
     shape[dim] = -1
-    r = torch.arange(1, x.shape[dim] + 1, dtype=x.dtype).reshape(shape)
+    r = torch.arange(1, x.shape[dim] + 1, dtype=x.dtype,
+                     device=x.device).reshape(shape)
     support = z - (cumsum - 1) / r > 0
     k = support.to(x.dtype).sum(dim=dim, keepdim=True)
     tau = (torch.where(support, cumsum, 0.0).sum(dim=dim, keepdim=True)

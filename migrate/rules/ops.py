@@ -299,7 +299,13 @@ def _const(call, value) -> str:
     if isinstance(value, (int, float, bool)):
         return lit(value)
     if isinstance(value, list):
-        return f"torch.tensor({_list(value)})"
+        # An array constant becomes a (non-persistent) buffer of the op's
+        # own, so it follows the module to the device it is moved to.
+        if getattr(call, "const_buffer", None) is not None:
+            call.refuse("constants", "an op with two array constants")
+        call.const_buffer = (f"nn.Buffer(torch.tensor({_list(value)}), "
+                             "persistent=False)")
+        return f"self.{call.attr}"
     call.refuse(f"constant {str(value)[:40]}", "unsupported constant operand")
 
 
@@ -823,7 +829,14 @@ IMPLEMENTATIONS = {
 
 
 def _emit(call, op: Op) -> Emit:
-    return IMPLEMENTATIONS[op.name](call, op)
+    emit = IMPLEMENTATIONS[op.name](call, op)
+    buffer = getattr(call, "const_buffer", None)
+    if buffer is not None:
+        if emit.module is not None:
+            call.refuse("constants", "an array constant in an op with a "
+                        "module")
+        emit.module = buffer
+    return emit
 
 
 _K3_CLASSES = (sorted(_BINARY) + sorted(_UNARY) + sorted(_K3_OPTIONS))

@@ -74,19 +74,22 @@ def rescaling(call):
     if x.layout.flat is not None:
         x = call.want(0, identity(x.rank))
     perm = list(x.layout.perm)
-    parts = [x.expr]
-    for value, op in ((scale, "*"), (offset, "+")):
+    args = []
+    for value in (scale, offset):
         arr = _keras_broadcast(value, x.shape).transpose(perm)
-        if arr.size == 1 and float(arr.reshape(-1)[0]) == (
-                1.0 if op == "*" else 0.0):
-            continue
-        if arr.size == 1:
-            parts.append(f"{op} {lit(float(arr.reshape(-1)[0]))}")
-            continue
-        shape = ", ".join(str(d) for d in arr.shape)
-        values = lit([float(v) for v in arr.reshape(-1)])
-        parts.append(f"{op} torch.tensor({values}).reshape({shape})")
-    return Emit([Out(chain(" ".join(parts)), x.shape, x.layout, "float32")])
+        args.append(lit(float(arr.reshape(-1)[0])) if arr.size == 1
+                    else lit(arr.astype(float).tolist()))
+    code = f"rescale({x.expr}, {args[0]}, {args[1]})"
+    return Emit([Out(chain(code), x.shape, x.layout, "float32")],
+                helpers={"rescale": RESCALE})
+
+
+RESCALE = '''\
+def rescale(x, scale, offset):
+    """Keras Rescaling: x * scale + offset, each a number or nested tuples
+    shaped to broadcast against x (made on x's device)."""
+    return x * x.new_tensor(scale) + x.new_tensor(offset)
+'''
 
 
 def _normalization_variables(cfg):

@@ -155,18 +155,51 @@ def _where(obj) -> str:
     return f"{_LABELS.get(name, name)}:{obj.name}"
 
 
+_LINK_KINDS = {h5py.h5l.TYPE_SOFT: "SoftLink",
+               h5py.h5l.TYPE_EXTERNAL: "ExternalLink"}
+
+
+def _refuse_link(parent: h5py.Group, name: str, kind: int):
+    label = _LINK_KINDS.get(kind, "user-defined link")
+    raise ConversionError(f"{_where(parent)}/{name}: refusing an HDF5 "
+                          f"{label}; Keras files never contain links")
+
+
+def _open(parent: h5py.Group, name: bytes):
+    """Wrap the object at hard link ``name`` of ``parent``.
+
+    h5py's low-level calls: ``parent[name]`` goes through several
+    high-level lookups per call, and a Keras file has thousands of
+    links (this walk was most of the time spent reading a small model).
+    """
+    oid = h5py.h5o.open(parent.id, name)
+    if isinstance(oid, h5py.h5g.GroupID):
+        return h5py.Group(oid)
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return h5py.Dataset(oid)
+    return h5py.Datatype(oid)
+
+
 def _link(parent: h5py.Group, name: str, path: str):
     """The object ``parent[name]``, refusing anything but a hard link."""
     if not name or name in (".", ".."):
         raise ConversionError(f"{_where(parent)}: bad path {path!r}")
-    kind = parent.get(name, getlink=True)
-    if kind is None:
+    raw = name.encode("utf-8")
+    links = parent.id.links
+    if not links.exists(raw):
         return None
-    if not isinstance(kind, h5py.HardLink):
-        raise ConversionError(
-            f"{_where(parent)}/{name}: refusing an HDF5 "
-            f"{type(kind).__name__}; Keras files never contain links")
-    return parent[name]
+    kind = links.get_info(raw).type
+    if kind != h5py.h5l.TYPE_HARD:
+        _refuse_link(parent, name, kind)
+    return _open(parent, raw)
+
+
+def _links(grp: h5py.Group) -> list[tuple[bytes, int]]:
+    """``(name, link type)`` of every link in ``grp``, in name order."""
+    out: list[tuple[bytes, int]] = []
+    grp.id.links.iterate(lambda name, info: out.append((name, info.type)),
+                         info=True)
+    return out
 
 
 @guarded
@@ -230,8 +263,11 @@ def datasets_under(root: h5py.Group) -> Iterator[tuple[str, h5py.Dataset]]:
         seen.add(grp.id)
         if depth > _MAX_DEPTH:
             raise ConversionError(f"{_where(grp)}: groups nested too deep")
-        for name in sorted(grp.keys()):
-            obj = _link(grp, name, prefix + name)
+        for raw, kind in _links(grp):
+            name = raw.decode("utf-8")
+            if kind != h5py.h5l.TYPE_HARD:
+                _refuse_link(grp, name, kind)
+            obj = _open(grp, raw)
             if isinstance(obj, h5py.Group):
                 yield from walk(obj, f"{prefix}{name}/", depth + 1)
             elif isinstance(obj, h5py.Dataset):

@@ -19,6 +19,7 @@ from migrate.errors import ConversionError
 from migrate.graph import TensorRef
 from migrate.read import FORMATS, open_model
 from migrate.read import archive as archive_mod
+from migrate.read import hdf5
 from migrate.read.config import normalize_config, parse_model
 from migrate.read.hdf5 import names_attr, open_hdf5
 from migrate.read.inline import build_graph
@@ -537,13 +538,13 @@ def test_subclassed_model_is_refused():
 # -- laziness -----------------------------------------------------------------
 def test_weights_are_read_only_when_asked(monkeypatch):
     reads = []
-    original = h5py.Dataset.__getitem__
+    original = hdf5.read_array
 
-    def counting(self, key):
-        reads.append(self.name)
-        return original(self, key)
+    def counting(ds):
+        reads.append(ds.name)
+        return original(ds)
 
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+    monkeypatch.setattr(hdf5, "read_array", counting)
     for case in ("k3_nested_frozen", "k2_nested_frozen"):
         for src in _sources(case):
             with src:
@@ -708,6 +709,30 @@ def test_hdf5_links_and_external_data_are_refused(tmp_path):
         del f["layers/dense/vars/1"]
         f["layers/dense/vars/1"] = np.array([b"x"] * 5, dtype=object)
     _fails("must be numeric", fixture_dir("k3_mlp") / "model.json", strings)
+
+
+def test_hdf5_hard_link_cycles_aliases_and_deep_nesting_are_refused(
+        tmp_path):
+    # A group linked back into itself, a layer group linked twice, and
+    # groups nested 300 deep: each is one clear error, none a hang or a
+    # crash of HDF5's recursive visitor.
+    cycle = _copy(tmp_path, "k3_mlp", "model.weights.h5")
+    with h5py.File(cycle, "a") as f:
+        f["layers/dense/vars/loop"] = f["layers/dense"]
+    _fails("second hard link", fixture_dir("k3_mlp") / "model.json", cycle)
+
+    alias = _copy(tmp_path, "k2_mlp", "model.h5")
+    with h5py.File(alias, "a") as f:
+        del f["model_weights/hidden"]
+        f["model_weights/hidden"] = f["model_weights/logits"]
+    _fails("second hard link", alias)
+
+    deep = _copy(tmp_path, "k3_mlp", "model.weights.h5")
+    with h5py.File(deep, "a") as f:
+        g = f.create_group("optimizer")
+        for _ in range(300):
+            g = g.create_group("g")
+    _fails("nested too deep", fixture_dir("k3_mlp") / "model.json", deep)
 
 
 def test_shape_bomb_is_refused(tmp_path):

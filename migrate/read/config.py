@@ -252,16 +252,17 @@ def _short(value, n: int = 60) -> str:
 def _check_depth(value, label: str) -> None:
     """Refuse configs nested deeper than :data:`MAX_DEPTH` (every later
     stage walks the config recursively)."""
+    if not isinstance(value, (dict, list)):
+        return
     stack = [(value, 0)]
-    while stack:
+    while stack:  # only containers go on the stack, not every leaf
         v, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise ConversionError(f"{label}: model config is nested more "
                                   f"than {MAX_DEPTH} levels deep")
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v)
+        for x in (v.values() if isinstance(v, dict) else v):
+            if isinstance(x, (dict, list)):
+                stack.append((x, depth + 1))
 
 
 def _is_int(v) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import io
 import math
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -38,8 +37,9 @@ _NUMERIC_KINDS = "biuf"  # Keras weights are never complex
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
-# h5py file name -> the name to show in messages (in-memory files have none)
-_LABELS: dict[str, str] = {}
+# HDF5 file number -> the name to show in messages (in-memory files have
+# none); numbers are not reused while the process lives
+_LABELS: dict[int, str] = {}
 
 
 def open_hdf5(source, label: str) -> h5py.File:
@@ -57,7 +57,7 @@ def open_hdf5(source, label: str) -> h5py.File:
         raise ConversionError(
             f"{label}: cannot open as HDF5, the file is truncated or "
             f"corrupt ({first_line(exc)})") from None
-    _LABELS[f.filename] = label
+    _LABELS[f.id.fileno] = label
     return f
 
 
@@ -74,10 +74,10 @@ def _corrupt(label: str, exc: BaseException) -> ConversionError:
 
 def _file_label(obj) -> str:
     try:
-        name = obj.file.filename
+        label = _LABELS.get(obj.id.fileno)
+        return label if label is not None else obj.file.filename
     except Exception:  # a closed or broken object
         return "HDF5 file"
-    return _LABELS.get(name, name)
 
 
 def guarded(fn):
@@ -95,7 +95,8 @@ def guarded(fn):
 
 
 def close_hdf5(f: h5py.File) -> None:
-    _LABELS.pop(f.filename, None)
+    _LABELS.pop(f.id.fileno, None)
+    _TREES.pop(f.id.fileno, None)
     f.close()
 
 
@@ -151,28 +152,111 @@ def names_attr(obj, name: str) -> list[str]:
 
 # -- safe navigation --------------------------------------------------------
 def _where(obj) -> str:
-    name = obj.file.filename
-    return f"{_LABELS.get(name, name)}:{obj.name}"
+    return f"{_file_label(obj)}:{obj.name}"
 
 
 _LINK_KINDS = {h5py.h5l.TYPE_SOFT: "SoftLink",
                h5py.h5l.TYPE_EXTERNAL: "ExternalLink"}
+# Kinds of entries in a _Tree besides h5py.h5l's link types.
+_GROUP, _DATASET, _OTHER, _ALIAS = "group", "dataset", "other", "alias"
+_MAX_LINKS = 2_000_000  # a Keras file of 10,000 layers has ~100,000
+_MAX_PATH_DEPTH = 4 * _MAX_DEPTH  # components of a path from the root
 
 
-def _refuse_link(parent: h5py.Group, name: str, kind: int):
-    label = _LINK_KINDS.get(kind, "user-defined link")
-    raise ConversionError(f"{_where(parent)}/{name}: refusing an HDF5 "
-                          f"{label}; Keras files never contain links")
+class _Tree:
+    """Every link of one HDF5 file, listed in two passes of HDF5's own
+    visitors (``H5Lvisit`` for link types, ``H5Ovisit`` for object types).
 
-
-def _open(parent: h5py.Group, name: bytes):
-    """Wrap the object at hard link ``name`` of ``parent``.
-
-    h5py's low-level calls: ``parent[name]`` goes through several
-    high-level lookups per call, and a Keras file has thousands of
-    links (this walk was most of the time spent reading a small model).
+    Walking a file with h5py's high-level API costs several lookups per
+    link, and a small model's file has thousands: that walk was most of
+    the time spent converting EfficientNetB0.  The visitors call back
+    before descending into a group, so a path deeper than
+    ``_MAX_PATH_DEPTH`` stops them before HDF5 recurses further: no C stack exhaustion on a hostile file.
+    Neither revisits an object reached by a second hard link (no cycles).
     """
-    oid = h5py.h5o.open(parent.id, name)
+
+    def __init__(self, f: h5py.File):
+        self.kind: dict[str, object] = {"": _GROUP}
+        self.children: dict[str, list[str]] = {"": []}
+        self.refused = ""
+        links: list[tuple[bytes, int]] = []
+
+        def on_link(name: bytes, info):
+            links.append((name, info.type))
+            return self._stop(name, len(links))
+
+        types: dict[bytes, int] = {}
+
+        def on_object(name: bytes, info):
+            types[name] = info.type
+            return self._stop(name, len(types))
+
+        f.id.links.visit(on_link, info=True)
+        if not self.refused:
+            h5py.h5o.visit(f.id, on_object, info=True)
+        if self.refused:
+            raise ConversionError(self.refused)
+        for raw, link_type in links:
+            path = raw.decode("utf-8", "replace")
+            parent, _, name = path.rpartition("/")
+            self.children.setdefault(parent, []).append(name)
+            if link_type != h5py.h5l.TYPE_HARD:
+                self.kind[path] = _LINK_KINDS.get(link_type,
+                                                  "user-defined link")
+            elif raw not in types:
+                self.kind[path] = _ALIAS
+            else:
+                self.kind[path] = {h5py.h5o.TYPE_GROUP: _GROUP,
+                                   h5py.h5o.TYPE_DATASET: _DATASET}.get(
+                                       types[raw], _OTHER)
+
+    def _stop(self, name: bytes, count: int):
+        # An exception must not cross HDF5's C frames: a true return value
+        # stops the visit, and __init__ raises afterwards.
+        if count > _MAX_LINKS:
+            self.refused = (f"more than {_MAX_LINKS:,} HDF5 objects, not a "
+                            "Keras file")
+        elif name.count(b"/") >= _MAX_PATH_DEPTH:
+            self.refused = "groups nested too deep"
+        return True if self.refused else None
+
+
+# h5py file number -> its _Tree, built on first use
+_TREES: dict[int, _Tree] = {}
+
+
+def _tree(obj) -> _Tree:
+    key = obj.id.fileno
+    tree = _TREES.get(key)
+    if tree is None:
+        try:
+            tree = _Tree(obj.file)
+        except ConversionError as exc:
+            raise ConversionError(f"{_file_label(obj)}: {exc}") from None
+        _TREES[key] = tree
+    return tree
+
+
+def _rel(obj) -> str:
+    return obj.name.strip("/")
+
+
+def _kind(tree: _Tree, obj, path: str, full: str):
+    kind = tree.kind.get(full)
+    if kind is not None and kind not in (_GROUP, _DATASET, _OTHER):
+        if kind == _ALIAS:
+            raise ConversionError(
+                f"{_file_label(obj)}:/{full}: refusing a second hard link "
+                "to one HDF5 object; Keras files never contain links")
+        raise ConversionError(f"{_file_label(obj)}:/{full}: refusing an HDF5 "
+                              f"{kind}; Keras files never contain links")
+    return kind
+
+
+def _open(obj, full: str):
+    """The object at ``full`` (a path from the root of ``obj``'s file),
+    opened with h5py's low-level call and wrapped."""
+    oid = h5py.h5o.open(obj.file.id, ("/" + full).encode("utf-8"))
     if isinstance(oid, h5py.h5g.GroupID):
         return h5py.Group(oid)
     if isinstance(oid, h5py.h5d.DatasetID):
@@ -180,66 +264,59 @@ def _open(parent: h5py.Group, name: bytes):
     return h5py.Datatype(oid)
 
 
-def _link(parent: h5py.Group, name: str, path: str):
-    """The object ``parent[name]``, refusing anything but a hard link."""
-    if not name or name in (".", ".."):
-        raise ConversionError(f"{_where(parent)}: bad path {path!r}")
-    raw = name.encode("utf-8")
-    links = parent.id.links
-    if not links.exists(raw):
-        return None
-    kind = links.get_info(raw).type
-    if kind != h5py.h5l.TYPE_HARD:
-        _refuse_link(parent, name, kind)
-    return _open(parent, raw)
-
-
-def _links(grp: h5py.Group) -> list[tuple[bytes, int]]:
-    """``(name, link type)`` of every link in ``grp``, in name order."""
-    out: list[tuple[bytes, int]] = []
-    grp.id.links.iterate(lambda name, info: out.append((name, info.type)),
-                         info=True)
-    return out
+def _find(parent: h5py.Group, path: str, want: str):
+    """``(path from the root, kind)`` of ``path`` under ``parent``, every
+    component checked; kind is ``None`` when something is absent."""
+    tree = _tree(parent)
+    full = _rel(parent)
+    names = path.split("/")
+    for i, name in enumerate(names):
+        if not name or name in (".", ".."):
+            raise ConversionError(f"{_where(parent)}: bad path {path!r}")
+        full = f"{full}/{name}" if full else name
+        kind = _kind(tree, parent, path, full)
+        if kind is None:
+            return full, None
+        if i < len(names) - 1 and kind != _GROUP:
+            raise ConversionError(
+                f"{_file_label(parent)}:/{full}: expected a group")
+    if kind != want:
+        raise ConversionError(f"{_file_label(parent)}:/{full}: expected a "
+                              f"{want}")
+    return full, kind
 
 
 @guarded
 def group(parent: h5py.Group, path: str, required: bool = True):
     """The group at ``path`` under ``parent`` (``None`` if absent and not
     ``required``)."""
-    current = parent
-    for name in path.split("/"):
-        nxt = _link(current, name, path)
-        if nxt is None:
-            if required:
-                raise ConversionError(
-                    f"{_where(parent)}: no group {path!r} in the file")
-            return None
-        if not isinstance(nxt, h5py.Group):
-            raise ConversionError(f"{_where(nxt)}: expected a group")
-        current = nxt
-    return current
+    full, kind = _find(parent, path, _GROUP)
+    if kind is None:
+        if required:
+            raise ConversionError(
+                f"{_where(parent)}: no group {path!r} in the file")
+        return None
+    return _open(parent, full)
 
 
 @guarded
 def dataset(parent: h5py.Group, path: str) -> h5py.Dataset:
     """The dataset at ``path`` under ``parent``, checked to be safe."""
-    head, _, name = path.rpartition("/")
-    owner = group(parent, head) if head else parent
-    ds = _link(owner, name, path)
-    if ds is None:
+    full, kind = _find(parent, path, _DATASET)
+    if kind is None:
         raise ConversionError(
             f"{_where(parent)}: weight {path!r} is listed but not stored")
-    if not isinstance(ds, h5py.Dataset):
-        raise ConversionError(f"{_where(ds)}: expected a dataset")
+    ds = _open(parent, full)
     _check_dataset(ds)
     return ds
 
 
 def _check_dataset(ds: h5py.Dataset) -> None:
-    if ds.external:
+    plist = ds.id.get_create_plist()
+    if plist.get_external_count():
         raise ConversionError(
             f"{_where(ds)}: refusing a dataset stored in external files")
-    if ds.is_virtual:
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
         raise ConversionError(f"{_where(ds)}: refusing a virtual dataset")
     if ds.dtype.kind not in _NUMERIC_KINDS or ds.dtype.fields:
         raise ConversionError(
@@ -252,37 +329,40 @@ def _check_dataset(ds: h5py.Dataset) -> None:
             f"{stored}; refusing a possible decompression bomb")
 
 
-def datasets_under(root: h5py.Group) -> Iterator[tuple[str, h5py.Dataset]]:
+@guarded
+def datasets_under(root: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
     """Every dataset below ``root`` as ``(relative path, dataset)``, in
     name order, with the same checks as :func:`dataset`."""
-    seen = set()
+    tree = _tree(root)
+    out: list[tuple[str, h5py.Dataset]] = []
 
-    def walk(grp: h5py.Group, prefix: str, depth: int):
-        if grp.id in seen:
-            return  # a hard link back to a visited group
-        seen.add(grp.id)
+    def walk(full: str, prefix: str, depth: int):
         if depth > _MAX_DEPTH:
-            raise ConversionError(f"{_where(grp)}: groups nested too deep")
-        for raw, kind in _links(grp):
-            name = raw.decode("utf-8")
-            if kind != h5py.h5l.TYPE_HARD:
-                _refuse_link(grp, name, kind)
-            obj = _open(grp, raw)
-            if isinstance(obj, h5py.Group):
-                yield from walk(obj, f"{prefix}{name}/", depth + 1)
-            elif isinstance(obj, h5py.Dataset):
-                _check_dataset(obj)
-                yield prefix + name, obj
+            raise ConversionError(f"{_where(root)}: groups nested too deep")
+        for name in tree.children.get(full, ()):
+            path = f"{full}/{name}" if full else name
+            kind = _kind(tree, root, prefix + name, path)
+            if kind == _GROUP:
+                walk(path, f"{prefix}{name}/", depth + 1)
+            elif kind == _DATASET:
+                ds = _open(root, path)
+                _check_dataset(ds)
+                out.append((prefix + name, ds))
 
-    try:
-        yield from walk(root, "", 0)
-    except ConversionError:
-        raise
-    except H5_ERRORS as exc:
-        raise _corrupt(_file_label(root), exc) from None
+    walk(_rel(root), "", 0)
+    return out
 
 
 # -- lazy arrays --------------------------------------------------------------
+def read_array(ds: h5py.Dataset) -> np.ndarray:
+    """All of ``ds``, through h5py's low-level read (``ds[()]`` spends
+    longer on selection checks than on reading a small weight)."""
+    out = np.empty(ds.shape, ds.dtype)
+    if out.size:
+        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    return out
+
+
 @guarded
 def lazy(ds: h5py.Dataset) -> LazyArray:
     """A :class:`LazyArray` that reads ``ds`` when asked, not before."""
@@ -291,7 +371,7 @@ def lazy(ds: h5py.Dataset) -> LazyArray:
 
     def read() -> np.ndarray:
         try:
-            return ds[()]
+            return read_array(ds)
         except H5_ERRORS as exc:
             raise ConversionError(
                 f"{label}: cannot read weight ({first_line(exc)})") from None

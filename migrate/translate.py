@@ -10,6 +10,7 @@ masks and writes the lines it returns.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -299,9 +300,12 @@ class Translator:
             self.problems.append((layer.name, layer.class_name, str(exc)))
             return
         except Exception as exc:  # a rule tripped over a malformed config
+            if os.environ.get("KERAS2TORCH_DEBUG"):
+                raise  # a rule's author wants the traceback
             self.problems.append((layer.name, layer.class_name, (
                 f"rule {rule.name} cannot read this layer's config "
-                f"({type(exc).__name__}: {_first_line(exc)})")))
+                f"({type(exc).__name__}: {_first_line(exc)}; "
+                "KERAS2TORCH_DEBUG=1 shows the traceback)")))
             return
         for out in emit.outputs:
             if out.masked is None and out.mask is None:

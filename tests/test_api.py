@@ -235,6 +235,24 @@ def test_custom_rule_converts_a_custom_layer():
     assert np.abs(got[0] - outputs[0]).max() < 1e-5
 
 
+def test_a_crashing_rule_is_a_layer_problem_unless_debugging(monkeypatch):
+    from migrate.rules import Rule
+
+    def broken(call):
+        return {}["missing"]
+
+    rules = {"fixtures>Scale": Rule("fixtures>Scale", broken)}
+    path = fixture_dir("k3_custom_layers") / "model.keras"
+    with pytest.raises(migrate.UnsupportedLayers) as info:
+        migrate.convert(path, rules=rules)
+    reason = info.value.problems[0][2]
+    assert "cannot read this layer's config (KeyError" in reason
+    assert "KERAS2TORCH_DEBUG=1" in reason
+    monkeypatch.setenv("KERAS2TORCH_DEBUG", "1")
+    with pytest.raises(KeyError):
+        migrate.convert(path, rules=rules)
+
+
 @needs_tf
 @pytest.mark.keras
 @pytest.mark.parametrize("case, fmt", [("k3_dict_io", "keras"),

@@ -215,3 +215,22 @@ def test_tf_op_lambda_becomes_plain_expressions():
                  "conv.mean(dim=(2, 3), keepdim=True)"):
         assert code in src, code
     assert "TFOpLambda" not in src and "tf." not in src
+
+
+def test_gru_config_older_than_reset_after_means_reset_after_false():
+    # Keras < 2.1.3 wrote no reset_after: its GRU is the reset_after=False
+    # one (one bias of 3 * units), not tf.keras's later default.
+    rng = np.random.default_rng(0)
+    arrays = {"kernel": rng.normal(size=(5, 9)).astype("f4"),
+              "recurrent_kernel": rng.normal(size=(3, 9)).astype("f4"),
+              "bias": rng.normal(size=(9,)).astype("f4")}
+    sources = []
+    for extra in ({}, {"reset_after": False}):
+        cfg = {"name": "gru", "units": 3, "activation": "tanh",
+               "recurrent_activation": "hard_sigmoid", **extra}
+        g = _graph([("GRU", cfg, {"weights": _weights("gru", **arrays)})],
+                   shape=(None, 4, 5), keras_version="2.0.8")
+        p = translate(g)
+        sources.append((p.modules, p.body, sorted(p.helpers)))
+    assert sources[0] == sources[1]
+    assert any("reset_after=False" in str(m) for m in sources[0][0])

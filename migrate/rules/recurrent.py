@@ -443,7 +443,9 @@ def rnn_spec(call: Call, class_name: str, cfg: dict,
         recurrent_activation=(cfg.get("recurrent_activation", default_rec)
                               if kind != "rnn" else None),
         use_bias=bool(cfg.get("use_bias", True)),
-        reset_after=bool(cfg.get("reset_after", True)),
+        # Keras 2.1.3 added reset_after (default False) and every Keras
+        # since writes it; a config without it predates it.
+        reset_after=bool(cfg.get("reset_after", False)),
         go_backwards=bool(cfg.get("go_backwards", False)),
         return_sequences=bool(cfg.get("return_sequences", False)),
         return_state=bool(cfg.get("return_state", False)),

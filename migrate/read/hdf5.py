@@ -330,26 +330,39 @@ def _check_dataset(ds: h5py.Dataset) -> None:
 
 
 @guarded
-def datasets_under(root: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
-    """Every dataset below ``root`` as ``(relative path, dataset)``, in
-    name order, with the same checks as :func:`dataset`."""
+def has_group(parent: h5py.Group, path: str) -> bool:
+    """Whether ``path`` under ``parent`` is a group (checked as
+    :func:`group` checks it, without opening it)."""
+    return _find(parent, path, _GROUP)[1] is not None
+
+
+@guarded
+def datasets_under(root: h5py.Group,
+                   path: str = "") -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset below ``root`` (or below its group ``path``) as
+    ``(relative path, dataset)``, in name order, with the same checks as
+    :func:`dataset`."""
     tree = _tree(root)
     out: list[tuple[str, h5py.Dataset]] = []
+    start = _rel(root)
+    if path:
+        start = _find(root, path, _GROUP)[0]
 
     def walk(full: str, prefix: str, depth: int):
         if depth > _MAX_DEPTH:
-            raise ConversionError(f"{_where(root)}: groups nested too deep")
+            raise ConversionError(
+                f"{_file_label(root)}:/{start}: groups nested too deep")
         for name in tree.children.get(full, ()):
-            path = f"{full}/{name}" if full else name
-            kind = _kind(tree, root, prefix + name, path)
+            sub = f"{full}/{name}" if full else name
+            kind = _kind(tree, root, prefix + name, sub)
             if kind == _GROUP:
-                walk(path, f"{prefix}{name}/", depth + 1)
+                walk(sub, f"{prefix}{name}/", depth + 1)
             elif kind == _DATASET:
-                ds = _open(root, path)
+                ds = _open(root, sub)
                 _check_dataset(ds)
                 out.append((prefix + name, ds))
 
-    walk(_rel(root), "", 0)
+    walk(start, "", 0)
     return out
 
 

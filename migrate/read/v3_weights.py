@@ -29,7 +29,7 @@ import h5py
 from ..errors import ConversionError
 from ..weights import LayerWeights, WeightEntry
 from .config import ModelSpec
-from .hdf5 import datasets_under, group, lazy
+from .hdf5 import datasets_under, group, has_group, lazy
 
 _CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 
@@ -57,7 +57,10 @@ def snake_case(class_name: str) -> str:
     return name.lower()
 
 
-def _walk(spec: ModelSpec, grp: h5py.Group) -> None:
+def _walk(spec: ModelSpec, root: h5py.Group, at: str = "") -> None:
+    """Attach the weights of ``spec``'s layers, stored under the group
+    ``at`` of ``root`` (paths, not opened groups: opening one per layer
+    costs more than reading a small layer's weights)."""
     used: dict[str, int] = {}
     for m in spec.members:
         if m.layer is not None and m.layer.is_op:
@@ -70,23 +73,23 @@ def _walk(spec: ModelSpec, grp: h5py.Group) -> None:
             key = f"{key}_{used[key]}"
         else:
             used[key] = 0
-        sub = _child(grp, key)
+        sub = _child(root, at, key)
         if sub is None:
             continue
         if m.model is not None:
-            _walk(m.model, sub)
+            _walk(m.model, root, sub)
         elif m.layer is not None:
             entries = [WeightEntry(path, lazy(ds))
-                       for path, ds in datasets_under(sub)]
+                       for path, ds in datasets_under(root, sub)]
             entries.sort(key=lambda e: _natural(e.key))
             m.layer.weights = LayerWeights(entries, m.layer.name)
 
 
-def _child(grp: h5py.Group, key: str):
+def _child(root: h5py.Group, at: str, key: str) -> str | None:
     for container in _CONTAINERS:
-        sub = group(grp, f"{container}/{key}", required=False)
-        if sub is not None:
-            return sub
+        path = f"{at}/{container}/{key}" if at else f"{container}/{key}"
+        if has_group(root, path):
+            return path
     return None
 
 

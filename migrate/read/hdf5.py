@@ -318,10 +318,11 @@ def _check_dataset(ds: h5py.Dataset) -> None:
             f"{_where(ds)}: refusing a dataset stored in external files")
     if plist.get_layout() == h5py.h5d.VIRTUAL:
         raise ConversionError(f"{_where(ds)}: refusing a virtual dataset")
-    if ds.dtype.kind not in _NUMERIC_KINDS or ds.dtype.fields:
+    dtype = ds.id.dtype  # the low-level properties: h5py's cost more
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields:
         raise ConversionError(
-            f"{_where(ds)}: weights must be numeric, found dtype {ds.dtype}")
-    declared = math.prod(ds.shape or ()) * ds.dtype.itemsize
+            f"{_where(ds)}: weights must be numeric, found dtype {dtype}")
+    declared = math.prod(ds.id.shape or ()) * dtype.itemsize
     stored = ds.id.get_storage_size()
     if declared > _BOMB_FLOOR and declared > _MAX_EXPANSION * stored:
         raise ConversionError(
@@ -370,7 +371,7 @@ def datasets_under(root: h5py.Group,
 def read_array(ds: h5py.Dataset) -> np.ndarray:
     """All of ``ds``, through h5py's low-level read (``ds[()]`` spends
     longer on selection checks than on reading a small weight)."""
-    out = np.empty(ds.shape, ds.dtype)
+    out = np.empty(ds.id.shape, ds.id.dtype)
     if out.size:
         ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
     return out
@@ -380,7 +381,7 @@ def read_array(ds: h5py.Dataset) -> np.ndarray:
 def lazy(ds: h5py.Dataset) -> LazyArray:
     """A :class:`LazyArray` that reads ``ds`` when asked, not before."""
     where = ds.name.lstrip("/")
-    label = _where(ds)
+    label = f"{_file_label(ds)}:/{where}"
 
     def read() -> np.ndarray:
         try:
@@ -389,4 +390,4 @@ def lazy(ds: h5py.Dataset) -> LazyArray:
             raise ConversionError(
                 f"{label}: cannot read weight ({first_line(exc)})") from None
 
-    return LazyArray(tuple(ds.shape), str(ds.dtype), read, where)
+    return LazyArray(tuple(ds.id.shape), str(ds.id.dtype), read, where)

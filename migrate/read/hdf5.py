@@ -4,13 +4,16 @@ Everything the readers take from an HDF5 file goes through this module:
 
 * :func:`open_hdf5` opens a path or in-memory bytes read-only and turns
   h5py's errors into one-line :class:`ConversionError` messages;
-* :func:`group` and :func:`dataset` walk a ``/``-separated path one link at
-  a time and refuse soft links, external links, external storage, virtual
-  datasets, non-numeric data and "shape bombs" (a huge declared size with
-  almost nothing stored);
-* :func:`lazy` wraps a dataset in a :class:`LazyArray` that reads nothing
-  until :meth:`LazyArray.read` is called, so the file must stay open until
-  the caller is done (``Source.close``);
+* the first lookup in a file lists all its links at once, with HDF5's
+  own visitors (:class:`_Tree`); :func:`group`, :func:`has_group`,
+  :func:`dataset` and :func:`datasets_under` then check every component of
+  a ``/``-separated path in that list, and refuse soft, external and
+  user-defined links, second hard links to one object (cycles), deep
+  nesting, external storage, virtual datasets, non-numeric data and
+  "shape bombs" (a huge declared size with almost nothing stored);
+* :func:`dataset` and :func:`datasets_under` give :class:`LazyArray`
+  objects that read nothing until :meth:`LazyArray.read` is called, so the
+  file must stay open until the caller is done (``Source.close``);
 * :func:`text_attr` and :func:`names_attr` decode attributes that may come
   back as ``str``, ``bytes``, object or fixed-length byte arrays, or as
   chunks ``layer_names0``, ``layer_names1``, ... when they were too large
@@ -300,34 +303,39 @@ def group(parent: h5py.Group, path: str, required: bool = True):
 
 
 @guarded
-def dataset(parent: h5py.Group, path: str) -> h5py.Dataset:
-    """The dataset at ``path`` under ``parent``, checked to be safe."""
+def dataset(parent: h5py.Group, path: str) -> LazyArray:
+    """The dataset at ``path`` under ``parent``, checked to be safe, as a
+    :class:`LazyArray` (nothing is read yet)."""
     full, kind = _find(parent, path, _DATASET)
     if kind is None:
         raise ConversionError(
             f"{_where(parent)}: weight {path!r} is listed but not stored")
-    ds = _open(parent, full)
-    _check_dataset(ds)
-    return ds
+    return _lazy(_open(parent, full), full)
 
 
-def _check_dataset(ds: h5py.Dataset) -> None:
+def _check_dataset(ds: h5py.Dataset, full: str) -> tuple[tuple, np.dtype]:
+    """``(shape, dtype)`` of ``ds`` (at ``full``) once it is checked."""
     plist = ds.id.get_create_plist()
     if plist.get_external_count():
-        raise ConversionError(
-            f"{_where(ds)}: refusing a dataset stored in external files")
+        raise ConversionError(f"{_file_label(ds)}:/{full}: refusing a "
+                              "dataset stored in external files")
     if plist.get_layout() == h5py.h5d.VIRTUAL:
-        raise ConversionError(f"{_where(ds)}: refusing a virtual dataset")
+        raise ConversionError(
+            f"{_file_label(ds)}:/{full}: refusing a virtual dataset")
     dtype = ds.id.dtype  # the low-level properties: h5py's cost more
     if dtype.kind not in _NUMERIC_KINDS or dtype.fields:
-        raise ConversionError(
-            f"{_where(ds)}: weights must be numeric, found dtype {dtype}")
-    declared = math.prod(ds.id.shape or ()) * dtype.itemsize
-    stored = ds.id.get_storage_size()
-    if declared > _BOMB_FLOOR and declared > _MAX_EXPANSION * stored:
-        raise ConversionError(
-            f"{_where(ds)}: declares {declared} bytes but stores only "
-            f"{stored}; refusing a possible decompression bomb")
+        raise ConversionError(f"{_file_label(ds)}:/{full}: weights must be "
+                              f"numeric, found dtype {dtype}")
+    shape = tuple(ds.id.shape)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > _BOMB_FLOOR:
+        stored = ds.id.get_storage_size()
+        if declared > _MAX_EXPANSION * stored:
+            raise ConversionError(
+                f"{_file_label(ds)}:/{full}: declares {declared} bytes but "
+                f"stores only {stored}; refusing a possible decompression "
+                "bomb")
+    return shape, dtype
 
 
 @guarded
@@ -339,12 +347,12 @@ def has_group(parent: h5py.Group, path: str) -> bool:
 
 @guarded
 def datasets_under(root: h5py.Group,
-                   path: str = "") -> list[tuple[str, h5py.Dataset]]:
+                   path: str = "") -> list[tuple[str, LazyArray]]:
     """Every dataset below ``root`` (or below its group ``path``) as
-    ``(relative path, dataset)``, in name order, with the same checks as
+    ``(relative path, LazyArray)``, in name order, with the same checks as
     :func:`dataset`."""
     tree = _tree(root)
-    out: list[tuple[str, h5py.Dataset]] = []
+    out: list[tuple[str, LazyArray]] = []
     start = _rel(root)
     if path:
         start = _find(root, path, _GROUP)[0]
@@ -359,9 +367,7 @@ def datasets_under(root: h5py.Group,
             if kind == _GROUP:
                 walk(sub, f"{prefix}{name}/", depth + 1)
             elif kind == _DATASET:
-                ds = _open(root, sub)
-                _check_dataset(ds)
-                out.append((prefix + name, ds))
+                out.append((prefix + name, _lazy(_open(root, sub), sub)))
 
     walk(start, "", 0)
     return out
@@ -371,17 +377,18 @@ def datasets_under(root: h5py.Group,
 def read_array(ds: h5py.Dataset) -> np.ndarray:
     """All of ``ds``, through h5py's low-level read (``ds[()]`` spends
     longer on selection checks than on reading a small weight)."""
-    out = np.empty(ds.id.shape, ds.id.dtype)
+    dsid = ds.id
+    out = np.empty(dsid.shape, dsid.dtype)
     if out.size:
-        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+        dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
     return out
 
 
-@guarded
-def lazy(ds: h5py.Dataset) -> LazyArray:
-    """A :class:`LazyArray` that reads ``ds`` when asked, not before."""
-    where = ds.name.lstrip("/")
-    label = f"{_file_label(ds)}:/{where}"
+def _lazy(ds: h5py.Dataset, full: str) -> LazyArray:
+    """A :class:`LazyArray` that reads ``ds`` (at ``full``, checked here)
+    when asked, not before."""
+    shape, dtype = _check_dataset(ds, full)
+    label = f"{_file_label(ds)}:/{full}"
 
     def read() -> np.ndarray:
         try:
@@ -390,4 +397,4 @@ def lazy(ds: h5py.Dataset) -> LazyArray:
             raise ConversionError(
                 f"{label}: cannot read weight ({first_line(exc)})") from None
 
-    return LazyArray(tuple(ds.id.shape), str(ds.id.dtype), read, where)
+    return LazyArray(shape, str(dtype), read, full)

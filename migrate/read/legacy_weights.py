@@ -27,7 +27,7 @@ import h5py
 from ..errors import ConversionError
 from ..weights import LayerWeights, WeightEntry
 from .config import Member, ModelSpec
-from .hdf5 import dataset, group, lazy, names_attr
+from .hdf5 import dataset, group, names_attr
 
 
 def attach_legacy(spec: ModelSpec, root: h5py.Group, label: str) -> None:
@@ -47,7 +47,7 @@ def attach_legacy(spec: ModelSpec, root: h5py.Group, label: str) -> None:
         if member.model is not None:
             _attach_nested(member, grp, stored, label)
         elif member.layer is not None:
-            entries = [WeightEntry(_relative(w, name), lazy(dataset(grp, w)))
+            entries = [WeightEntry(_relative(w, name), dataset(grp, w))
                        for w in stored]
             member.layer.weights = LayerWeights(entries, member.layer.name)
     extra = group(root, "top_level_model_weights", required=False)
@@ -83,7 +83,7 @@ def _attach_nested(member: Member, grp: h5py.Group, stored: list[str],
     for w in stored:
         leaf, key = _owner(w, by_name, spec, member.name, label)
         found.setdefault(leaf.layer.name, []).append(
-            WeightEntry(key, lazy(dataset(grp, w))))
+            WeightEntry(key, dataset(grp, w)))
         layers[leaf.layer.name] = leaf.layer
     for name, entries in found.items():
         layers[name].weights = LayerWeights(entries, name)

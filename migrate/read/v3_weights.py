@@ -29,7 +29,7 @@ import h5py
 from ..errors import ConversionError
 from ..weights import LayerWeights, WeightEntry
 from .config import ModelSpec
-from .hdf5 import datasets_under, group, has_group, lazy
+from .hdf5 import datasets_under, group, has_group
 
 _CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 
@@ -79,8 +79,8 @@ def _walk(spec: ModelSpec, root: h5py.Group, at: str = "") -> None:
         if m.model is not None:
             _walk(m.model, root, sub)
         elif m.layer is not None:
-            entries = [WeightEntry(path, lazy(ds))
-                       for path, ds in datasets_under(root, sub)]
+            entries = [WeightEntry(path, array)
+                       for path, array in datasets_under(root, sub)]
             entries.sort(key=lambda e: _natural(e.key))
             m.layer.weights = LayerWeights(entries, m.layer.name)
 

@@ -36,3 +36,25 @@ def test_comment_text_cannot_break_out():
     text = comment_text('x"""\n__import__("os").system("id")\r\u2028')
     assert "\n" not in text and "\r" not in text and '"' not in text
     assert text.isascii()
+
+
+def test_docstring_lists_outputs_by_the_names_forward_returns():
+    # a layer with several outputs (GRU return_state, a CuDNN GRU) gives
+    # one docstring line per returned variable, no duplicated names
+    import ast
+
+    import migrate
+    from conftest import fixture_dir
+
+    for case, name in (("k3_gru_options", "model.keras"),
+                       ("k2_cudnn_rnn", "model.h5")):
+        tree = ast.parse(migrate.convert(fixture_dir(case) / name).source)
+        cls = [n for n in tree.body if isinstance(n, ast.ClassDef)][-1]
+        doc = ast.get_docstring(cls).split("Outputs:")[1]
+        listed = [line.split(":")[0].strip() for line in doc.splitlines()
+                  if line.strip()]
+        forward = next(n for n in cls.body if getattr(n, "name", "")
+                       == "forward")
+        ret = forward.body[-1].value
+        returned = [e.id for e in getattr(ret, "elts", [ret])]
+        assert listed == returned and len(set(listed)) == len(listed)

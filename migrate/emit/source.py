@@ -56,8 +56,9 @@ def _class(p: Program) -> str:
     for t in p.inputs:
         doc.append(f"    {t.var}: {_shape(t.torch_shape)} {t.dtype}")
     doc.append("Outputs:")
-    for t in p.outputs:
-        doc.append(f"    {identifier(t.name)}: {_shape(t.torch_shape)}")
+    for t in p.outputs:  # by the names forward() returns them under
+        name = t.var if t.var.isidentifier() else identifier(t.name)
+        doc.append(f"    {name}: {_shape(t.torch_shape)}")
     doc.append('"""')
     lines = [f"class {p.class_name}(nn.Module):"]
     lines += ["    " + d if d else "" for d in doc]

@@ -174,8 +174,9 @@ class _Tree:
     link, and a small model's file has thousands: that walk was most of
     the time spent converting EfficientNetB0.  The visitors call back
     before descending into a group, so a path deeper than
-    ``_MAX_PATH_DEPTH`` stops them before HDF5 recurses further: no C stack exhaustion on a hostile file.
-    Neither revisits an object reached by a second hard link (no cycles).
+    ``_MAX_PATH_DEPTH`` stops them before HDF5 recurses further (no C
+    stack exhaustion on a hostile file).  Neither revisits an object
+    reached by a second hard link (no cycles).
     """
 
     def __init__(self, f: h5py.File):
@@ -244,7 +245,7 @@ def _rel(obj) -> str:
     return obj.name.strip("/")
 
 
-def _kind(tree: _Tree, obj, path: str, full: str):
+def _kind(tree: _Tree, obj, full: str):
     kind = tree.kind.get(full)
     if kind is not None and kind not in (_GROUP, _DATASET, _OTHER):
         if kind == _ALIAS:
@@ -258,8 +259,9 @@ def _kind(tree: _Tree, obj, path: str, full: str):
 
 def _open(obj, full: str):
     """The object at ``full`` (a path from the root of ``obj``'s file),
-    opened with h5py's low-level call and wrapped."""
-    oid = h5py.h5o.open(obj.file.id, ("/" + full).encode("utf-8"))
+    opened with h5py's low-level call and wrapped (an absolute path is
+    resolved from the root whatever object it is given)."""
+    oid = h5py.h5o.open(obj.id, ("/" + full).encode("utf-8"))
     if isinstance(oid, h5py.h5g.GroupID):
         return h5py.Group(oid)
     if isinstance(oid, h5py.h5d.DatasetID):
@@ -277,7 +279,7 @@ def _find(parent: h5py.Group, path: str, want: str):
         if not name or name in (".", ".."):
             raise ConversionError(f"{_where(parent)}: bad path {path!r}")
         full = f"{full}/{name}" if full else name
-        kind = _kind(tree, parent, path, full)
+        kind = _kind(tree, parent, full)
         if kind is None:
             return full, None
         if i < len(names) - 1 and kind != _GROUP:
@@ -363,7 +365,7 @@ def datasets_under(root: h5py.Group,
                 f"{_file_label(root)}:/{start}: groups nested too deep")
         for name in tree.children.get(full, ()):
             sub = f"{full}/{name}" if full else name
-            kind = _kind(tree, root, prefix + name, sub)
+            kind = _kind(tree, root, sub)
             if kind == _GROUP:
                 walk(sub, f"{prefix}{name}/", depth + 1)
             elif kind == _DATASET:

@@ -65,10 +65,16 @@ class Node:
 
     @property
     def inputs(self) -> list[TensorRef]:
-        out: list[TensorRef] = []
-        _collect(self.args, out)
-        _collect(self.kwargs, out)
-        return out
+        # Collected once (a graph's calls are not changed after reading;
+        # a rule that needs another call makes one, dataclasses.replace);
+        # translating asks for them about ten times per node.
+        cached = self.__dict__.get("_inputs")
+        if cached is None:
+            cached = []
+            _collect(self.args, cached)
+            _collect(self.kwargs, cached)
+            self.__dict__["_inputs"] = cached
+        return list(cached)
 
 
 def _collect(value: Any, out: list) -> None:

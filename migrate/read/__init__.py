@@ -32,6 +32,7 @@ modules: :mod:`.detect` (sniffing), :mod:`.archive` (zip), :mod:`.hdf5`
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from .hdf5 import close_hdf5, group, open_hdf5, text_attr
 from .inline import build_graph
 from .legacy_weights import attach_legacy
 from .v3_weights import attach_v3
+
+_READ_AHEAD = 1 << 16  # bytes buffered over a .keras archive's weights
 
 FORMATS = ("keras", "h5", "json+h5", "json+weights.h5")
 
@@ -110,11 +113,16 @@ def open_model(path, weights=None) -> Source:
 
 def _read_keras(path, files):
     archive = read_archive(path)
-    if not isinstance(archive.weights, bytes):
-        files.append(archive.weights)  # the window h5py reads through
+    weights = archive.weights
+    if not isinstance(weights, bytes):
+        # HDF5 reads metadata in thousands of small pieces (EfficientNetB0:
+        # 2,700 under 8 KiB); a buffer serves most from memory, one read
+        # per 64 KiB, and passes big reads straight to the window
+        weights = io.BufferedReader(weights, _READ_AHEAD)
+        files.append(weights)  # closing it closes the window
     label = f"{path}: model.weights.h5"
     spec = parse_model(archive.config, path)  # its errors say more
-    f = open_hdf5(archive.weights, label)
+    f = open_hdf5(weights, label)
     files.append(f)
     if hdf5_kind(f) != "v3_weights":
         raise ConversionError(f"{label}: not in the Keras 3 weights layout")

@@ -7,8 +7,9 @@ names are only compared, never used as paths.
 
 Keras stores ``model.weights.h5`` uncompressed, so it is read in place: a
 :class:`MemberWindow` is a read-only file object over the member's bytes in
-the archive, which h5py reads like a file, so converting a model never holds
-its whole weights file in memory.  A compressed member (an archive re-zipped
+the archive, which h5py reads like a file (through a 64 KiB
+``io.BufferedReader``), so converting a model never holds its whole weights
+file in memory.  A compressed member (an archive re-zipped
 by another tool) falls back to an in-memory read, with the size limits.
 """
 from __future__ import annotations

@@ -46,7 +46,8 @@ _LABELS: dict[int, str] = {}
 
 
 def open_hdf5(source, label: str) -> h5py.File:
-    """Open ``source`` (a path or ``bytes``) read-only.
+    """Open ``source`` (a path, ``bytes`` or a binary file object)
+    read-only.
 
     ``label`` names the file in error messages (``"m.keras:
     model.weights.h5"``).

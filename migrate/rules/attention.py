@@ -195,6 +195,29 @@ def _sequence(call: Call, t: Tensor) -> Tensor:
     return t
 
 
+def _shared_args(cfg: dict, sizes: dict, out_size: int,
+                 use_bias: bool) -> list[str]:
+    """The keyword arguments MultiHeadAttention and GroupedQueryAttention
+    modules take alike, each only when it differs from its default."""
+    args = []
+    if sizes["key"] != sizes["value"]:
+        args.append(f"key_size={sizes['key']}")
+    if sizes["value"] != sizes["query"]:
+        args.append(f"value_size={sizes['value']}")
+    if out_size != sizes["query"]:
+        args.append(f"output_size={out_size}")
+    if not use_bias:
+        args.append("bias=False")
+    dropout = float(cfg.get("dropout") or 0.0)
+    if dropout:
+        args.append(f"dropout={lit(dropout)}")
+    if cfg.get("use_gate"):
+        args.append("use_gate=True")
+    if cfg.get("sliding_window") is not None:
+        args.append(f"sliding_window={int(cfg['sliding_window'])}")
+    return args
+
+
 def _flag(call: Call, name: str) -> bool:
     value = call.node.kwargs.get(name, False)
     if not isinstance(value, bool):
@@ -278,22 +301,8 @@ def multi_head_attention(call):
     args = [str(sizes["query"]), f"num_heads={heads}", f"key_dim={key_dim}"]
     if value_dim != key_dim:
         args.append(f"value_dim={value_dim}")
-    if sizes["key"] != sizes["value"]:
-        args.append(f"key_size={sizes['key']}")
-    if sizes["value"] != sizes["query"]:
-        args.append(f"value_size={sizes['value']}")
-    if out_size != sizes["query"]:
-        args.append(f"output_size={out_size}")
-    if not use_bias:
-        args.append("bias=False")
-    dropout = float(cfg.get("dropout") or 0.0)
-    if dropout:
-        args.append(f"dropout={lit(dropout)}")
+    args += _shared_args(cfg, sizes, out_size, use_bias)
     gate = bool(cfg.get("use_gate"))
-    if gate:
-        args.append("use_gate=True")
-    if cfg.get("sliding_window") is not None:
-        args.append(f"sliding_window={int(cfg['sliding_window'])}")
     module = f"MultiHeadAttention({', '.join(args)})"
     version = 3 if call.keras_major >= 3 else 2
     helpers = {"MultiHeadAttention": MULTI_HEAD_ATTENTION.replace(
@@ -442,20 +451,8 @@ def grouped_query_attention(call):
         call.refuse("inputs", "feature sizes must be known")
     args = [str(sizes["query"]), f"num_heads={heads}",
             f"num_key_value_heads={kv_heads}", f"head_dim={head_dim}"]
-    if sizes["key"] != sizes["value"]:
-        args.append(f"key_size={sizes['key']}")
-    if sizes["value"] != sizes["query"]:
-        args.append(f"value_size={sizes['value']}")
-    if not use_bias:
-        args.append("bias=False")
-    dropout = float(cfg.get("dropout") or 0.0)
-    if dropout:
-        args.append(f"dropout={lit(dropout)}")
+    args += _shared_args(cfg, sizes, sizes["query"], use_bias)
     gate = bool(cfg.get("use_gate"))
-    if gate:
-        args.append("use_gate=True")
-    if cfg.get("sliding_window") is not None:
-        args.append(f"sliding_window={int(cfg['sliding_window'])}")
     module = f"GroupedQueryAttention({', '.join(args)})"
     helpers = {"GroupedQueryAttention": GROUPED_QUERY_ATTENTION}
     # Keras's (in, heads, head_dim) kernels, as for MultiHeadAttention

@@ -20,6 +20,7 @@ the raw little-endian data of every tensor, back to back.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -204,18 +205,27 @@ def write_safetensors(path, specs: dict[str, Spec],
     ``produce(key)`` and writing it in blocks of at most :data:`BLOCK`
     bytes, so a transposed view is never copied whole."""
     path = Path(path)
+    with _atomic(path, "wb") as f:
+        f.write(header(specs, metadata))
+        for key, spec in specs.items():
+            value = produce(key)
+            written = _write_tensor(f, key, value, spec)
+            del value
+            if written != spec.nbytes:
+                raise ConversionError(
+                    f"internal error: weight {key!r} wrote {written} "
+                    f"bytes, expected {spec.nbytes}")
+    return path
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str):
+    """A file object for ``path``, written as a temporary sibling that is
+    renamed into place when the block ends and removed if it raises."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header(specs, metadata))
-            for key, spec in specs.items():
-                value = produce(key)
-                written = _write_tensor(f, key, value, spec)
-                del value
-                if written != spec.nbytes:
-                    raise ConversionError(
-                        f"internal error: weight {key!r} wrote {written} "
-                        f"bytes, expected {spec.nbytes}")
+        with os.fdopen(fd, mode) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -223,7 +233,6 @@ def write_safetensors(path, specs: dict[str, Spec],
         except OSError:
             pass
         raise
-    return path
 
 
 def _write_tensor(f, key: str, value, spec: Spec) -> int:
@@ -297,48 +306,37 @@ def write_torch(path, specs: dict[str, Spec],
     The result loads with ``torch.load(weights_only=True)`` (and
     ``mmap=True``) and passes a zip integrity test."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            if not hasattr(torch.serialization, "skip_data"):  # torch < 2.5
-                torch.save({k: to_tensor(k, produce(k), s)
-                            for k, s in specs.items()}, f)  # not bounded
-                f.close()
-                os.replace(tmp, path)
-                return path
-            try:
-                holders = {k: torch.empty(s.shape, dtype=s.dtype)
-                           for k, s in specs.items()}
-            except (RuntimeError, MemoryError) as exc:  # absurd config sizes
-                total = sum(s.nbytes for s in specs.values())
-                raise ConversionError(
-                    f"cannot lay out {total} bytes of weights for torch.save "
-                    f"({type(exc).__name__}); does the model config match "
-                    "its weights?") from None
-            with torch.serialization.skip_data():
-                torch.save(holders, f)
-            del holders
-            f.flush()
-            records = _torch_records(f, len(specs))
-            crcs = {}
-            for (key, spec), rec in zip(specs.items(), records):
-                if rec.file_size != spec.nbytes:
-                    raise ConversionError(
-                        f"internal error: torch.save laid out {rec.file_size}"
-                        f" bytes for {key!r}, expected {spec.nbytes}")
-                f.seek(_data_start(f, rec))
-                value = produce(key)
-                crcs[rec.filename] = _CrcWriter(f)
-                _write_tensor(crcs[rec.filename], key, value, spec)
-                del value
-            _patch_crcs(f, {n: w.crc for n, w in crcs.items()})
-        os.replace(tmp, path)
-    except BaseException:
+    with _atomic(path, "w+b") as f:
+        if not hasattr(torch.serialization, "skip_data"):  # torch < 2.5
+            torch.save({k: to_tensor(k, produce(k), s)
+                        for k, s in specs.items()}, f)  # not bounded
+            return path
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            holders = {k: torch.empty(s.shape, dtype=s.dtype)
+                       for k, s in specs.items()}
+        except (RuntimeError, MemoryError) as exc:  # absurd config sizes
+            total = sum(s.nbytes for s in specs.values())
+            raise ConversionError(
+                f"cannot lay out {total} bytes of weights for torch.save "
+                f"({type(exc).__name__}); does the model config match "
+                "its weights?") from None
+        with torch.serialization.skip_data():
+            torch.save(holders, f)
+        del holders
+        f.flush()
+        records = _torch_records(f, len(specs))
+        crcs = {}
+        for (key, spec), rec in zip(specs.items(), records):
+            if rec.file_size != spec.nbytes:
+                raise ConversionError(
+                    f"internal error: torch.save laid out {rec.file_size}"
+                    f" bytes for {key!r}, expected {spec.nbytes}")
+            f.seek(_data_start(f, rec))
+            value = produce(key)
+            crcs[rec.filename] = _CrcWriter(f)
+            _write_tensor(crcs[rec.filename], key, value, spec)
+            del value
+        _patch_crcs(f, {n: w.crc for n, w in crcs.items()})
     return path
 
 

@@ -294,6 +294,21 @@ def _keras_error(line: str) -> str:
     return line
 
 
+def _error(k: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``(max abs error, largest finite Keras magnitude)`` of two float64
+    arrays of one shape.  Where Keras gives NaN or an infinity the port
+    must give the same (error 0 there); a non-finite value on one side
+    only is an infinite error."""
+    if not k.size:
+        return 0.0, 0.0
+    with np.errstate(invalid="ignore"):  # inf - inf
+        same = (k == t) | (np.isnan(k) & np.isnan(t))
+        diff = np.where(same, 0.0, np.abs(k - t))
+    diff[np.isnan(diff)] = np.inf  # NaN on one side only
+    finite = np.abs(k[np.isfinite(k)])
+    return float(diff.max()), float(finite.max()) if finite.size else 0.0
+
+
 def compare(keras_outs, port_outs, names, atol: float) -> dict:
     rows = []
     for name, k, t in zip(names, keras_outs, port_outs):
@@ -302,8 +317,7 @@ def compare(keras_outs, port_outs, names, atol: float) -> dict:
         if k.shape != t.shape:
             raise ConversionError(f"output {name!r}: Keras shape {k.shape}, "
                                   f"port shape {t.shape}")
-        err = float(np.max(np.abs(k - t))) if k.size else 0.0
-        scale = float(np.max(np.abs(k))) if k.size else 0.0
+        err, scale = _error(k, t)
         rows.append({"name": name, "shape": list(k.shape),
                      "max_abs_err": err,
                      "max_rel_err": err / scale if scale else err})
@@ -423,8 +437,9 @@ def compare_layers(recorded, ported, atol: float, outputs_passed: bool):
                         f"shape {list(t.shape)}"))
                     break
                 row["shape"] = list(k.shape)
-                errs.append(float(np.max(np.abs(k - t))) if k.size else 0.0)
-                scales.append(float(np.max(np.abs(k))) if k.size else 0.0)
+                err, scale = _error(k, t)
+                errs.append(err)
+                scales.append(scale)
             else:
                 if errs:
                     err, scale = max(errs), max(scales)

@@ -14,7 +14,7 @@ from migrate.errors import ConversionError
 from migrate.inspect import describe_rules, inspect_model, rules_markdown
 from migrate.rules import Emit, Out, Rule, chain
 from migrate.rules.registry import RULES
-from migrate.verify import compare_layers, run_port, run_traced
+from migrate.verify import compare, compare_layers, run_port, run_traced
 
 from conftest import MODELS, ROOT, fixture_dir, model_files, needs_tf
 
@@ -160,6 +160,21 @@ def test_compare_layers_names_the_first_divergence():
     assert "how model.py joins them" in same["per_layer_note"]
     missing = compare_layers({}, (nodes[:1], ported), 1e-4, True)
     assert missing["layers"][0]["status"] == "not compared"
+
+
+def test_non_finite_outputs_match_only_where_keras_has_them():
+    """A model whose Keras outputs hold NaN or infinities (a log of a
+    negative, a variance below zero) matches a port that gives the same
+    values at the same places; one side alone non-finite is a failure."""
+    keras = np.array([[1.0, np.nan, np.inf, -np.inf]])
+    same = compare([keras], [keras.copy()], ["y"], 1e-5)
+    assert same["passed"] and same["max_abs_err"] == 0.0
+    assert same["outputs"][0]["max_rel_err"] == 0.0  # scale: finite values
+    for i, value in enumerate([np.nan, 0.0, 5.0, np.inf]):
+        port = keras.copy()
+        port[0, i] = value
+        got = compare([keras], [port], ["y"], 1e-5)
+        assert not got["passed"] and got["max_abs_err"] == np.inf, i
 
 
 def _wrong_pool(call):

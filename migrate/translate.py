@@ -105,6 +105,10 @@ class Translator:
         for out in graph.outputs:
             self.uses[out.ref] = self.uses.get(out.ref, 0) + 1
         self.output_refs = {out.ref for out in graph.outputs}
+        # a node whose output is its input unchanged (a transpose the
+        # layout absorbs, a linear activation) -> the tensor it shares a
+        # variable, and so a use count, with
+        self.same_as: dict[TensorRef, TensorRef] = {}
         self.masks = Masks(graph, options.rules, self.tensors, self.vars)
         # (tensor, layout) -> the variable holding it permuted, and where
         # the body stood when it was first permuted
@@ -351,14 +355,17 @@ class Translator:
         in_masks = self.masks.input_vars(node)
         masks, mask_lines = self.masks.outputs(node, call, emit, in_vars,
                                                in_masks)
+        if self._same_value(node, emit, in_vars, masks, mask_lines):
+            return
         # A single-output node whose first input dies here reuses its name,
         # unless it computes a model output: that is named after its layer,
         # as the docstring names it.
         first = in_refs[0] if in_refs else None
+        keys = [self._key(r) for r in in_refs]
         # (A mask computed from a tensor gets a name of its own.)
         last_use = (first is not None and len(emit.outputs) == 1
-                    and self.uses.get(first, 0) == 1
-                    and in_refs.count(first) == 1
+                    and self.uses.get(keys[0], 0) == 1
+                    and keys.count(keys[0]) == 1
                     and in_vars[0] not in self.masks.pinned
                     and (emit.outputs[0].dtype == "bool")
                     == (self.tensors[first].dtype == "bool"))
@@ -379,8 +386,8 @@ class Translator:
                     else f"{node.layer.keras_name}_{i}"
                 var = self.vars.name(ref, base, "t")
             outs.append((ref, var, out))
-        for r in in_refs:
-            self.uses[r] = self.uses.get(r, 1) - 1
+        for key in keys:
+            self.uses[key] = self.uses.get(key, 1) - 1
 
         # Stateless ops (activations, pooling, padding, ...) fold into the
         # previous statement; a layer with a submodule starts a new one.
@@ -449,6 +456,39 @@ class Translator:
             self.tensors[ref] = Tensor(out.shape, out.layout, out.dtype,
                                        masked=bool(out.masked))
             self.var_of[ref] = var
+
+    def _same_value(self, node: Node, emit: Emit, in_vars, masks,
+                    mask_lines) -> bool:
+        """Give the output of a node that returns one of its inputs as it
+        is the input's variable (no ``transpose = x`` line), unless it is
+        a model output (named after its layer) or brings a new mask."""
+        if (len(emit.outputs) != 1 or emit.pre or emit.multi is not None
+                or emit.module or emit.state or mask_lines
+                or masks[0] is not None):
+            return False
+        out, ref = emit.outputs[0], TensorRef(node.id, 0)
+        steps = [IN(i) for i in range(len(node.inputs))]
+        if (ref in self.output_refs or len(out.steps) != 1
+                or out.steps[0] not in steps):
+            return False
+        i = steps.index(out.steps[0])
+        src = node.inputs[i]
+        if self.tensors[src].dtype != out.dtype:
+            return False
+        key = self._key(src)
+        for r in node.inputs:
+            self.uses[self._key(r)] = self.uses.get(self._key(r), 1) - 1
+        # the variable now lives until the last use of either tensor
+        self.uses[key] = self.uses.get(key, 0) + self.uses.pop(ref, 0)
+        self.same_as[ref] = key
+        self.tensors[ref] = Tensor(out.shape, out.layout, out.dtype,
+                                   masked=bool(out.masked))
+        self.var_of[ref] = in_vars[i]
+        return True
+
+    def _key(self, ref: TensorRef) -> TensorRef:
+        """The tensor whose use count ``ref``'s variable goes by."""
+        return self.same_as.get(ref, ref)
 
     def _var(self, ref: TensorRef) -> str:
         return self.var_of[ref]

@@ -58,3 +58,19 @@ def test_docstring_lists_outputs_by_the_names_forward_returns():
         ret = forward.body[-1].value
         returned = [e.id for e in getattr(ret, "elts", [ret])]
         assert listed == returned and len(set(listed)) == len(listed)
+
+
+def test_a_layer_that_returns_its_input_adds_no_variable():
+    # Activation("linear") and a Permute the layout absorbs: no
+    # `same = x` lines; the parity of this fixture (test_parity) shows the
+    # shared variable is not overwritten while either tensor is still used
+    import re
+
+    import migrate
+    from conftest import fixture_dir
+
+    for case, name in (("k3_same_value", "model.keras"),
+                       ("k2_same_value", "model.h5")):
+        source = migrate.convert(fixture_dir(case) / name).source
+        forward = source.split("def forward")[1]
+        assert not re.search(r"^\s+\w+ = \w+$", forward, re.M), forward

@@ -180,7 +180,7 @@ def test_application_layers_from_other_packages_are_refused():
 def test_resizing_refuses_what_torch_computes_differently():
     for cfg in ({"height": 3, "width": 3, "interpolation": "bicubic"},
                 {"height": 3, "width": 3, "interpolation": "area"},
-                {"height": 3, "width": 3, "crop_to_aspect_ratio": True}):
+                {"height": 3, "width": 3, "interpolation": "lanczos3"}):
         (problem,) = _problems(_graph([("Resizing", cfg, {})])).problems
         assert problem[1] == "Resizing"
 

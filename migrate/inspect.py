@@ -274,8 +274,10 @@ TORCH = {
     "upsampling2d": "`repeat_interleave` (nearest), `F.interpolate` "
                     "(bilinear)",
     "upsampling3d": "`repeat_interleave`",
-    "resizing": "`F.interpolate`",
-    "center_crop": "slicing",
+    "resizing": "`F.interpolate` (after slicing or `F.pad` with "
+                "crop/pad_to_aspect_ratio)",
+    "center_crop": "slicing (`F.interpolate` when the input is smaller "
+                   "than the crop)",
     "add": "`+`",
     "subtract": "`-`",
     "multiply": "`*`",

@@ -308,11 +308,17 @@ def test_contiguous_equals_numpy_for_every_permutation(shape):
     import itertools
     from migrate.weights import contiguous
     k = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    for perm in itertools.permutations(range(len(shape))):
-        for view in (k.transpose(perm), k.transpose(perm)[..., ::-1]):
-            for dtype in (None, np.float64):
-                got = contiguous(view, dtype)
-                assert got.flags.c_contiguous
-                assert not np.shares_memory(got, k)
-                assert got.dtype == (view.dtype if dtype is None else dtype)
-                np.testing.assert_array_equal(got, view)
+    frozen = k.copy()
+    frozen.flags.writeable = False  # torch cannot view it: numpy copies
+    swapped = k.astype(">f4")  # byte-swapped: numpy copies too
+    for base in (k, frozen, swapped):
+        for perm in itertools.permutations(range(len(shape))):
+            for view in (base.transpose(perm),
+                         base.transpose(perm)[..., ::-1]):
+                for dtype in (None, np.float64):
+                    got = contiguous(view, dtype)
+                    assert got.flags.c_contiguous
+                    assert not np.shares_memory(got, base)
+                    assert got.dtype == (view.dtype if dtype is None
+                                         else dtype)
+                    np.testing.assert_array_equal(got, view)

@@ -113,9 +113,11 @@ def test_cudnn_lstm_refuses_stateful_and_odd_weights():
                                           (None, 4, 3), weights=w)
 
 
-def test_rnn_over_stacked_or_custom_cells_is_refused():
+def test_rnn_over_custom_cells_is_refused():
+    """Stacked built-in cells are converted (tests/test_rules_stacked.py);
+    custom cells, alone or stacked, are not."""
+    custom = {"class_name": "MyCell", "config": {"units": 2}}
+    assert "cell='MyCell'" in refusal("RNN", {"cell": custom}, (None, 4, 3))
     stacked = {"cell": {"class_name": "StackedRNNCells",
-                        "config": {"cells": []}}}
-    assert "one RNN layer per cell" in refusal("RNN", stacked, (None, 4, 3))
-    custom = {"cell": {"class_name": "MyCell", "config": {"units": 2}}}
-    assert "cell='MyCell'" in refusal("RNN", custom, (None, 4, 3))
+                        "config": {"cells": [custom]}}}
+    assert "cells[0]='MyCell'" in refusal("RNN", stacked, (None, 4, 3))

@@ -180,3 +180,22 @@ def test_each_cell_drops_as_its_own_layer_in_train_mode(keras):
         a, b = model.train()(x), model(x)
     assert not torch.allclose(a, b)
     assert not torch.allclose(a, plain.module()(x))
+
+
+def test_a_single_cell_rnn_draws_dropout_as_the_generic_rnn_does():
+    """tf.keras's LSTM layer runs a fused kernel that draws a new input
+    mask at every step; its generic RNN(LSTMCell) runs the cell step by
+    step, one input mask per sequence (per gate with implementation=1)."""
+    w = {"kernel": _random((3, 16), 1), "recurrent_kernel": _random((4, 16), 2),
+         "bias": _random((16,), 3)}
+    cell_w = {f"cell/{k}": v for k, v in w.items()}
+    layer = port("LSTM", {"units": 4, "dropout": 0.5}, (None, 5, 3), w,
+                 keras="2.15.0")
+    assert 'dropout_per="step"' in layer.source
+    for impl, per in ((2, ""), (1, 'dropout_per="gate"')):
+        cell = port("RNN", {"cell": _cell("LSTMCell", "c", 4, dropout=0.5,
+                                          implementation=impl)},
+                    (None, 5, 3), cell_w, keras="2.15.0")
+        src = _oneline(cell.source)
+        assert "dropout_per=\"step\"" not in src
+        assert per in src and "KerasLSTM(3, 4, dropout=0.5" in src

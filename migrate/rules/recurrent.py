@@ -416,8 +416,9 @@ class RnnSpec:
 
 
 def rnn_spec(call: Call, class_name: str, cfg: dict,
-             where: str = "") -> RnnSpec:
-    """Read and check the options of an LSTM/GRU/SimpleRNN config."""
+             where: str = "", generic: bool = False) -> RnnSpec:
+    """Read and check the options of an LSTM/GRU/SimpleRNN config
+    (``generic``: of a cell run by Keras's generic ``RNN`` layer)."""
     kind = RNN_CLASSES.get(class_name)
     if kind is None:
         call.refuse(f"{where}layer={class_name}",
@@ -451,11 +452,12 @@ def rnn_spec(call: Call, class_name: str, cfg: dict,
         return_state=bool(cfg.get("return_state", False)),
         zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
         unroll=bool(cfg.get("unroll", False)), **rates)
-    spec.dropout_per = _dropout_per(spec, cfg, call.keras_major)
+    spec.dropout_per = _dropout_per(spec, cfg, call.keras_major, generic)
     return spec
 
 
-def _dropout_per(spec: RnnSpec, cfg: dict, keras_major: int) -> str:
+def _dropout_per(spec: RnnSpec, cfg: dict, keras_major: int,
+                 generic: bool = False) -> str:
     """How Keras draws the dropout masks of an LSTM/GRU/SimpleRNN call.
 
     The cells draw one mask per call for the input and one for the state,
@@ -464,10 +466,12 @@ def _dropout_per(spec: RnnSpec, cfg: dict, keras_major: int) -> str:
     per gate ("gate").  tf.keras (Keras 2) runs an LSTM/GRU its fused
     kernel can compute (tanh, sigmoid, bias, not unrolled, no recurrent
     dropout; GRU reset_after) with ``inputs * dropout_mask`` on the whole
-    sequence: a new input mask at every step ("step")."""
+    sequence: a new input mask at every step ("step").  Its generic
+    ``RNN(cell)`` layer never takes that kernel."""
     if spec.kind == "rnn":
         return "sequence"
-    fused = (keras_major < 3 and spec.native and spec.use_bias
+    fused = (keras_major < 3 and not generic and spec.native
+             and spec.use_bias
              and not spec.unroll and spec.recurrent_dropout == 0.0)
     if fused:
         return "step"
@@ -657,7 +661,8 @@ def _rnn_variables(cfg):
 
 @rule("LSTM", "GRU", "SimpleRNN", variables=_rnn_variables, masks="consume")
 def recurrent(call):
-    spec = rnn_spec(call, call.layer.class_name, call.config)
+    spec = rnn_spec(call, call.layer.class_name, call.config,
+                    generic=getattr(call, "generic_rnn", False))
     x = _sequence(call)
     inp = rnn_inputs(call)
     helpers = {}

@@ -122,8 +122,16 @@ def rnn_cell(call):
                                 config=config, module=None,
                                 registered_name=None)
     node = dataclasses.replace(call.node, layer=layer)
-    inner = Call(node, call.inputs, call.attr, call.keras_major, call._conv)
+    inner = _CellCall(node, call.inputs, call.attr, call.keras_major,
+                      call._conv)
     return RULES[_LAYER_OF[cls]].convert(inner)
+
+
+class _CellCall(Call):
+    """The call of an ``RNN(cell)`` handed to the LSTM/GRU/SimpleRNN rule,
+    which then draws dropout masks as the generic ``RNN`` layer does
+    (tf.keras never runs it through its fused LSTM/GRU kernel)."""
+    generic_rnn = True
 
 
 # -- StackedRNNCells ----------------------------------------------------------
@@ -243,11 +251,7 @@ def _stacked(call: Call) -> Emit:
             cell, return_sequences=seqs if i == last else True,
             return_state=state_out, go_backwards=backwards and i == 0,
             zero_output_for_mask=zeros and i == last, unroll=unroll),
-            where)
-        if spec.dropout_per == "step":  # no fused kernel for a generic RNN
-            spec.dropout_per = ("gate" if spec.recurrent_dropout > 0.0
-                                or cell.get("implementation") == 1
-                                else "sequence")
+            where, generic=True)
         specs.append(spec)
     n_states = sum(s.num_states for s in specs)
     if inp.states and len(inp.states) != n_states:

@@ -321,7 +321,15 @@ TORCH = {
     "cudnn_rnn": "as `LSTM` / `GRU(reset_after=True)`: `nn.LSTM` / "
                  "`nn.GRU`, weights converted from cuDNN's layout as Keras "
                  "loads them",
-    "rnn_cell": "as `LSTM` / `GRU` / `SimpleRNN` with the cell's options",
+    "rnn_cell": "as `LSTM` / `GRU` / `SimpleRNN` with the cell's options; "
+                "StackedRNNCells: one torch RNN per cell in an "
+                "`nn.ModuleDict`",
+    "locally_connected1d": "a `LocallyConnected1d` module in model.py "
+                           "(`unfold` + `torch.einsum` over per-position "
+                           "kernels)",
+    "locally_connected2d": "a `LocallyConnected2d` module in model.py "
+                           "(`unfold` + `torch.einsum` over per-position "
+                           "kernels)",
     "category_encoding": "`F.one_hot` (summed for count, maxed for "
                          "multi_hot)",
     "discretization": "`torch.bucketize`",

@@ -241,6 +241,8 @@ def test_rules_lists_every_rule():
     rows = describe_rules()
     keys = [k for r in rows for k in r["keras"]]
     assert sorted(keys) == sorted(RULES)
+    undescribed = [r["keras"] for r in rows if not r["torch"]]
+    assert not undescribed, "add them to migrate/inspect.py's descriptions"
     dense = next(r for r in rows if "Dense" in r["keras"])
     assert dense["torch"].startswith("`nn.Linear`")
     assert dense["rule"] == "core.dense"

@@ -257,7 +257,7 @@ def softmax_layer(call):
         helpers["softmax_over"] = HELPERS["softmax_over"]
     if mask is None:
         return _passthrough(call, step, helpers)
-    i = call.inputs.index(mask)
+    i = call.index(mask)
     mask = call.want(i, Layout(tuple(range(mask.rank))))
     keep = mask.expr if mask.dtype == "bool" else f"({mask.expr} > 0.5)"
     if call.keras_major >= 3 or call.get("robust_masking"):

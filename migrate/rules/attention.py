@@ -190,9 +190,12 @@ def _arg(call: Call, position: int, name: str) -> Tensor | None:
 
 
 def _sequence(call: Call, t: Tensor) -> Tensor:
-    if not t.layout.is_identity:
-        t = call.want(call.inputs.index(t), identity(t.rank))
-    return t
+    if t.layout.is_identity:
+        return t
+    i = call.index(t)
+    if call.inputs[i].layout.is_identity:  # converted for another argument
+        return call.inputs[i]
+    return call.want(i, identity(t.rank))
 
 
 def _shared_args(cfg: dict, sizes: dict, out_size: int,
@@ -269,8 +272,8 @@ def multi_head_attention(call):
         call.refuse("inputs", "query, key and value of different ranks")
     query, value = _sequence(call, query), _sequence(call, value)
     key = _sequence(call, key) if key is not None else None
-    self_key = key is None or call.node.inputs[call.inputs.index(key)] == \
-        call.node.inputs[call.inputs.index(value)]
+    self_key = key is None or call.node.inputs[call.index(key)] == \
+        call.node.inputs[call.index(value)]
     fold = rank > 3  # several attention axes: one sequence axis
     parts = _mask_parts(call, query, value, key, self_key, fold)
     attention_mask = call.kwarg("attention_mask")
@@ -436,8 +439,8 @@ def grouped_query_attention(call):
         call.refuse("inputs", "(batch, steps, features) inputs only")
     query, value = _sequence(call, query), _sequence(call, value)
     key = _sequence(call, key) if key is not None else None
-    self_key = key is None or call.node.inputs[call.inputs.index(key)] == \
-        call.node.inputs[call.inputs.index(value)]
+    self_key = key is None or call.node.inputs[call.index(key)] == \
+        call.node.inputs[call.index(value)]
     parts = _mask_parts(call, query, value, key, self_key, False,
                         query_kwarg=True)
     attention_mask = call.kwarg("attention_mask")

@@ -146,6 +146,18 @@ class Call:
     def x(self, i: int = 0) -> str:
         return self.inputs[i].expr
 
+    def index(self, t: Tensor) -> int:
+        """Which input ``t`` is.  A tensor passed twice (``mha(x, x)``) is
+        one input, which an earlier :meth:`want` may have replaced: ``t`` is
+        then found by its placeholder."""
+        for i, u in enumerate(self.inputs):
+            if u is t:
+                return i
+        for i in range(len(self.inputs)):
+            if t.expr == IN(i):
+                return i
+        raise ValueError(f"{t.expr!r} is not an input of this call")
+
     def want(self, i: int, layout: Layout) -> Tensor:
         """Input ``i`` converted to ``layout`` (writes a permute if needed)."""
         self.inputs[i] = self._conv.relayout(self, self.inputs[i], layout)

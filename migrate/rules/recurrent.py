@@ -690,7 +690,7 @@ def recurrent(call):
 
 def _state_input(call: Call, t: Tensor) -> str:
     if not t.layout.is_identity:
-        t = call.want(call.inputs.index(t), identity(t.rank))
+        t = call.want(call.index(t), identity(t.rank))
     return t.expr
 
 
@@ -1100,7 +1100,7 @@ def conv_lstm(call):
         step_layout = Layout((0, nd + 1) + tuple(range(1, nd + 1)))
     states = []
     for t in inp.states:
-        t = call.want(call.inputs.index(t), step_layout)
+        t = call.want(call.index(t), step_layout)
         states.append(t.expr)
     if len(states) not in (0, 2):
         call.refuse("initial_state", "a ConvLSTM has two states")

@@ -133,9 +133,22 @@ def keras3_op(call) -> Op:
                   {"key": args[1] if len(args) > 1 else kwargs.get("key")})
     if name == "concat":
         return Op(name, list(args[0]) if args else [], options)
+    if name in K3_VARIADIC:
+        return Op(name, list(args), options)
+    if name in K3_OPTIONAL:  # operands that may be left out
+        names = K3_OPTIONAL[name]
+        operands = list(args[:len(names)]) + [
+            kwargs[n] for n in names[len(args):] if n in kwargs]
+        return Op(name, operands, options)
     names = {"where": ("condition", "x1", "x2"), "matmul": ("x1", "x2")}
     return Op(name, _positional(call, args, kwargs, names.get(name, ("x",))),
               options)
+
+
+# ops whose operands are every positional argument (einsum), and ops with
+# optional operands after the first (pad's constant_values)
+K3_VARIADIC: set[str] = set()
+K3_OPTIONAL: dict[str, tuple[str, ...]] = {}
 
 
 def _positional(call, args, kwargs, names, count=None):
@@ -264,7 +277,14 @@ def tf_op(call) -> Op:
         call.refuse("beta", "tf.nn.silu with beta != 1")
     if name == "transpose" and options.pop("conjugate"):
         call.refuse("conjugate=True", "complex tensors are not supported")
-    return Op(name, operands, options)
+    op = Op(name, operands, options)
+    for fix in TF_FIXES:
+        op = fix(op)
+    return op
+
+
+# functions that rewrite a tf.* call's options into the Keras 3 spelling
+TF_FIXES: list = []
 
 
 # -- helpers ------------------------------------------------------------------

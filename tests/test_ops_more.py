@@ -38,6 +38,11 @@ X = TensorRef("x", 0)
     ("Einsum", {"subscripts": "bij;import os"}, [X], "letters, commas"),
     ("Einsum", {"subscripts": "bi,bi->b"}, [X, X], "do not fit"),
     ("Prod", {"axis": [1, 2]}, [X], "prod over one axis"),
+    ("Split", {"indices_or_sections": 2, "axis": -1}, [X],
+     "5 does not split into 2 equal parts"),
+    ("Split", {"indices_or_sections": 2, "axis": 0}, [X], "non-batch axis"),
+    ("Split", {"indices_or_sections": "2", "axis": 1}, [X],
+     "a constant section count"),
 ])
 def test_ops_refuse_what_they_cannot_compute(cls, config, args, why):
     assert why in _refusal(cls, config, args)

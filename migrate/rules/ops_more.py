@@ -50,12 +50,14 @@ _NEW_OPTIONS = {
     "Tile": ("tile", {"repeats": None}),
     "Pad": ("pad", {"pad_width": None, "mode": "constant"}),
     "Einsum": ("einsum", {"subscripts": None}),
+    "Split": ("split", {"indices_or_sections": None, "axis": 0}),
 }
 _K3_OPTIONS.update(_NEW_OPTIONS)
 _MODULES = {
     "numpy": ["Log1p", "Expm1", "Log2", "Log10", "Sinh", "Cosh", "Tan",
               "Arctan", "Trunc", "Cumsum", "Cumprod", "Prod", "Var", "Std",
-              "Argmax", "Argmin", "Flip", "Stack", "Tile", "Pad", "Einsum"],
+              "Argmax", "Argmin", "Flip", "Stack", "Tile", "Pad", "Einsum",
+              "Split"],
     "nn": ["Softsign", "LogSigmoid"],
     "math": ["Logsumexp"],
     "linalg": ["Norm"],
@@ -315,11 +317,44 @@ def einsum(call, op: Op) -> Emit:
                      xs[0].dtype)])
 
 
+def split(call, op: Op) -> Emit:
+    """numpy's split: equal sections or cuts at indices, along a known
+    axis; one ``tensor_split`` unpacked into the outputs."""
+    x = _unflat(call, _single(call, op))
+    axis = _one_axis(call, op, x)
+    n = x.shape[axis]
+    if axis == 0 or n is None:
+        call.refuse(f"axis={axis}", "split along a known non-batch axis")
+    cut = _plain_value(op.options.get("indices_or_sections"))
+    if isinstance(cut, int) and not isinstance(cut, bool) and cut >= 1:
+        if n % cut:
+            call.refuse(f"indices_or_sections={cut}",
+                        f"{n} does not split into {cut} equal parts")
+        bounds = [i * (n // cut) for i in range(cut + 1)]
+        arg = str(cut)
+    elif isinstance(cut, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in cut):
+        bounds = [0] + [min(max(i if i >= 0 else i + n, 0), n)
+                        for i in cut] + [n]
+        arg = lit(tuple(cut))
+    else:
+        call.refuse(f"indices_or_sections={str(cut)[:40]}",
+                    "a constant section count or index list")
+    outs = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        shape = list(x.shape)
+        shape[axis] = max(hi - lo, 0)
+        outs.append(Out([], tuple(shape), x.layout, x.dtype))
+    code = f"{x.expr}.tensor_split({arg}, dim={x.layout.torch_axis(axis)})"
+    return Emit(outs, multi=[code])
+
+
 IMPLEMENTATIONS.update({
     "cumsum": cumulative, "cumprod": cumulative, "prod": reduce_more,
     "var": reduce_more, "std": reduce_more, "logsumexp": reduce_more,
     "argmax": arg_reduce, "argmin": arg_reduce, "flip": flip, "norm": norm,
     "stack": stack, "tile": tile, "pad": pad, "einsum": einsum,
+    "split": split,
 })
 for _name in _NEW_UNARY.values():
     IMPLEMENTATIONS[_name] = elementwise

@@ -523,12 +523,18 @@ def reduce(call, op: Op) -> Emit:
     dims = _dims(x, axes)
     code = (f"{x.expr}.{method}(dim={_dim_code(dims)}"
             f"{', keepdim=True' if keep else ''})")
+    shape, layout = reduced(x, axes, keep)
+    return Emit([Out(chain(code), shape, layout, dtype)])
+
+
+def reduced(x, axes, keep) -> tuple[tuple, Layout]:
+    """Shape and layout of ``x`` reduced over the Keras ``axes`` (kept as
+    size 1 with ``keep``)."""
     if keep:
-        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
-        return Emit([Out(chain(code), shape, x.layout, dtype)])
-    shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-    return Emit([Out(chain(code), shape, _drop_axes(x.layout, axes),
-                     dtype)])
+        return (tuple(1 if i in axes else d for i, d in enumerate(x.shape)),
+                x.layout)
+    return (tuple(d for i, d in enumerate(x.shape) if i not in axes),
+            _drop_axes(x.layout, axes))
 
 
 def _single(call, op: Op) -> int:

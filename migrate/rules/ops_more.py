@@ -17,8 +17,8 @@ from .base import Emit, Out, chain
 from .common import lit
 from .ops import (IMPLEMENTATIONS, K3_OPTIONAL, K3_VARIADIC, TF_FIXES,
                   _K3_OPTIONS, _TF, _UNARY, _UNARY_CODE, Op, _axes, _dim_code,
-                  _dims, _drop_axes, _plain_value, _single, _tensor_refs, _tf,
-                  _unflat, elementwise, keras_op)
+                  _dims, _plain_value, _single, _tensor_refs, _tf, _unflat,
+                  elementwise, keras_op, reduced)
 from .registry import rule
 
 # -- tables -----------------------------------------------------------------
@@ -88,8 +88,8 @@ _tf("norm linalg.norm compat.v1.norm", "norm",
     {"ord": "euclidean", "axis": None, "keepdims": False})
 _tf("stack", "stack", {"axis": 0})
 _tf("tile", "tile", {"multiples": None})
-_tf("pad compat.v1.pad", "pad", {"paddings": None, "mode": "CONSTANT",
-                   "constant_values": 0})
+_tf("pad compat.v1.pad", "pad",
+    {"paddings": None, "mode": "CONSTANT", "constant_values": 0})
 
 
 def _tf_options(op: Op) -> Op:
@@ -131,14 +131,6 @@ def cumulative(call, op: Op) -> Emit:
                      x.layout, x.dtype)])
 
 
-def _reduced(x, axes, keep):
-    if keep:
-        return (tuple(1 if i in axes else d for i, d in enumerate(x.shape)),
-                x.layout)
-    return (tuple(d for i, d in enumerate(x.shape) if i not in axes),
-            _drop_axes(x.layout, axes))
-
-
 def reduce_more(call, op: Op) -> Emit:
     """prod (one axis at a time in torch), var and std (population, as
     numpy), logsumexp."""
@@ -157,7 +149,7 @@ def reduce_more(call, op: Op) -> Emit:
         code = f"{x.expr}.{op.name}(dim={_dim_code(dims)}, correction=0{kd})"
     else:
         code = f"torch.logsumexp({x.expr}, dim={_dim_code(dims)}{kd})"
-    shape, layout = _reduced(x, axes, keep)
+    shape, layout = reduced(x, axes, keep)
     return Emit([Out(chain(code), shape, layout, x.dtype)])
 
 
@@ -169,7 +161,7 @@ def arg_reduce(call, op: Op) -> Emit:
     keep = bool(op.options.get("keepdims"))
     code = (f"{x.expr}.{op.name}(dim={x.layout.torch_axis(axis)}"
             f"{', keepdim=True' if keep else ''})")
-    shape, layout = _reduced(x, [axis], keep)
+    shape, layout = reduced(x, [axis], keep)
     return Emit([Out(chain(code), shape, layout, "int64")])
 
 
@@ -197,7 +189,7 @@ def norm(call, op: Op) -> Emit:
     code = (f"torch.linalg.vector_norm({x.expr}{p}, "
             f"dim={_dim_code(_dims(x, axes))}"
             f"{', keepdim=True' if keep else ''})")
-    shape, layout = _reduced(x, axes, keep)
+    shape, layout = reduced(x, axes, keep)
     return Emit([Out(chain(code), shape, layout, x.dtype)])
 
 

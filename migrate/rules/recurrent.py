@@ -585,21 +585,25 @@ class RnnCall:
     mask: str | None  # code of the mask Keras passes to the layer
 
 
+def _flat(value) -> list:
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat(v)]
+    return [] if value is None else [value]
+
+
 def rnn_inputs(call: Call) -> RnnCall:
     """The sequence, initial states and mask of a recurrent layer's call.
 
     Keras 3 writes ``layer(x, initial_state=[h, c])``; Keras 2 writes the
-    states as more inputs (``[x, h, c]``)."""
+    states as more inputs (``[x, h, c]``).  States nested per cell (an RNN
+    over stacked cells: ``[[h1, c1], h2]``) are read flat, in cell order."""
     node = call.node
     refs = node.inputs
     first = node.args[0] if node.args else None
-    state_refs = []
     init = node.kwargs.get("initial_state")
-    if init is not None:
-        state_refs = init if isinstance(init, list) else [init]
-    elif isinstance(first, list) and len(first) > 1:
-        state_refs = first[1:]
-    states = [call.inputs[refs.index(r)] for r in state_refs]
+    if init is None and isinstance(first, list) and len(first) > 1:
+        init = first[1:]
+    states = [call.inputs[refs.index(r)] for r in _flat(init)]
     explicit = call.kwarg("mask")
     if isinstance(explicit, list):
         explicit = explicit[0]

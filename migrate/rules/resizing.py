@@ -239,6 +239,7 @@ def resizing(call):
         call.refuse("crop_to_aspect_ratio/pad_to_aspect_ratio",
                     "Keras allows only one of them")
     fill_mode = call.get("fill_mode", "constant")
+    value = float(call.get("fill_value", 0.0) or 0.0) if pad else 0.0
     if pad and fill_mode != "constant":
         call.refuse(f"fill_mode={fill_mode!r}",
                     "Keras pads only with a constant")
@@ -258,12 +259,10 @@ def resizing(call):
     elif pad and static:
         top, left = _aspect_pad(n_h, n_w, h, w)
         if top or left:
-            value = float(call.get("fill_value", 0.0) or 0.0)
             code = (f"F.pad({code}, ({left}, {left}, {top}, {top}), "
                     f"value={lit(value)})")
         n_h, n_w = n_h + 2 * top, n_w + 2 * left
     elif pad:
-        value = float(call.get("fill_value", 0.0) or 0.0)
         code = f"pad_to_aspect({code}, {h}, {w}, {lit(value)})"
         helpers["pad_to_aspect"] = PAD_TO_ASPECT_HELPER
     if interpolation == "nearest":

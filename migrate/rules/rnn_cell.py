@@ -48,10 +48,9 @@ import dataclasses
 import re
 
 from .base import HOLE, IN, TMP, Call, Emit, Out
-from .recurrent import (RUN_RNN, RnnCall, _sequence, _state_input,
+from .recurrent import (RUN_RNN, _sequence, _state_input, rnn_inputs,
                         rnn_module, rnn_spec, rnn_state, run_code)
 from .registry import RULES, rule
-from ..graph import TensorRef
 from ..layout import identity
 from ..weights import LayerWeights, WeightEntry, clean_weight_name
 
@@ -185,35 +184,6 @@ def _cell_weights(call: Call, cells: list[tuple[str, dict]]
             for k, n in zip(v3_keys if positional else names, names)]
 
 
-def _flat(value) -> list:
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _flat(v)]
-    return [] if value is None else [value]
-
-
-def _stack_inputs(call: Call) -> RnnCall:
-    """As ``recurrent.rnn_inputs``, for initial states nested per cell:
-    Keras 3 writes ``initial_state=[[h1, c1], h2]``, Keras 2 more inputs
-    ``[x, [h1, c1], h2]``; both are read flat, in cell order."""
-    node = call.node
-    first = node.args[0] if node.args else None
-    init = node.kwargs.get("initial_state")
-    if init is None and isinstance(first, list) and len(first) > 1:
-        init = first[1:]
-    refs = [r for r in _flat(init) if isinstance(r, TensorRef)]
-    states = [call.inputs[node.inputs.index(r)] for r in refs]
-    explicit = call.kwarg("mask")
-    if isinstance(explicit, list):
-        explicit = explicit[0]
-    if explicit is not None:
-        mask = explicit.expr
-    elif call.keras_major >= 3 and states:
-        mask = None  # Keras 3 fills `mask` only for a one-tensor call
-    else:
-        mask = call.mask(0)
-    return RnnCall(call.inputs[0], states, mask)
-
-
 def _stacked(call: Call) -> Emit:
     cells = _cells(call.config)
     if not cells:
@@ -238,7 +208,7 @@ def _stacked(call: Call) -> Emit:
     zeros = bool(cfg.get("zero_output_for_mask", False))
     unroll = bool(cfg.get("unroll", False))
     x = _sequence(call)
-    inp = _stack_inputs(call)
+    inp = rnn_inputs(call)
     if unroll and backwards and zeros and inp.mask is not None:
         call.refuse("unroll=True with go_backwards, zero_output_for_mask "
                     "and a mask", "Keras's unrolled loop zeroes the outputs "

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .errors import ConversionError
+from .perms import file_mode
 
 # torch dtype -> (safetensors name, numpy dtype of the bytes we write)
 DTYPES = {
@@ -224,6 +225,7 @@ def _atomic(path: Path, mode: str):
     renamed into place when the block ends and removed if it raises."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what open() gives
         with os.fdopen(fd, mode) as f:
             yield f
         os.replace(tmp, path)

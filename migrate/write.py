@@ -2,17 +2,21 @@
 
 Everything goes to a temporary sibling directory first, which is renamed
 into place at the end; an existing OUTDIR is replaced only with ``force``.
+The directory and its files get the modes the umask gives any new file
+(:mod:`migrate.perms`), not ``mkdtemp``'s owner-only 0700.
 Weights are streamed (:mod:`migrate.stream`): each tensor is read from the
 model file, converted and written in turn, never all held at once.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import ConversionError
+from .perms import dir_mode
 from .stream import write_safetensors, write_torch
 
 
@@ -28,6 +32,7 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=parent))
+        os.chmod(tmp, dir_mode())
     except OSError as exc:
         raise ConversionError(f"cannot write to {parent}: {exc.strerror}")
     try:

@@ -62,7 +62,7 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
     directory NAME_torch/ beside NAME.keras; see the README).
     """
     from migrate import check as lib
-    from migrate.discover import discover
+    from migrate.discover import Skipped, discover, nothing_found
     from migrate.verify import verify_available
     paths = list(paths) or ["."]
     for p in paths:
@@ -84,10 +84,14 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
     if verify and not verify_available():
         raise Error("cannot verify: TensorFlow is not installed (pip "
                     "install 'keras2torch[verify]', or pass --no-verify)")
+    skipped = Skipped()
     try:
-        found = discover(paths, config.exclude)
+        found = discover(paths, config.exclude, skipped)
     except OSError as exc:
         raise Error(str(exc)) from None
+    if not any(f.is_model for f in found):  # as ruff: a warning, exit 0
+        click.echo(f"warning: {nothing_found(paths, found, skipped)}; "
+                   "nothing checked", err=True)
     bar = Progress(sum(f.is_model for f in found), "checking", quiet)
     try:
         report = lib.check(paths, verify=verify, atol=atol, config=config,
@@ -114,13 +118,17 @@ def _table(report, diff: bool) -> str:
                      _pass_detail(m)])
         styles.append(_STYLES[m.status])
     lines = [table(["STATUS", "MODEL", "MAX ERR", "DETAIL"], rows, styles)
-             if rows else "no models found"]
+             ] if rows else []
     s = report.summary()
-    line = (f"{s['total']} model(s): {s['pass']} pass, {s['fail']} fail, "
-            f"{s['error']} error, {s['skipped']} skipped")
-    line += (f"; verified against Keras (atol {report.atol:g})"
-             if report.verify else "; not verified against Keras")
-    lines.append(line)
+    if s["total"] == s["skipped"]:
+        lines.append(f"nothing checked: no models found ({s['skipped']} "
+                     "file(s) skipped)")
+    else:
+        line = (f"{s['total']} model(s): {s['pass']} pass, {s['fail']} "
+                f"fail, {s['error']} error, {s['skipped']} skipped")
+        line += (f"; verified against Keras (atol {report.atol:g})"
+                 if report.verify else "; not verified against Keras")
+        lines.append(line)
     if diff:
         lines += [m.diff.rstrip("\n") for m in report.models if m.diff]
     return "\n".join(lines)

@@ -14,12 +14,19 @@ import click
 
 
 class Error(click.ClickException):
-    """One line on stderr, exit code 2."""
+    """One line on stderr, exit code 2: the input cannot be read or run,
+    or bad usage."""
 
     exit_code = 2
 
     def show(self, file=None):
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Failure(Error):
+    """A model fails (unsupported layers, parity): one line, exit code 1."""
+
+    exit_code = 1
 
 
 # -- shared options (pip-tools' options.py) ---------------------------------

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .common import (Error, Progress, atol_option, custom_objects_option,
-                     fmt_err, jobs_option, layout_option, load_rules,
-                     quiet_option, rel, rules_option, table,
-                     weights_format_option)
+from .common import (Error, Failure, Progress, atol_option,
+                     custom_objects_option, fmt_err, jobs_option,
+                     layout_option, load_rules, quiet_option, rel,
+                     rules_option, table, weights_format_option)
 
 EXAMPLES = """
 \b
@@ -97,7 +97,7 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
             verify, per_layer, atol, report_format, force, rules,
             custom_objects):
     import migrate
-    from migrate.errors import ConversionError
+    from migrate.errors import ConversionError, UnsupportedLayers
     for path in (model, weights):
         if path is not None and not Path(path).exists():
             raise Error(f"{path}: no such file")
@@ -116,6 +116,8 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
         if report_format == "html":
             from migrate.html import write_report
             write_report(conv, outdir, model, weights, rules)
+    except UnsupportedLayers as exc:  # the model fails: exit 1
+        raise Failure(str(exc)) from None
     except ConversionError as exc:
         raise Error(str(exc)) from None
     except (OSError, MemoryError) as exc:
@@ -177,7 +179,11 @@ def _batch(models, outdir, *, class_name, layout, weights_format, verify,
     if rule_files:  # each worker loads the files
         options["rules"] = list(rule_files)
     from migrate.batch import expand_sources
-    found = expand_sources(models)
+    from migrate.discover import Skipped, nothing_found
+    skipped = Skipped()
+    found = expand_sources(models, skipped)
+    if not any(f.is_model for f in found):  # converting nothing: an error
+        raise Error(nothing_found(models, found, skipped))
     bar = Progress(sum(1 for f in found if not f.skip), "converting", quiet)
     try:
         results = migrate.convert_many(found, outdir, jobs=jobs,

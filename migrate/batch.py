@@ -150,9 +150,11 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
     return [results[i] for i in range(len(found))]
 
 
-def expand_sources(sources) -> list[Found]:
+def expand_sources(sources, skipped=None) -> list[Found]:
     """``sources`` as :func:`convert_many` takes them -> one
-    :class:`~migrate.discover.Found` per model (or skipped file)."""
+    :class:`~migrate.discover.Found` per model (or skipped file);
+    ``skipped`` (a :class:`~migrate.discover.Skipped`) counts what the
+    directory walks passed over."""
     out: list[Found] = []
     for s in sources:
         if isinstance(s, Found):
@@ -161,7 +163,7 @@ def expand_sources(sources) -> list[Found]:
             model, weights = s
             out.append(Found(Path(model), Path(weights)))
         elif Path(s).is_dir():
-            out.extend(discover([s]))
+            out.extend(discover([s], skipped=skipped))
         else:
             out.append(Found(Path(s)))  # a missing file is its own error
     return out

@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".json")
@@ -48,17 +48,30 @@ class Found:
         return self.skip is None
 
 
-def discover(paths, exclude=()) -> list[Found]:
+@dataclass
+class Skipped:
+    """What a search passed over without listing it (for the line that
+    says where it looked when it found no model)."""
+
+    excluded: int = 0  # files matching an exclude pattern
+    ignored: int = 0  # .json files that are not Keras configs
+    directories: list[str] = field(default_factory=list)  # not searched
+
+
+def discover(paths, exclude=(), skipped: Skipped | None = None
+             ) -> list[Found]:
     """Models (and explicitly named non-models) under ``paths``, sorted by
     path within each argument, each file once.  A path that does not exist
-    raises ``FileNotFoundError``."""
+    raises ``FileNotFoundError``.  ``skipped``, if given, counts what the
+    walk passed over without listing it."""
     out: list[Found] = []
     seen: set[Path] = set()
+    skipped = Skipped() if skipped is None else skipped
     for root in map(Path, paths):
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or directory")
         if root.is_dir():
-            found = [f for f in _walk(root, exclude)]
+            found = [f for f in _walk(root, exclude, skipped)]
         else:
             found = [_classify(root, explicit=True)]
         for f in found:
@@ -71,13 +84,17 @@ def discover(paths, exclude=()) -> list[Found]:
     return out
 
 
-def _walk(root: Path, exclude):
+def _walk(root: Path, exclude, skipped: Skipped):
     candidates = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
+        keep = sorted(
             d for d in dirnames if not d.startswith(".")
             and d not in _SKIP_DIRS
             and not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg")))
+        skipped.directories += sorted(
+            os.path.relpath(os.path.join(dirpath, d), root)
+            for d in set(dirnames) - set(keep))
+        dirnames[:] = keep
         for name in filenames:
             if name.lower().endswith(MODEL_SUFFIXES):
                 candidates.append(Path(dirpath, name))
@@ -87,8 +104,11 @@ def _walk(root: Path, exclude):
     for path in candidates:
         rel = path.relative_to(root).as_posix()
         if any(fnmatch.fnmatch(rel, pat) for pat in exclude):
+            skipped.excluded += 1
             continue
         f = _classify(path, explicit=False)
+        if f is None:
+            skipped.ignored += 1
         if f is not None and f.weights is not None:
             paired.add(f.weights.resolve())
         results.append(f)
@@ -118,13 +138,28 @@ def _classify_h5(path: Path) -> Found:
                 return Found(path)
             if ("layer_names" in attrs or "layer_names0" in attrs
                     or "layers" in f):
-                return Found(path, skip="weights-only HDF5 file (no model "
-                                        "config); its JSON config is the "
-                                        "model")
+                return Found(path, skip=_weights_only(path))
             return Found(path, skip="HDF5 file without a Keras model "
                                     "config")
     except OSError:
         return Found(path)  # unreadable: converting it reports why
+
+
+def _weights_only(path: Path) -> str:
+    """Why a weights-only HDF5 file is not a model, and what to convert
+    instead: the JSON config beside it it belongs to, if there is one."""
+    for pattern in WEIGHT_NAMES:
+        head, tail = pattern.split("{stem}")
+        name = path.name
+        if name.endswith(tail) and len(name) > len(tail):
+            config = path.with_name(name[:-len(tail)] + ".json")
+            if config.is_file():
+                return (f"weights-only HDF5 file, the weights of "
+                        f"{config.name} beside it: convert that config")
+    return ("weights-only HDF5 file (save_weights), no model config in it "
+            "and no JSON config beside it; convert the model's JSON "
+            "config (model.to_json()) with this file as its weights, or "
+            "a full saved model")
 
 
 def _classify_json(path: Path, explicit: bool) -> Found | None:
@@ -149,6 +184,34 @@ def _classify_json(path: Path, explicit: bool) -> Found | None:
                             f"(expected {names})")
 
 
+def nothing_found(paths, found: list[Found], skipped: Skipped) -> str:
+    """The one line for a search that found no model: where it looked,
+    what it looked for and what it passed over."""
+    where = ", ".join(str(p) for p in paths)
+    parts = []
+    not_models = [f for f in found if not f.is_model]
+    if not_models:
+        named = "; ".join(f"{f.path}: {f.skip}" for f in not_models[:3])
+        more = (f"; and {len(not_models) - 3} more"
+                if len(not_models) > 3 else "")
+        parts.append(f"{len(not_models)} not a model ({named}{more})")
+    if skipped.ignored:
+        parts.append(f"{skipped.ignored} JSON file(s) that are not Keras "
+                     "model configs")
+    if skipped.excluded:
+        parts.append(f"{skipped.excluded} excluded by a pattern")
+    if skipped.directories:
+        dirs = skipped.directories
+        more = f" and {len(dirs) - 3} more" if len(dirs) > 3 else ""
+        parts.append(f"{len(dirs)} director{'y' if len(dirs) == 1 else 'ies'}"
+                     f" not searched ({', '.join(dirs[:3])}{more}: hidden, "
+                     "__pycache__, node_modules or a virtualenv)")
+    return (f"no Keras models found in {where} (looked for .keras, "
+            ".h5/.hdf5 and .json with weights beside it; "
+            + ("skipped: " + "; ".join(parts) if parts else "nothing else "
+               "there") + ")")
+
+
 def port_name(path: Path) -> str:
     """The name a model's port takes: the file name without its model
     extension (``small_cnn.keras`` -> ``small_cnn``)."""
@@ -159,5 +222,5 @@ def port_name(path: Path) -> str:
     return path.stem or name
 
 
-__all__ = ["Found", "MODEL_SUFFIXES", "WEIGHT_NAMES", "discover",
-           "port_name"]
+__all__ = ["Found", "MODEL_SUFFIXES", "Skipped", "WEIGHT_NAMES",
+           "discover", "nothing_found", "port_name"]

@@ -48,7 +48,10 @@ are strings, ``inbound_nodes`` a list), the tree is at most
 :data:`MAX_DEPTH` deep, and every dimension (``units``, ``filters``,
 ``kernel_size``, ``batch_shape``...) is an integer in ``[1, MAX_DIM]``
 (``target_shape`` may hold one ``-1``, shapes ``None``), so no later stage
-can be asked to build or allocate an absurd size.  A ``Lambda`` layer's
+can be asked to build or allocate an absurd size.  A custom layer's keys
+(a class registered under a package, or from a module outside Keras) are
+its author's: sentinels such as ``num_heads = -1`` ("infer it") pass, and
+its rule judges them; only integers above ``MAX_DIM`` are refused here.  A ``Lambda`` layer's
 bytecode is replaced by a placeholder without being decoded (nothing from
 a model file is ever unmarshalled, unpickled or evaluated).
 """
@@ -230,7 +233,7 @@ def _member(raw, spec: ModelSpec, label: str) -> Member:
         return Member(name, cls, raw, model=inner)
     if not isinstance(cfg, dict):
         raise ConversionError(f"{label}: layer {name!r} has no config dict")
-    check_dims(cfg, where)
+    check_dims(cfg, where, custom=is_custom(raw.get("module"), registered))
     entry = dict(raw, config=normalize_config(cls, cfg))
     if cls == INPUT_LAYER:
         return Member(name, cls, entry)
@@ -269,15 +272,38 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_dims(cfg: dict, where: str) -> None:
+def is_custom(module, registered) -> bool:
+    """A layer class that is not Keras's own: registered under a package
+    (``"kecamCommon>ChannelAffine"``, ``"Custom>..."``) or defined in a
+    module outside Keras.  Its config keys mean what its author meant."""
+    if isinstance(registered, str) and ">" in registered:
+        return True
+    return isinstance(module, str) and not module.split(".", 1)[0] in (
+        "keras", "tf_keras", "keras_core", "tensorflow")
+
+
+def check_dims(cfg: dict, where: str, custom: bool = False) -> None:
     """Every dimension in a layer config is an integer in ``[1, MAX_DIM]``
-    (see ``_DIM_KEYS`` for where ``None`` and ``-1`` are allowed)."""
+    (see ``_DIM_KEYS`` for where ``None`` and ``-1`` are allowed).
+
+    A ``custom`` layer's keys are not Keras's: ``num_heads = -1`` may mean
+    "infer it from the input" (kecam), so only the absurd-size guard
+    applies (no integer above ``MAX_DIM``); whatever else the value means,
+    its rule judges, and a layer without a rule is reported with every
+    other missing piece of the model."""
     for key, (many, none_ok, minus_one) in _DIM_KEYS.items():
         value = cfg.get(key)
         if value is None:
             continue
         dims = value if many and isinstance(value, (list, tuple)) \
             else [value]
+        if custom:
+            dims = value if isinstance(value, (list, tuple)) else [value]
+            if any(_is_int(d) and d > MAX_DIM for d in dims):
+                raise ConversionError(
+                    f"{where}: {key} = {_short(repr(value))} is over the "
+                    f"limit of {MAX_DIM} for any dimension")
+            continue
         for d in dims:
             if d is None and none_ok:
                 continue
@@ -292,8 +318,11 @@ def check_dims(cfg: dict, where: str) -> None:
         inner += cfg["cells"]
     for sub in inner:
         if isinstance(sub, dict) and isinstance(sub.get("config"), dict):
-            check_dims(sub["config"],
-                       f"{where} > {_short(sub.get('class_name'))}")
+            name = sub.get("class_name")
+            check_dims(sub["config"], f"{where} > {_short(name)}",
+                       custom=is_custom(sub.get("module"), (
+                           name if isinstance(name, str) and ">" in name
+                           else sub.get("registered_name"))))
     for key in ("batch_shape", "shape"):
         value = cfg.get(key)
         if isinstance(value, (list, tuple)):

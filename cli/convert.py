@@ -75,7 +75,9 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
     if atol is None:
         atol = 1e-4
     rules = load_rules(rule_files)  # a bad file fails before any work
-    batch = len(models) > 1 or Path(models[0]).is_dir()
+    from migrate.discover import is_savedmodel
+    batch = len(models) > 1 or (Path(models[0]).is_dir()
+                                and not is_savedmodel(models[0]))
     if batch:
         if weights is not None:
             raise click.UsageError(

@@ -45,6 +45,7 @@ class PortTensor:
     vocab: int | None = None  # ids below this feed an Embedding
     batch: int | None = None  # the only batch size Keras accepts
 
+    role: str | None = None  # "padding": a padding mask (1 = real token)
     @property
     def torch_shape(self) -> tuple:
         return self.layout.torch_shape(self.keras_shape)
@@ -199,7 +200,8 @@ class Translator:
             outer = inner if self.options.layout == "torch" else identity(rank)
             var = self.vars.name(("in", gi.name), "x" if single else gi.name, "x")
             ports.append(PortTensor(gi.name, var, gi.shape, outer, gi.dtype,
-                                    self._vocab(gi.ref), gi.batch))
+                                    self._vocab(gi.ref), gi.batch,
+                                    self._role(gi.ref)))
             self.var_of[gi.ref] = var
             self.tensors[gi.ref] = Tensor(gi.shape, outer, gi.dtype)
             if inner != outer:
@@ -214,7 +216,7 @@ class Translator:
     def _vocab(self, ref: TensorRef) -> int | None:
         sizes = [int(n.layer.config["input_dim"])
                  for n in self.graph.consumers().get(ref, [])
-                 if n.layer.class_name == "Embedding"
+                 if n.layer.class_name in ("Embedding", "ReversibleEmbedding")
                  and n.layer.config.get("input_dim")]
         return min(sizes) if sizes else None
 
@@ -224,6 +226,15 @@ class Translator:
             return identity(rank)
         consumers = self.graph.consumers()
         frontier, seen = [ref], set()
+    def _role(self, ref: TensorRef) -> str | None:
+        """"padding" for an input passed as a padding mask (keras-hub's
+        ``padding_mask=`` / ``decoder_padding_mask=`` arguments)."""
+        for n in self.graph.consumers().get(ref, []):
+            if any(k.endswith("padding_mask") and v == ref
+                   for k, v in n.kwargs.items()):
+                return "padding"
+        return None
+
         while frontier:
             nxt = []
             for r in frontier:

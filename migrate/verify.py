@@ -49,7 +49,14 @@ def make_inputs(program, seed: int = 0, batch: int = 2) -> list[np.ndarray]:
     for t in program.inputs:
         shape = [t.batch or batch] + [DEFAULT_DIM if d is None else d
                                       for d in t.keras_shape[1:]]
-        if t.vocab:
+        if getattr(t, "role", None) == "padding" and len(shape) == 2:
+            # trailing padding: row 0 full, the others a random length
+            lengths = rng.integers(1, shape[1] + 1, shape[0])
+            lengths[0] = shape[1]
+            arr = np.arange(shape[1])[None, :] < lengths[:, None]
+            arrays.append(arr.astype(t.dtype if t.dtype != "string"
+                                     else "int32"))
+        elif t.vocab:
             arr = rng.integers(0, t.vocab, shape)
             arrays.append(arr.astype(t.dtype if "int" in t.dtype
                                      else "float32"))

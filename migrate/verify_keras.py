@@ -55,6 +55,8 @@ def main(argv=None):
         import tf_keras as keras
     else:
         import keras
+    if a.major >= 3 and _uses_keras_hub(a.model):
+        import keras_hub  # noqa: F401  (registers its classes with Keras)
     for path in a.custom_objects:
         _import_file(path)
     if a.weights:
@@ -82,6 +84,24 @@ def main(argv=None):
     if records is not None:
         _save_taps(a.taps, records)
     print(keras.__version__)
+
+
+def _uses_keras_hub(path):
+    """Whether the model's config names keras-hub classes (a .keras
+    archive's config.json, or a JSON config).  keras-hub is imported only
+    then, and only here: it is the library Keras needs to run the model,
+    never a module the file chose."""
+    import zipfile
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                text = z.read("config.json")
+        else:
+            with open(path, "rb") as f:
+                text = f.read(1 << 24)
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+    return b"keras_hub" in text or b"keras_nlp" in text
 
 
 def _import_file(path):
@@ -142,6 +162,8 @@ def cpu_twin(keras, model, weights_path):
     if config is None:
         return model
     twin = keras.models.model_from_json(json.dumps(config))
+    if os.path.isdir(weights_path):  # a SavedModel: its checkpoint
+        weights_path = os.path.join(weights_path, "variables", "variables")
     twin.load_weights(weights_path)
     return twin
 

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConversionError
 from ..graph import Layer
+from .expand import expand, find as find_expander
 from .hdf5 import first_line
 from .ops_table import OP_MODULES, op_module
 
@@ -185,6 +186,9 @@ def parse_model(entry: dict, label: str, scope: str = "") -> ModelSpec:
     kind = model_kind(entry)
     cls = entry.get("class_name")
     if kind is None:
+        expanded = expand(entry, label)
+        if expanded is not None:  # a keras-hub Backbone, task model...
+            return parse_model(expanded, label, scope)
         if isinstance(entry.get("config"), dict) and scope == "":
             raise ConversionError(
                 f"{label}: the model is a {cls!r} whose config has no layer "
@@ -228,7 +232,7 @@ def _member(raw, spec: ModelSpec, label: str) -> Member:
             raise ConversionError(f"{where}: {key!r} is not a string")
     if not isinstance(raw.get("inbound_nodes"), (list, type(None))):
         raise ConversionError(f"{where}: 'inbound_nodes' is not a list")
-    if model_kind(raw) is not None:
+    if model_kind(raw) is not None or find_expander(raw) is not None:
         inner = parse_model(raw, label, f"{spec.scope}{name}/")
         return Member(name, cls, raw, model=inner)
     if not isinstance(cfg, dict):

@@ -72,9 +72,52 @@ def build_graph(spec: ModelSpec, label: str, keras_version: str = "",
         outputs=[GraphOutput(n, r) for n, r in zip(names, outputs)],
         nodes=builder.nodes, keras_version=keras_version,
         source_format=source_format)
+    _share_layers(graph, label)
     _count_outputs(graph, label)
     _check_unique(graph, label)
     return graph
+
+
+SHARED = "_shared_layer"  # config key: this entry calls another scope's layer
+
+
+def _share_layers(graph: Graph, label: str) -> None:
+    """A call written as a layer entry whose config names, under
+    :data:`SHARED`, a layer of another scope (an expanded keras-hub task
+    calls its backbone's ``token_embedding`` again, ``reverse=True``)
+    becomes another call of that layer: one module, tied weights."""
+    layers = {n.layer.name: n.layer for n in graph.nodes}
+    calls: dict[str, int] = {}
+    renamed: dict[str, str] = {}
+    for node in graph.nodes:
+        target = node.layer.config.get(SHARED)
+        if isinstance(target, str):
+            if target not in layers or SHARED in layers[target].config:
+                raise ConversionError(f"{label}: layer {node.layer.name!r} "
+                                      f"shares unknown layer {target!r}")
+            node.layer = layers[target]
+        k = calls.get(node.layer.name, 0)
+        calls[node.layer.name] = k + 1
+        new_id = node.layer.name if k == 0 else f"{node.layer.name}#{k}"
+        if new_id != node.id:
+            renamed[node.id] = new_id
+            node.id = new_id
+    if not renamed:
+        return
+
+    def fix(value):
+        if isinstance(value, TensorRef):
+            return TensorRef(renamed.get(value.node, value.node), value.index)
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    for node in graph.nodes:
+        node.args, node.kwargs = fix(node.args), fix(node.kwargs)
+        node.__dict__.pop("_inputs", None)
+    graph.outputs = [GraphOutput(o.name, fix(o.ref)) for o in graph.outputs]
 
 
 class _Builder:

@@ -1,0 +1,9 @@
+"""The keras-hub rule pack: keras-hub's layers, and its Backbone and task
+models (saved with only their constructor arguments) expanded into the
+graph keras-hub builds for them.
+
+keras-hub is never imported: everything here is written from its source
+(0.32.0) and checked against it by the fixtures.
+"""
+from . import embeddings, transformer  # noqa: F401  (layer rules)
+from . import gpt2  # noqa: F401  (backbones and tasks)

@@ -1,0 +1,50 @@
+"""Stored variables of keras-hub's composite layers, by sub-layer path.
+
+A Keras 3 file stores a layer's variables by position under the path of
+the attribute that holds each sub-layer: a TransformerDecoder's query
+kernel is ``_self_attention_layer/query_dense/vars/0``.  Rules ask for
+them by that path and position, with the shape they expect, so a file
+that disagrees is refused by name instead of binding the wrong array.
+"""
+from __future__ import annotations
+
+from ...weights import LazyArray, clean_weight_name
+from ..base import Call, Tensor
+
+
+class HubWeights:
+    def __init__(self, call: Call):
+        self.call = call
+        self.arrays = {clean_weight_name(e.key): e.array
+                       for e in call.layer.weights.entries}
+
+    def has(self, sub: str) -> bool:
+        prefix = f"{sub}/"
+        return any(k.startswith(prefix) for k in self.arrays)
+
+    def array(self, sub, index: int, shape=None) -> LazyArray:
+        """Variable ``index`` of sub-layer ``sub`` ("" for the layer's own;
+        a tuple gives the paths different versions use, first match)."""
+        subs = (sub,) if isinstance(sub, str) else tuple(sub)
+        for sub in subs:
+            key = f"{sub}/vars/{index}" if sub else f"vars/{index}"
+            found = self.arrays.get(key)
+            if found is not None:
+                break
+        if found is None:
+            have = sorted(self.arrays)
+            self.call.refuse("weights", f"no stored variable {key!r} "
+                             f"(the file has {have[:6]}"
+                             f"{' ...' if len(have) > 6 else ''})")
+        if shape is not None and tuple(found.shape) != tuple(
+                int(d) for d in shape):
+            self.call.refuse("weights", f"{key!r} has shape "
+                             f"{tuple(found.shape)}, the config gives "
+                             f"{tuple(shape)}")
+        return found
+
+
+def input_ids(call: Call, x: Tensor) -> str:
+    """Token ids as an embedding takes them."""
+    return x.expr if x.dtype.startswith(("int", "uint")) \
+        else f"{x.expr}.long()"

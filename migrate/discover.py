@@ -15,6 +15,11 @@ What counts as a model, by content (the extension only picks candidates):
   is skipped; other JSON (package.json, conversion.json, ...) is ignored
   when found by walking a directory and skipped when named explicitly.
 
+* a directory holding ``saved_model.pb`` (a tf.keras SavedModel, with
+  ``keras_metadata.pb`` beside it): one model, its insides not searched;
+  one without Keras metadata is listed too, so that converting it says
+  why it cannot be read.
+
 Directories are walked in sorted order, skipping hidden directories,
 ``__pycache__``, virtual environments and ``node_modules``.  ``exclude``
 takes glob patterns matched against the path relative to each root (``*``
@@ -35,6 +40,7 @@ WEIGHT_NAMES = ("{stem}.weights.h5", "{stem}_weights.h5",
 _SKIP_DIRS = {"__pycache__", "node_modules", "site-packages"}
 _KERAS_CLASSES = {"Sequential", "Functional", "Model"}
 _JSON_PEEK = 64 << 20
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def discover(paths, exclude=(), skipped: Skipped | None = None
     for root in map(Path, paths):
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or directory")
-        if root.is_dir():
+        if root.is_dir() and not is_savedmodel(root):
             found = [f for f in _walk(root, exclude, skipped)]
         else:
             found = [_classify(root, explicit=True)]
@@ -95,6 +101,10 @@ def _walk(root: Path, exclude, skipped: Skipped):
             os.path.relpath(os.path.join(dirpath, d), root)
             for d in set(dirnames) - set(keep))
         dirnames[:] = keep
+        if SAVED_MODEL_FILE in filenames:  # one model: not searched further
+            dirnames[:] = []
+            candidates.append(Path(dirpath))
+            continue
         for name in filenames:
             if name.lower().endswith(MODEL_SUFFIXES):
                 candidates.append(Path(dirpath, name))
@@ -116,7 +126,15 @@ def _walk(root: Path, exclude, skipped: Skipped):
             or f.path.resolve() not in paired]
 
 
+def is_savedmodel(path: Path) -> bool:
+    """A SavedModel directory: it holds ``saved_model.pb`` (whether it is
+    a Keras one, with ``keras_metadata.pb``, conversion says)."""
+    return Path(path).is_dir() and (Path(path) / SAVED_MODEL_FILE).is_file()
+
+
 def _classify(path: Path, explicit: bool) -> Found | None:
+    if is_savedmodel(path):
+        return Found(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return Found(path)
@@ -216,6 +234,8 @@ def port_name(path: Path) -> str:
     """The name a model's port takes: the file name without its model
     extension (``small_cnn.keras`` -> ``small_cnn``)."""
     name = path.name
+    if is_savedmodel(path):
+        return name
     for suffix in (".keras", ".hdf5", ".h5", ".json"):
         if name.lower().endswith(suffix):
             return name[:-len(suffix)] or name
@@ -223,4 +243,4 @@ def port_name(path: Path) -> str:
 
 
 __all__ = ["Found", "MODEL_SUFFIXES", "Skipped", "WEIGHT_NAMES",
-           "discover", "nothing_found", "port_name"]
+           "discover", "is_savedmodel", "nothing_found", "port_name"]

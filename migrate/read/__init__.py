@@ -16,18 +16,22 @@ Accepted inputs (told apart by content, not by extension):
                      ``save_weights`` HDF5 file
 ``"json+weights.h5"`` ``model.to_json()`` text plus ``weights=`` a Keras 3
                      ``.weights.h5`` file
+``"savedmodel"``     a tf.keras SavedModel directory (``saved_model.pb``,
+                     ``keras_metadata.pb``, ``variables/``)
 ==================== ==================================================
 
 Anything else is refused with a one-line :class:`ConversionError`: a
-SavedModel directory, a weights-only file given as the model, a JSON config
-without weights, a truncated or corrupt file, HDF5 links or external data.
+SavedModel without Keras metadata, a weights-only file given as the model,
+a JSON config without weights, a truncated or corrupt file, HDF5 links or
+external data.
 
 Nothing from a file is ever unpickled, unmarshalled or evaluated; zip members
 are read in place (stored) or in memory with size limits (compressed).  The
 modules: :mod:`.detect` (sniffing), :mod:`.archive` (zip), :mod:`.hdf5`
 (safe lazy HDF5), :mod:`.config` (config tree and normalisation),
 :mod:`.inline` (tree -> graph), :mod:`.legacy_weights` and
-:mod:`.v3_weights` (weights).
+:mod:`.v3_weights` (weights), :mod:`.savedmodel` with
+:mod:`.tensor_bundle` and :mod:`.protobuf` (SavedModel directories).
 """
 from __future__ import annotations
 
@@ -47,18 +51,20 @@ from .detect import hdf5_kind, sniff
 from .hdf5 import close_hdf5, group, open_hdf5, text_attr
 from .inline import build_graph
 from .legacy_weights import attach_legacy
+from .savedmodel import (attach_savedmodel, open_checkpoint, read_metadata,
+                         digest_files)
 from .v3_weights import attach_v3
 
 _READ_AHEAD = 1 << 16  # bytes buffered over a .keras archive's weights
 
-FORMATS = ("keras", "h5", "json+h5", "json+weights.h5")
+FORMATS = ("keras", "h5", "json+h5", "json+weights.h5", "savedmodel")
 
 
 @dataclass
 class Source:
     """A model read from disk.  Keep it open while weights are read."""
 
-    path: str  # the model path as given
+    path: str  # the model path as given (a directory for a SavedModel)
     weights_path: str | None
     format: str  # one of FORMATS
     keras_version: str  # "3.15.1", "2.21.0"; "" when the files do not say
@@ -69,7 +75,8 @@ class Source:
     @property
     def sha256(self) -> str:
         """Of the file at ``path`` (hashed in a background thread while
-        the model is read and translated)."""
+        the model is read and translated); of a SavedModel, of the files
+        read, named and in order (:func:`.savedmodel.digest_files`)."""
         if isinstance(self._digest, _Digest):
             self._digest = self._digest.result()
         return self._digest
@@ -96,9 +103,13 @@ def open_model(path, weights=None) -> Source:
     weights = os.fspath(weights) if weights is not None else None
     kind = sniff(path)
     files: list = []
-    digest = _Digest(path)
+    digest = _Digest(digest_files(path) if kind == "savedmodel" else
+                     [(None, path)])
     try:
-        if kind == "zip":
+        if kind == "savedmodel":
+            _no_weights_arg(path, weights, "a SavedModel directory")
+            fmt, version, graph = _read_savedmodel(path, files)
+        elif kind == "zip":
             _no_weights_arg(path, weights, "a .keras archive")
             fmt, version, graph = _read_keras(path, files)
         elif kind == "hdf5":
@@ -127,8 +138,18 @@ def _read_keras(path, files):
     if hdf5_kind(f) != "v3_weights":
         raise ConversionError(f"{label}: not in the Keras 3 weights layout")
     graph = build_graph(spec, path, archive.keras_version, "keras")
-    attach_v3(spec, f, label)
+    attach_v3(spec, f, label, graph.keras_major)
     return "keras", archive.keras_version, graph
+
+
+def _read_savedmodel(path, files):
+    entry, version, layer_names = read_metadata(path)
+    spec = parse_model(entry, path)
+    bundle = open_checkpoint(path)
+    files.append(bundle)
+    graph = build_graph(spec, path, version, "savedmodel")
+    attach_savedmodel(spec, bundle, layer_names, path)
+    return "savedmodel", version, graph
 
 
 def _read_h5(path, weights, files):
@@ -185,7 +206,7 @@ def _read_json(path, weights, files):
     if kind == "legacy_weights":
         attach_legacy(spec, f, weights)
     else:
-        attach_v3(spec, f, weights)
+        attach_v3(spec, f, weights, graph.keras_major)
     return fmt, version, graph
 
 
@@ -206,10 +227,13 @@ def _read_text(path) -> bytes:
 
 class _Digest:
     """The SHA-256 of a file, computed in a thread (hashlib releases the
-    GIL on large blocks, so it overlaps with reading the model)."""
+    GIL on large blocks, so it overlaps with reading the model).  Given
+    several ``(name, path)`` files, each name and size is hashed before
+    its bytes; a single unnamed file hashes to its plain SHA-256."""
 
-    def __init__(self, path: str):
-        self._path = path
+    def __init__(self, files: list):
+        self._files = files
+        self._path = files[0][1] if files else ""
         self._value: str | None = None
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -219,9 +243,14 @@ class _Digest:
     def _run(self) -> None:
         try:
             h = hashlib.sha256()
-            with open(self._path, "rb") as f:
-                for block in iter(lambda: f.read(4 << 20), b""):
-                    h.update(block)
+            for name, path in self._files:
+                self._path = path
+                with open(path, "rb") as f:
+                    if name is not None:
+                        size = os.fstat(f.fileno()).st_size
+                        h.update(f"{name}\0{size}\0".encode())
+                    for block in iter(lambda: f.read(4 << 20), b""):
+                        h.update(block)
             self._value = h.hexdigest()
         except OSError as exc:
             self._error = exc

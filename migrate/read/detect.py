@@ -10,8 +10,10 @@ apart by their root attributes and groups (spec section 1.0):
 ``"v3_weights"``    Keras 3 ``.weights.h5``: root group ``layers``
 ==================  =====================================================
 
-Directories and files that are none of these are refused with a message
-that says what the file looks like instead (a SavedModel, an empty file...).
+A directory holding ``saved_model.pb`` is a SavedModel (read by
+:mod:`.savedmodel`).  Other directories and files that are none of these
+are refused with a message that says what the file looks like instead (a
+file of a SavedModel, an empty file...).
 """
 from __future__ import annotations
 
@@ -28,15 +30,14 @@ _USER_BLOCKS = [0] + [512 << i for i in range(12)]
 
 
 def sniff(path: str) -> str:
-    """``"zip"``, ``"hdf5"`` or ``"json"`` for a readable file at ``path``."""
+    """``"zip"``, ``"hdf5"`` or ``"json"`` for a readable file at ``path``,
+    ``"savedmodel"`` for a directory holding ``saved_model.pb``."""
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ConversionError(
-                f"{path}: is a TensorFlow SavedModel directory, which cannot "
-                "be read without TensorFlow; re-save the model with "
-                "model.save('model.keras') and convert that")
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return "savedmodel"
         raise ConversionError(f"{path}: is a directory, not a Keras model "
-                              "file (.keras, .h5 or .json)")
+                              "(.keras, .h5, .json or a SavedModel "
+                              "directory)")
     if not os.path.exists(path):
         raise ConversionError(f"{path}: no such file")
     try:
@@ -59,11 +60,10 @@ def sniff(path: str) -> str:
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     if text.startswith(b"{"):
         return "json"
-    if os.path.basename(path) == "saved_model.pb":
+    if os.path.basename(path) in ("saved_model.pb", "keras_metadata.pb"):
         raise ConversionError(
-            f"{path}: is part of a TensorFlow SavedModel, which cannot be "
-            "read without TensorFlow; re-save the model with "
-            "model.save('model.keras') and convert that")
+            f"{path}: is part of a SavedModel; convert its directory "
+            f"({os.path.dirname(path) or '.'})")
     raise ConversionError(
         f"{path}: is not a Keras model file (not a .keras zip, an HDF5 "
         "file or JSON)")

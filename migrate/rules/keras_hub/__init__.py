@@ -6,4 +6,4 @@ keras-hub is never imported: everything here is written from its source
 (0.32.0) and checked against it by the fixtures.
 """
 from . import embeddings, transformer  # noqa: F401  (layer rules)
-from . import gpt2  # noqa: F401  (backbones and tasks)
+from . import bert, gpt2  # noqa: F401  (backbones and tasks)

@@ -83,7 +83,8 @@ class Functional:
             k += 1
             name = f"{base}_{k}"
         self._new(name, {"module": module, "class_name": class_name,
-                         "registered_name": None, "config": {"name": name}})
+                         "registered_name": class_name,
+                         "config": {"name": name}})
         return self.call(name, *args, **kwargs)
 
     def model(self, entry: dict, *args, **kwargs) -> Ref:
@@ -185,6 +186,10 @@ def _flat(value):
     elif isinstance(value, dict):
         for k in sorted(value):
             yield from _flat(value[k])
+
+
+SLICE = {"class_name": "__slice__",
+         "config": {"start": None, "stop": None, "step": None}}  # ``:``
 
 
 def _tensors(value):

@@ -172,8 +172,10 @@ def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
                "if encoder_padding_mask is not None:  # (B, 1, 1, S)",
                "    encoder_mask = encoder_padding_mask[:, None, None, :]"
                ".bool()"]
-    ff = act.replace("{}", "self.feedforward_intermediate_dense("
-                     + ("h)" if pre else "x)"))
+    ff = [f"h = self.feedforward_intermediate_dense({'h' if pre else 'x'})"]
+    if act != "{}":
+        ff.append("h = " + act.replace("{}", "h"))
+    ff.append("h = self.feedforward_output_dense(h)")
     if pre:
         fw += ["h = self.self_attention(self.self_attention_layer_norm(x), "
                "mask=mask)",
@@ -183,9 +185,8 @@ def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
                    "h = self.cross_attention(h, encoder_sequence, "
                    "mask=encoder_mask)",
                    "x = x + self.dropout(h)"]
-        fw += ["h = self.feedforward_layer_norm(x)",
-               f"h = self.feedforward_output_dense({ff})",
-               "return x + self.dropout(h)"]
+        fw += ["h = self.feedforward_layer_norm(x)"] + ff + [
+            "return x + self.dropout(h)"]
     else:
         fw += ["h = self.self_attention(x, mask=mask)",
                "x = self.self_attention_layer_norm(x + self.dropout(h))"]
@@ -193,8 +194,7 @@ def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
             fw += ["h = self.cross_attention(x, encoder_sequence, "
                    "mask=encoder_mask)",
                    "x = self.cross_attention_layer_norm(x + self.dropout(h))"]
-        fw += [f"h = self.feedforward_output_dense({ff})",
-               "return self.feedforward_layer_norm(x + self.dropout(h))"]
+        fw += ff + ["return self.feedforward_layer_norm(x + self.dropout(h))"]
     lines += _indent(fw, 8)
     return "\n".join(_fold(lines)) + "\n"
 

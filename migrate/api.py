@@ -101,14 +101,16 @@ class Conversion:
 
 def convert(path, weights=None, *, class_name: str | None = None,
             layout: str = "torch", weights_format: str = "safetensors",
-            rules: dict | None = None) -> Conversion:
+            rules: dict | None = None, flat: bool = False) -> Conversion:
     """Convert a Keras model file.
 
     ``path`` is a ``.keras`` archive, a legacy full-model ``.h5``, or a JSON
     config (``model.to_json()``) with ``weights`` a Keras 2 or Keras 3
     weights file.  ``layout="keras"`` keeps Keras's channels-last layout at
     the port's inputs and outputs.  ``rules`` maps Keras class (or registered)
-    names to extra :class:`migrate.rules.Rule` objects.
+    names to extra :class:`migrate.rules.Rule` objects.  Repeated blocks
+    become classes (:mod:`migrate.fold`); ``flat=True`` keeps one
+    straight-line forward.
     """
     if layout not in ("torch", "keras"):
         raise ConversionError(f"layout must be 'torch' or 'keras', not "
@@ -123,8 +125,11 @@ def convert(path, weights=None, *, class_name: str | None = None,
     src = _read.open_model(os.fspath(path), None if weights is None
                            else os.fspath(weights))
     try:
-        program = translate(src.graph, Options(layout, class_name, rules))
+        program = translate(src.graph, Options(layout, class_name, rules,
+                                               flat=flat))
         flags = "" if layout == "torch" else " --layout keras"
+        if flat:
+            flags += " --flat"
         if class_name:
             flags += f" --class-name {class_name}"
         source = render(program, flags)

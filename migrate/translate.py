@@ -33,6 +33,7 @@ class Options:
     layout: str = "torch"  # "torch" (channels-first interface) or "keras"
     class_name: str | None = None
     rules: dict | None = None  # extra rules: key -> registry.Rule
+    flat: bool = False  # True: no block classes (migrate.fold)
 
 
 @dataclass
@@ -82,6 +83,10 @@ class Program:
     warnings: list[str]
     permutes: list[str]
     layout: str
+    bool_vars: set[str] = field(default_factory=set)  # masks and bools
+    classes: list[str] = field(default_factory=list)  # block classes
+    # flat state-dict key -> folded key (migrate.fold)
+    renames: dict[str, str] = field(default_factory=dict)
 
 
 class Translator:
@@ -133,7 +138,8 @@ class Translator:
             body=self.body, returns=returns, state=self.state,
             helpers=dict(sorted(self.helpers.items())),
             layers=list(self.layers.values()), warnings=self.warnings,
-            permutes=self.permutes, layout=self.options.layout)
+            permutes=self.permutes, layout=self.options.layout,
+            bool_vars=set(self.masks.bool_vars))
 
     # called by rules through Call -------------------------------------------
     def relayout(self, call: Call, t: Tensor, layout: Layout) -> Tensor:
@@ -532,7 +538,12 @@ _subst = subst  # the older name
 
 
 def translate(graph: Graph, options: Options | None = None) -> Program:
-    return Translator(graph, options or Options()).run()
+    options = options or Options()
+    program = Translator(graph, options).run()
+    if options.flat:
+        return program
+    from .fold import fold
+    return fold(program, program.bool_vars)
 
 
 __all__ = ["Options", "Program", "translate", "channels_first",

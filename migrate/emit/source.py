@@ -28,7 +28,9 @@ def _shape(shape) -> str:
 def render(program: Program, flags: str = "") -> str:
     p = program
     body_text = "\n".join(p.body + [_return(p)])
-    helpers = "\n\n\n".join(code.strip("\n") for code in p.helpers.values())
+    helpers = "\n\n\n".join(
+        [code.strip("\n") for code in p.helpers.values()]
+        + [_block_class(code) for code in p.classes])
     uses_f = "F." in body_text or "F." in helpers
     uses_torch = any("torch." in t for t in
                      [body_text, helpers] + [m.code for m in p.modules]
@@ -76,7 +78,7 @@ def _class(p: Program) -> str:
     args = ", ".join(["self"] + [t.var for t in p.inputs])
     lines += wrap(f"def forward({args}):", 4)
     for stmt in p.body:
-        lines += wrap(stmt, 8)
+        lines += _statement(stmt, 8)
     lines += wrap(_return(p), 8)
     return "\n".join(lines) + "\n"
 
@@ -88,3 +90,21 @@ def _return(p: Program) -> str:
     if 8 + len(line) > 79:  # brackets let the wrapper split it
         line = "return (" + ", ".join(p.returns) + ")"
     return line
+
+
+def _statement(stmt: str, indent: int) -> list[str]:
+    """A statement (a loop is several lines, indented by four spaces)."""
+    out = []
+    for line in stmt.split("\n"):
+        inner = line.lstrip(" ")
+        out += wrap(inner, indent + len(line) - len(inner))
+    return out
+
+
+def _block_class(code: str) -> str:
+    """A block class from :mod:`migrate.fold`, its long lines wrapped."""
+    out = []
+    for line in code.strip("\n").split("\n"):
+        inner = line.lstrip(" ")
+        out += wrap(inner, len(line) - len(inner)) if inner else [""]
+    return "\n".join(out)

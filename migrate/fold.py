@@ -1,0 +1,966 @@
+"""Repeated blocks become classes: the folded ``forward``.
+
+The flat program is straight-line code, one statement per line.  This
+module finds its repeated structure the way a reader does, from the code's
+data flow and never from layer names: a *cut* is a place in ``forward``
+where exactly one value (besides masks, which every block may read) is
+alive, so the statements between two cuts are a single-entry, single-exit
+region (a residual block, a transformer layer, one conv).  Regions made of
+the same statements over the same kinds of modules, up to constructor
+values, are instances of one block: one ``nn.Module`` class with the values
+that vary as constructor arguments.  Runs of blocks become an
+``nn.Sequential`` stage (``x = self.conv3(x)``) or, when they also read a
+mask, an ``nn.ModuleList`` run by a loop; a run of one module called the
+same way (``x = self.layer_0(x, mask)``, ...) becomes an ``nn.ModuleList``
+without a class.
+
+Folding never changes what is computed: every statement of a block is the
+flat statement with its names replaced, in the flat order, so the folded
+port gives the flat port's bits.  State-dict keys follow the module tree;
+:attr:`Program.renames` maps each flat key to its folded key.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from dataclasses import dataclass, field, replace
+
+from .emit.names import Namespace, class_identifier, identifier
+from .translate import ModuleDecl, Program
+
+MAX_SPAN = 24  # regions per block at most
+CLASS_COST = 9  # lines a class costs besides its body
+MAX_BLOCK_STMTS = 120
+
+
+# -- statements -------------------------------------------------------------
+@dataclass
+class Stmt:
+    parts: list  # str | ("v", ssa id) | ("m", attr)
+    writes: list[int]
+    reads: list[int]  # ssa ids read, in order, repeated as read
+    mods: list[str]  # module attrs used
+    comment: str = ""
+
+
+def _parse(body: list[str], inputs: list[str], attrs: set[str]):
+    """Statements in SSA form, or None when a line is not a plain
+    assignment this module can rewrite safely."""
+    env: dict[str, int] = {}
+    names: list[str] = []  # ssa id -> flat name
+    for var in inputs:
+        env[var] = len(names)
+        names.append(var)
+    stmts = []
+    for line in body:
+        code, comment = _split_comment(line)
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            return None
+        if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assign):
+            return None
+        node = tree.body[0]
+        if len(node.targets) != 1:
+            return None
+        target = node.targets[0]
+        tnames = [target] if isinstance(target, ast.Name) else (
+            list(target.elts) if isinstance(target, ast.Tuple) else None)
+        if tnames is None or not all(isinstance(t, ast.Name)
+                                     for t in tnames):
+            return None
+        bound = {n.id for sub in ast.walk(node.value)
+                 if isinstance(sub, (ast.comprehension, ast.Lambda))
+                 for n in ast.walk(sub) if isinstance(n, ast.Name)}
+        if bound & (set(env) | {t.id for t in tnames}):
+            return None
+        offsets = _line_offsets(code)
+        spans = []  # (start, end, part)
+        reads = []
+        mods = []
+        for sub in ast.walk(node.value):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) \
+                    and sub.id in env:
+                spans.append((_pos(offsets, sub.lineno, sub.col_offset),
+                              _pos(offsets, sub.end_lineno,
+                                   sub.end_col_offset), ("v", env[sub.id])))
+            elif (isinstance(sub, ast.Attribute)
+                  and isinstance(sub.value, ast.Name)
+                  and sub.value.id == "self" and sub.attr in attrs):
+                spans.append((_pos(offsets, sub.lineno, sub.col_offset),
+                              _pos(offsets, sub.end_lineno,
+                                   sub.end_col_offset), ("m", sub.attr)))
+        spans.sort()
+        for _, _, part in spans:
+            if part[0] == "v":
+                reads.append(part[1])
+            elif part[1] not in mods:
+                mods.append(part[1])
+        writes = []
+        for t in tnames:
+            env[t.id] = len(names)
+            writes.append(len(names))
+            names.append(t.id)
+            spans.append((_pos(offsets, t.lineno, t.col_offset),
+                          _pos(offsets, t.end_lineno, t.end_col_offset),
+                          ("v", env[t.id])))
+        spans.sort()
+        parts, at = [], 0
+        for start, end, part in spans:
+            if start < at:  # nested (self.x inside a Name?): give up
+                return None
+            parts.append(code[at:start])
+            parts.append(part)
+            at = end
+        parts.append(code[at:])
+        stmts.append(Stmt([p for p in parts if p != ""], writes, reads,
+                          mods, comment))
+    return stmts, names, env
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """A statement and its trailing ``  # ...`` comment (outside strings)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote and line[i - 1] != "\\":
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i].rstrip(), line[i:]
+    return line, ""
+
+
+def _line_offsets(code: str) -> list[int]:
+    out, at = [0], 0
+    for ln in code.split("\n"):
+        at += len(ln) + 1
+        out.append(at)
+    return out
+
+
+def _pos(offsets, lineno, col) -> int:
+    return offsets[lineno - 1] + col
+
+
+# -- constructor templates ---------------------------------------------------
+@dataclass
+class Template:
+    text: list  # str | int (hole index)
+    values: list  # the hole values, as source text
+    holes: list  # (callee, position or keyword) for each hole
+
+    @property
+    def key(self) -> str:
+        return "".join(p if isinstance(p, str) else "\x00" for p in self.text)
+
+
+def _template(code: str) -> Template | None:
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return None
+    holes = []  # (start, end, callee, slot)
+
+    def leaf(node) -> bool:
+        if isinstance(node, ast.Constant):
+            return True
+        if isinstance(node, ast.UnaryOp) and isinstance(
+                node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return True
+        return isinstance(node, (ast.Tuple, ast.List)) and all(
+            leaf(e) for e in node.elts)
+
+    def visit(node, callee, slot):
+        if leaf(node):
+            holes.append((node.col_offset, node.end_col_offset, callee, slot))
+            return
+        if isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            visit(node.func, None, None)
+            for i, a in enumerate(node.args):
+                visit(a, name, i)
+            for kw in node.keywords:
+                visit(kw.value, name, kw.arg)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, None, None)
+
+    visit(tree.body, None, None)
+    holes.sort()
+    text, values, slots, at = [], [], [], 0
+    for start, end, callee, slot in holes:
+        text.append(code[at:start])
+        text.append(len(values))
+        values.append(code[start:end])
+        slots.append((callee, slot))
+        at = end
+    text.append(code[at:])
+    return Template(text, values, slots)
+
+
+def _param_name(callee: str | None, slot, helpers: dict[str, str]) -> str:
+    if isinstance(slot, str):
+        return slot
+    if callee is None or slot is None:
+        return "value"
+    names = []
+    if callee.startswith("nn.") and hasattr(__import__("torch").nn,
+                                            callee[3:]):
+        try:
+            sig = inspect.signature(getattr(__import__("torch").nn,
+                                            callee[3:]))
+            names = [p for p in sig.parameters if p not in ("self",)]
+        except (TypeError, ValueError):
+            names = []
+    elif callee in helpers:
+        names = _helper_params(helpers[callee], callee)
+    return names[slot] if slot < len(names) else f"arg{slot}"
+
+
+def _helper_params(code: str, name: str) -> list[str]:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) \
+                        and item.name == "__init__":
+                    return [a.arg for a in item.args.args[1:]]
+    return []
+
+
+# -- regions -----------------------------------------------------------------
+@dataclass
+class Region:
+    start: int
+    end: int
+    c_in: int
+    c_out: int
+    key: tuple
+    mods: list[str]  # module attrs, in order of first use
+    globals_: list[int]  # other values read, in order of first read
+    size: int  # statements + modules
+
+
+@dataclass
+class Block:
+    regions: list[Region]
+    cls: str | None  # None: a bare module (no class)
+    bare: bool = False
+
+
+class Folder:
+    def __init__(self, program: Program, bool_vars: set[str]):
+        self.p = program
+        self.decls = {m.attr: m for m in program.modules}
+        self.bool_vars = bool_vars
+        self.paths: dict[str, str] = {}  # flat attr -> dotted path
+        self._regions: dict[tuple, Region | None] = {}
+        self._templates: dict[str, Template | None] = {}
+
+    def run(self) -> Program:
+        p = self.p
+        parsed = _parse(p.body, [t.var for t in p.inputs], set(self.decls))
+        if parsed is None:
+            return p
+        self.stmts, self.names, env = parsed
+        self.returns = [env.get(r) for r in p.returns]
+        if None in self.returns:
+            return p
+        self._same_masks()
+        self._liveness()
+        regions = self._choose()
+        return self._rewrite(regions)
+
+    def _same_masks(self) -> None:
+        """A mask line whose value is an earlier mask is that mask
+        (``a | a`` is ``a``; ``x != 0`` is computed once); a mask line
+        nothing reads goes."""
+        alias: dict[int, int] = {}
+        seen: dict[str, int] = {}
+        kept = []
+        for s in self.stmts:
+            s.parts = [("v", alias.get(x[1], x[1]))
+                       if isinstance(x, tuple) and x[0] == "v"
+                       and x[1] not in s.writes else x for x in s.parts]
+            s.reads = [alias.get(v, v) for v in s.reads]
+            if len(s.writes) != 1 or s.mods or \
+                    self.names[s.writes[0]] not in self.bool_vars:
+                kept.append(s)
+                continue
+            w = s.writes[0]
+            rhs = s.parts[2:] if s.parts[:2] == [("v", w), " = "] else None
+            if rhs is None:
+                kept.append(s)
+                continue
+            if (len(rhs) == 3 and rhs[1] in (" | ", " & ")
+                    and rhs[0] == rhs[2] and isinstance(rhs[0], tuple)):
+                alias[w] = rhs[0][1]
+                continue
+            key = repr(rhs)
+            if key in seen:
+                alias[w] = seen[key]
+                continue
+            seen[key] = w
+            kept.append(s)
+        self.returns = [alias.get(v, v) for v in self.returns]
+        while True:  # masks nothing reads
+            read = {v for s in kept for v in s.reads} | set(self.returns)
+            drop = [s for s in kept if len(s.writes) == 1 and not s.mods
+                    and self.names[s.writes[0]] in self.bool_vars
+                    and s.writes[0] not in read]
+            if not drop:
+                break
+            kept = [s for s in kept if s not in drop]
+        self.stmts = kept
+
+    # ---------------------------------------------------------------------
+    def _liveness(self) -> None:
+        n = len(self.stmts)
+        self.defined = {}
+        for i in range(len(self.p.inputs)):
+            self.defined[i] = -1
+        self.last = {}
+        for k, s in enumerate(self.stmts):
+            for w in s.writes:
+                self.defined[w] = k
+            for r in s.reads:
+                self.last[r] = k
+        for r in self.returns:
+            self.last[r] = n
+        self.mod_uses: dict[str, set[int]] = {}
+        for k, s in enumerate(self.stmts):
+            for m in s.mods:
+                self.mod_uses.setdefault(m, set()).add(k)
+        ints = {i for i, t in enumerate(self.p.inputs)
+                if not t.dtype.startswith("float")}
+        self.is_global = {v: self.names[v] in self.bool_vars or v in ints
+                          for v in self.defined}
+        # cuts: boundaries where one non-mask value is alive
+        self.cuts: list[tuple[int, int]] = []  # (boundary, carried value)
+        live_at = [set() for _ in range(n + 1)]
+        for v, d in self.defined.items():
+            end = self.last.get(v, d)
+            for b in range(d + 1, min(end, n) + 1):
+                live_at[b].add(v)
+        self.live_at = live_at
+        for b in range(n + 1):
+            carried = [v for v in live_at[b] if not self.is_global[v]]
+            if len(carried) == 1:
+                self.cuts.append((b, carried[0]))
+
+    def _region(self, a: int, b: int, c_in: int, c_out: int):
+        key = (a, b, c_in, c_out)
+        if key not in self._regions:
+            self._regions[key] = self._new_region(a, b, c_in, c_out)
+        return self._regions[key]
+
+    def _new_region(self, a: int, b: int, c_in: int, c_out: int):
+        if b - a > MAX_BLOCK_STMTS:
+            return None
+        stmts = self.stmts[a:b]
+        local = {}
+        for k in range(a, b):
+            for w in self.stmts[k].writes:
+                local[w] = len(local)
+        if c_out not in local:
+            return None
+        # nothing but c_out (and masks nobody else defines) leaves
+        for v in local:
+            if v != c_out and self.last.get(v, -1) >= b:
+                return None
+        mods, globs = [], []
+        canon = []
+        for s in stmts:
+            out = []
+            for part in s.parts:
+                if isinstance(part, str):
+                    out.append(part)
+                elif part[0] == "m":
+                    if part[1] not in mods:
+                        if any(u < a or u >= b
+                               for u in self.mod_uses[part[1]]):
+                            return None  # a shared layer
+                        mods.append(part[1])
+                    out.append(f"\x00m{mods.index(part[1])}")
+                else:
+                    v = part[1]
+                    if v == c_in:
+                        out.append("\x00X")
+                    elif v in local:
+                        out.append(f"\x00v{local[v]}")
+                    else:
+                        if not self.is_global[v]:
+                            return None
+                        if v not in globs:
+                            globs.append(v)
+                        out.append(f"\x00g{globs.index(v)}")
+            canon.append("".join(out))
+        slot_keys = []
+        for m in mods:
+            d = self.decls[m]
+            if d.code not in self._templates:
+                self._templates[d.code] = _template(d.code)
+            t = self._templates[d.code]
+            if t is None:
+                return None
+            lines = tuple(ln.replace(f"self.{m}.", "self.\x00.").replace(
+                f"self.{m} ", "self.\x00 ") for ln in d.init_lines)
+            slot_keys.append((t.key, lines))
+        key = (tuple(canon), tuple(slot_keys), len(globs),
+               canon.index(canon[-1]) if canon else 0)
+        return Region(a, b, c_in, c_out, key, mods, globs,
+                      (b - a) + len(mods))
+
+    def _choose(self) -> list[Region]:
+        """Greedy: the region shape whose instances save most lines first,
+        instances taken left to right without overlap."""
+        cuts = self.cuts
+        taken = [False] * len(self.stmts)
+        chosen: list[Region] = []
+        while True:
+            groups: dict[tuple, list[Region]] = {}
+            for i, (a, c_in) in enumerate(cuts):
+                for j in range(i + 1, min(len(cuts), i + 1 + MAX_SPAN)):
+                    b, c_out = cuts[j]
+                    if b - a > MAX_BLOCK_STMTS or any(taken[a:b]):
+                        break
+                    r = self._region(a, b, c_in, c_out)
+                    if r is not None:
+                        groups.setdefault(r.key, []).append(r)
+            best, best_save = None, 0
+            for key, rs in groups.items():
+                inst, at = [], -1
+                for r in sorted(rs, key=lambda r: r.start):
+                    if r.start >= at:
+                        inst.append(r)
+                        at = r.end
+                if self._bare(inst[0]):  # a module on its own: only runs
+                    inst = [r for i, r in enumerate(inst)
+                            if i and inst[i - 1].end == r.start
+                            or i + 1 < len(inst)
+                            and inst[i + 1].start == r.end]
+                if len(inst) < 2:
+                    continue
+                save = self._saving(inst)
+                if all(self._prefix(r) for r in inst):
+                    save += 3 * len(inst)  # the Keras names agree
+                if save > best_save:
+                    best, best_save = inst, save
+            if best is None:
+                break
+            for r in best:
+                for k in range(r.start, r.end):
+                    taken[k] = True
+            chosen.extend(best)
+        return sorted(chosen, key=lambda r: r.start)
+
+    def _saving(self, inst: list[Region]) -> int:
+        r = inst[0]
+        flat = sum(x.size for x in inst)
+        if self._bare(r):
+            return flat - (len(inst) + 3)
+        return flat - (r.size + CLASS_COST + 2 * len(inst))
+
+    def _bare(self, r: Region) -> bool:
+        """One statement ``v = self.m(x, ...)`` with the region's input as
+        its first argument: the module itself is the block."""
+        if r.end - r.start != 1 or len(r.mods) != 1:
+            return False
+        p = self.stmts[r.start].parts
+        return (len(p) >= 6 and p[0] == ("v", r.c_out) and p[1] == " = "
+                and p[2] == ("m", r.mods[0]) and p[3] == "("
+                and p[4] == ("v", r.c_in) and isinstance(p[-1], str)
+                and _closes_at_end(self.stmts[r.start]))
+
+    # ---------------------------------------------------------------------
+    def _rewrite(self, regions: list[Region]) -> Program:
+        p = self.p
+        helpers = p.helpers
+        attrs = Namespace(set(self.decls) | {t.var for t in p.inputs})
+        # classes: one per region key
+        by_key: dict[tuple, list[Region]] = {}
+        for r in regions:
+            by_key.setdefault(r.key, []).append(r)
+        classes = {}  # key -> ClassSpec
+        class_names = Namespace(set(helpers) | {p.class_name})
+        for key, rs in by_key.items():
+            if self._bare(rs[0]):
+                classes[key] = None
+                continue
+            classes[key] = self._class(rs, class_names, helpers)
+        # runs of adjacent regions -> stages
+        runs: list[list[Region]] = []
+        for r in regions:
+            if runs and runs[-1][-1].end == r.start and self._compatible(
+                    runs[-1][-1], r) and self._same_stage(runs[-1][-1], r):
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        # new modules and body
+        renames: dict[str, str] = {}
+        new_mods: dict[str, ModuleDecl] = {}  # first flat attr -> decl
+        replaced: dict[int, tuple] = {}  # stmt index -> run
+        gone_mods: set[str] = set()
+        for run in runs:
+            name = attrs.name(("run", run[0].start), _run_name(
+                [self._prefix(r) for r in run], len(run),
+                classes[run[0].key] is None))
+            ctor = []
+            for i, r in enumerate(run):
+                spec = classes[r.key]
+                path = f"{name}.{i}" if len(run) > 1 else name
+                if spec is None:
+                    m = r.mods[0]
+                    ctor.append(self.decls[m].code)
+                    self._move_state(m, path, renames)
+                else:
+                    ctor.append(spec.instance(r))
+                    for m in r.mods:
+                        self._move_state(m, f"{path}.{spec.slot_of[m]}",
+                                         renames)
+                gone_mods.update(r.mods)
+            if len(run) == 1:
+                code = ctor[0]
+            else:
+                container = ("nn.ModuleList" if self._needs_loop(run)
+                             else "nn.Sequential")
+                if len(set(ctor)) == 1 and container == "nn.ModuleList":
+                    code = f"{container}([{ctor[0]} for _ in " \
+                           f"range({len(run)})])"
+                elif len(set(ctor)) == 1:
+                    code = f"{container}(*[{ctor[0]} for _ in " \
+                           f"range({len(run)})])"
+                elif container == "nn.ModuleList":
+                    code = f"{container}([{', '.join(ctor)}])"
+                else:
+                    code = f"{container}({', '.join(ctor)})"
+            new_mods[run[0].mods[0]] = ModuleDecl(name, code, name, [])
+            replaced[run[0].start] = (run, name)
+            for r in run:
+                for k in range(r.start, r.end):
+                    replaced.setdefault(k, None)
+        modules = []
+        for m in p.modules:
+            if m.attr in new_mods:
+                modules.append(new_mods[m.attr])
+            elif m.attr not in gone_mods:
+                modules.append(m)
+        body = []
+        for k, s in enumerate(self.stmts):
+            if k in replaced:
+                if replaced[k] is None:
+                    continue
+                run, name = replaced[k]
+                body.extend(self._call(run, name))
+                continue
+            body.append(s)
+        new_body = self._render_top(body)
+        state = {renames.get(k, k): v for k, v in p.state.items()}
+        layers = []
+        for rec in p.layers:
+            tn = rec.torch_name
+            if tn in gone_mods:
+                tn = self.paths.get(tn, tn)
+            layers.append(replace(rec, torch_name=tn))
+        outputs = [replace(t, var=v) if t.var == old else t
+                   for t, old, v in zip(p.outputs, p.returns,
+                                        self.new_returns)]
+        out = replace(p, modules=modules, body=new_body, state=state,
+                      layers=layers, returns=self.new_returns,
+                      outputs=outputs)
+        out.classes = [classes[k].source for k in by_key
+                       if classes[k] is not None]
+        out.renames = renames
+        return out
+
+    def _move_state(self, attr: str, path: str, renames: dict) -> None:
+        self.paths[attr] = path
+        for key in self.p.state:
+            if key == attr:
+                renames[key] = path
+            elif key.startswith(attr + "."):
+                renames[key] = path + key[len(attr):]
+
+    def _compatible(self, a: Region, b: Region) -> bool:
+        """Blocks that can share a container: the same call signature."""
+        return (len(a.globals_) == len(b.globals_)
+                and (a.globals_ == b.globals_)
+                and (self._bare(a) == self._bare(b)))
+
+    def _same_stage(self, a: Region, b: Region) -> bool:
+        pa, pb = self._prefix(a).split("_"), self._prefix(b).split("_")
+        if len(pa) < 2 or len(pb) < 2:
+            return True
+        return pa[0] == pb[0] or _stem(pa[0]) == _stem(pb[0]) and \
+            pa[0] == pb[0]
+
+    def _needs_loop(self, run: list[Region]) -> bool:
+        return bool(run[0].globals_) or self._bare(run[0]) and \
+            self._bare_args(run[0]) != ""
+
+    def _bare_args(self, r: Region) -> str:
+        s = self.stmts[r.start]
+        return "".join(_canon_part(x, r) for x in s.parts[5:])
+
+    def _prefix(self, r: Region) -> str:
+        names = [self.decls[m].keras_name for m in r.mods]
+        return _common_prefix(names)
+
+    def _call(self, run: list[Region], name: str) -> list:
+        """The statements that replace a run: a call, or a loop."""
+        first, last = run[0], run[-1]
+        x, y = ("v", first.c_in), ("v", last.c_out)
+        globs = [("v", g) for g in first.globals_]
+        if len(run) == 1 or not self._needs_loop(run):
+            if self._bare(first) and len(run) == 1:
+                s = self.stmts[first.start]
+                parts = [y] + s.parts[1:2] + [("m", name)] + s.parts[3:]
+                return [Stmt(parts, [last.c_out], [first.c_in], [name])]
+            args = [x] + sum(([", ", g] for g in globs), [])
+            return [Stmt([y, " = ", ("m", name), "("] + args + [")"],
+                         [last.c_out], [first.c_in], [name])]
+        # a loop; the value keeps one name through it
+        if self._bare(first):
+            s = self.stmts[first.start]
+            tail = s.parts[4:]
+        else:
+            tail = [x] + sum(([", ", g] for g in globs), []) + [")"]
+        loop = Stmt(["for layer in ", ("m", name), ":"], [], [], [name])
+        inner = Stmt([x, " = layer("] + tail, [first.c_in], [first.c_in],
+                     [])
+        inner.indent = True
+        alias = Stmt([y], [last.c_out], [first.c_in], [])
+        alias.alias_of = first.c_in
+        return [loop, inner, alias]
+
+    def _render_top(self, body: list) -> list[str]:
+        """The model's forward lines; a loop's output keeps its input's
+        name (aliases are resolved)."""
+        alias = {}
+        for s in body:
+            if getattr(s, "alias_of", None) is not None:
+                alias[s.writes[0]] = alias.get(s.alias_of, s.alias_of)
+        lines = []
+        pending_loop = None
+        for s in body:
+            if getattr(s, "alias_of", None) is not None:
+                continue
+            text = _render(s.parts, lambda v: self.names[alias.get(v, v)],
+                           lambda m: f"self.{m}")
+            if getattr(s, "indent", False):
+                lines[-1] = pending_loop + "\n" + " " * 4 + text
+                pending_loop = None
+                continue
+            if text.startswith("for "):
+                pending_loop = text
+                lines.append(text)
+                continue
+            lines.append(text + ("  " + s.comment if s.comment else ""))
+        self.new_returns = [self.names[alias.get(v, v)]
+                            for v in self.returns]
+        return lines
+
+    # ---------------------------------------------------------------------
+    def _class(self, rs: list[Region], names: Namespace, helpers):
+        return ClassSpec(self, rs, names, helpers)
+
+
+def _closes_at_end(s: Stmt) -> bool:
+    text = "".join(p if isinstance(p, str) else "x" for p in s.parts)
+    code = text.split(" = ", 1)[1]
+    depth = 0
+    for i, ch in enumerate(code):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i == len(code) - 1
+    return False
+
+
+def _canon_part(x, r: Region) -> str:
+    if isinstance(x, str):
+        return x
+    if x[0] == "v":
+        return "X" if x[1] == r.c_in else f"v{x[1]}"
+    return "m"
+
+
+def _render(parts, var, mod) -> str:
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part[0] == "v":
+            out.append(var(part[1]))
+        else:
+            out.append(mod(part[1]))
+    return "".join(out)
+
+
+def _stem(token: str) -> str:
+    return token.rstrip("0123456789")
+
+
+def _common_prefix(names: list[str]) -> str:
+    if not names:
+        return ""
+    toks = [n.split("_") for n in names]
+    out = []
+    for group in zip(*toks):
+        if len(set(group)) != 1:
+            break
+        out.append(group[0])
+    if len(out) == min(len(t) for t in toks) and len(names) > 1:
+        out = out[:-1] if len(out) > 1 else out
+    return "_".join(out)
+
+
+def _run_name(prefixes: list[str], n: int, bare: bool) -> str:
+    """``conv2_block1 .. conv2_block3`` -> ``conv2``; ``layer_0 ..
+    layer_11`` -> ``layers``; nothing in common -> ``blocks``."""
+    if n == 1:
+        return prefixes[0] or ("layer" if bare else "block")
+    if not all(prefixes):
+        return "layers" if bare else "blocks"
+    toks = [p.split("_") for p in prefixes]
+    out = []
+    for group in zip(*toks):
+        if len(set(group)) == 1:
+            out.append(group[0])
+            continue
+        stems = {_stem(g) for g in group}
+        if len(stems) == 1 and next(iter(stems)):
+            if not out:
+                out.append(next(iter(stems)) + "s")
+            else:
+                out[-1] += "s" if not out[-1].endswith("s") and len(
+                    out) and not out[-1][-1:].isdigit() else ""
+        elif out and not out[-1][-1:].isdigit():
+            out[-1] += "s" if not out[-1].endswith("s") else ""
+        break
+    else:
+        if out and not out[-1][-1:].isdigit():
+            out[-1] += "s"
+    name = "_".join(out)
+    return name or ("layers" if bare else "blocks")
+
+
+_KIND = [(re.compile(r"^nn\.Conv(Transpose)?\dd$"), "conv"),
+         (re.compile(r"^nn\.BatchNorm\dd$"), "bn"),
+         (re.compile(r"^nn\.Linear$"), "fc"),
+         (re.compile(r"^nn\.LayerNorm$"), "norm"),
+         (re.compile(r"^nn\.Dropout\dd?$"), "dropout"),
+         (re.compile(r"^MultiHeadAttention$"), "attn")]
+
+
+def _kind(code: str) -> str:
+    callee = code.split("(", 1)[0]
+    for pattern, name in _KIND:
+        if pattern.match(callee):
+            return name
+    return identifier(callee.rsplit(".", 1)[-1].lower(), "layer")
+
+
+class ClassSpec:
+    """One block class: its source and how each instance is built."""
+
+    def __init__(self, folder: Folder, rs: list[Region], names: Namespace,
+                 helpers: dict):
+        self.folder = f = folder
+        self.regions = rs
+        first = rs[0]
+        # submodule names: the Keras names past the block's common prefix
+        # when every instance agrees, else the module kind
+        slots = Namespace({"x", "identity", "shortcut"})
+        self.slot_of: dict[str, str] = {}
+        per_slot = []
+        for k in range(len(first.mods)):
+            rests = set()
+            for r in rs:
+                pre = f._prefix(r)
+                kn = f.decls[r.mods[k]].keras_name
+                rest = kn[len(pre):].strip("_") if pre and kn.startswith(
+                    pre) else ""
+                rests.add(rest)
+            rest = rests.pop() if len(rests) == 1 else ""
+            m = re.fullmatch(r"(\d+)_([A-Za-z]\w*)", rest)
+            if m:
+                rest = f"{m.group(2)}{m.group(1)}"
+            base = rest or _kind(f.decls[first.mods[k]].code)
+            per_slot.append(slots.name(("slot", k), base, "layer"))
+        for r in rs:
+            for k, m in enumerate(r.mods):
+                self.slot_of[m] = per_slot[k]
+        self.slots = per_slot
+        # constructor values: those that vary become arguments
+        temps = [[_template(f.decls[m].code) for m in r.mods] for r in rs]
+        params = []  # (name, [value per instance])
+        self.code = []  # per slot: text with {param} holes
+        pnames = Namespace(set(per_slot) | {"self", "x"})
+        by_values: dict[tuple, str] = {}
+        for k in range(len(first.mods)):
+            t0 = temps[0][k]
+            text = []
+            for part in t0.text:
+                if isinstance(part, str):
+                    text.append(part)
+                    continue
+                values = tuple(temps[i][k].values[part] for i in range(len(rs)))
+                if len(set(values)) == 1:
+                    text.append(values[0])
+                    continue
+                if values not in by_values:
+                    callee, slot = t0.holes[part]
+                    base = _param_name(callee, slot, helpers)
+                    if pnames.name(("p", base), base) != base or \
+                            base in {pn for pn, _ in params}:
+                        base = pnames.name(("p", k, part),
+                                           f"{per_slot[k]}_{base}")
+                    else:
+                        base = base
+                    by_values[values] = base
+                    params.append((base, values))
+                text.append(by_values[values])
+            self.code.append("".join(text))
+        self.params = params
+        self.index = {id(r): i for i, r in enumerate(rs)}
+        self.name = names.name(("class", first.key), self._class_name())
+        self.source = self._source()
+
+    def _class_name(self) -> str:
+        f, rs = self.folder, self.regions
+        prefixes = [f._prefix(r) for r in rs]
+        toks = [p.split("_") for p in prefixes if p]
+        words = []
+        if toks and len(toks) == len(rs):
+            width = min(len(t) for t in toks)
+            for i in range(width):
+                group = {_stem(t[i]) for t in toks}
+                if len(group) == 1 and next(iter(group)):
+                    words.append(next(iter(group)))
+        if not words:
+            words = [self._role()]
+        return class_identifier("_".join(words))
+
+    def _role(self) -> str:
+        f, r = self.folder, self.regions[0]
+        last = f.stmts[r.end - 1]
+        if r.c_in in last.reads and "torch.cat" in "".join(
+                p for p in last.parts if isinstance(p, str)):
+            return "dense_layer"
+        if any(r.c_in in f.stmts[k].reads for k in range(r.start + 1,
+                                                         r.end)):
+            return "residual_block"
+        return "block"
+
+    def instance(self, r: Region) -> str:
+        i = self.index[id(r)]
+        args = ", ".join(values[i] for _, values in self.params)
+        return f"{self.name}({args})"
+
+    def _source(self) -> str:
+        f, r = self.folder, self.regions[0]
+        args = ", ".join(["self"] + [n for n, _ in self.params])
+        lines = [f"class {self.name}(nn.Module):"]
+        lines.append(f"    def __init__({args}):")
+        lines.append("        super().__init__()")
+        for k, m in enumerate(r.mods):
+            lines.append(f"        self.{self.slots[k]} = {self.code[k]}")
+            for extra in f.decls[m].init_lines:
+                lines.append("        " + re.sub(
+                    rf"\bself\.{re.escape(m)}\b", f"self.{self.slots[k]}",
+                    extra))
+        body, gnames = self._forward(r)
+        lines.append("")
+        lines.append("    def forward(" + ", ".join(["self", "x"] + gnames)
+                     + "):")
+        lines += ["        " + ln for ln in body]
+        return "\n".join(lines)
+
+    def _forward(self, r: Region):
+        """The block's statements with its own names: ``x`` along the
+        longest path from input to output, ``identity`` for the input
+        where a branch also reads it, producer names elsewhere."""
+        f = self.folder
+        stmts = f.stmts[r.start:r.end]
+        gnames = []
+        names = {}
+        ns = Namespace({"x", "identity", "self"})
+        for g in r.globals_:
+            names[g] = ns.name(("g", g), f.names[g], "mask")
+            gnames.append(names[g])
+        # the longest path (in statements) from the input to the output
+        depth = {r.c_in: 0}
+        prev = {}
+        for k, s in enumerate(stmts):
+            best = max(((depth[v], v) for v in s.reads if v in depth),
+                       default=None)
+            if best is None:
+                continue
+            for w in s.writes:
+                depth[w] = best[0] + 1
+                prev[w] = best[1]
+        path = [r.c_out]
+        while path[-1] in prev:
+            path.append(prev[path[-1]])
+        path.reverse()
+        main = set(path) if path[0] == r.c_in else {r.c_in, r.c_out}
+        deff = {}
+        last = {}
+        for k, s in enumerate(stmts):
+            for w in s.writes:
+                deff[w] = k
+            for v in s.reads:
+                last[v] = k
+        deff[r.c_in] = -1
+        ordered = sorted(main, key=lambda v: deff.get(v, 0))
+        lines = []
+        holder = None  # the main value now in x
+        for i, v in enumerate(ordered):
+            nxt = ordered[i + 1] if i + 1 < len(ordered) else None
+            if nxt is None or last.get(v, -1) <= deff[nxt]:
+                names[v] = "x"
+            else:
+                names[v] = None  # named below
+        if names.get(r.c_in) is None:
+            names[r.c_in] = "identity"
+            lines.append("identity = x")
+        for k, s in enumerate(stmts):
+            for w in s.writes:
+                if w in names and names[w] is not None:
+                    continue
+                hint = None
+                for part in s.parts:
+                    if isinstance(part, tuple) and part[0] == "m":
+                        hint = self.slot_of[part[1]]
+                        break
+                joins = [t for t in stmts[k + 1:] if w in t.reads]
+                if joins and any(x in main for x in joins[0].writes) and \
+                        w not in main:
+                    hint = "shortcut"
+                names[w] = ns.name(("v", w), hint or f.names[w], "t")
+        del holder
+        second = ordered[1] if len(ordered) > 1 else None
+        for s in stmts:
+            # x still holds the input until the next main value is written
+            early = second in s.writes and names[r.c_in] != "x"
+            text = _render(s.parts, lambda v: "x" if early and v == r.c_in
+                           else names[v],
+                           lambda m: f"self.{self.slot_of[m]}")
+            lines.append(text)
+        lines.append(f"return {names[r.c_out]}")
+        return lines, gnames
+
+
+def fold(program: Program, bool_vars: set[str] | None = None) -> Program:
+    """The program with its repeated blocks folded into classes (the flat
+    program itself when nothing repeats)."""
+    return Folder(program, bool_vars or set()).run()

@@ -1,0 +1,144 @@
+"""Folding repeated blocks (migrate/fold.py): the folded port computes the
+flat port's bits, its state-dict keys follow the module tree, runs of one
+module called the same way become an nn.ModuleList loop, and folding is
+found from the data flow, not from layer names."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import migrate
+from migrate.fold import fold
+from migrate.layout import identity
+from migrate.translate import ModuleDecl, PortTensor, Program
+
+from conftest import MODELS, model_files
+from test_parity import CUSTOM_RULES, load_reference, port_inputs
+
+CASES = sorted(d for d in MODELS.iterdir() if (d / "case.json").exists())
+
+
+def _program(body, modules, returns, inputs=(("x", "float32"),),
+             helpers=None, bool_vars=()):
+    state = {}
+    for attr, _ in modules:
+        state[f"{attr}.weight"] = lambda: None
+    return Program(
+        model_name="m", class_name="M",
+        inputs=[PortTensor(n, n, (None, 4, 8), identity(3), dt)
+                for n, dt in inputs],
+        outputs=[PortTensor(r, r, (None, 4, 8), identity(3), "float32")
+                 for r in returns],
+        modules=[ModuleDecl(a, c, a) for a, c in modules], body=list(body),
+        returns=list(returns), state=state, helpers=helpers or {},
+        layers=[], warnings=[], permutes=[], layout="torch",
+        bool_vars=set(bool_vars))
+
+
+def test_a_run_of_helper_calls_becomes_a_module_list_loop():
+    """x = self.transformer_layer_0(x, padding_mask) ... (one helper module
+    per layer, as the keras-hub rules emit them) -> one ModuleList and a
+    loop; identical constructors are written once."""
+    n = 12
+    modules = [(f"transformer_layer_{i}",
+                "TransformerDecoder(64, 4, 128, eps=1e-05)")
+               for i in range(n)]
+    body = ["padding_mask = x != 0", "x = self.embed(x)"]
+    modules.insert(0, ("embed", "nn.Embedding(100, 64)"))
+    for i in range(n):
+        body.append(f"x = self.transformer_layer_{i}(x, padding_mask)")
+    body.append("logits = self.head(x)")
+    modules.append(("head", "nn.Linear(64, 100)"))
+    p = _program(body, modules, ["logits"], inputs=[("x", "int32")],
+                 bool_vars={"padding_mask"})
+    q = fold(p, p.bool_vars)
+    decls = {m.attr: m.code for m in q.modules}
+    assert decls["transformer_layers"] == (
+        "nn.ModuleList([TransformerDecoder(64, 4, 128, eps=1e-05) "
+        "for _ in range(12)])")
+    assert q.body == ["padding_mask = x != 0", "x = self.embed(x)",
+                      "for layer in self.transformer_layers:\n"
+                      "    x = layer(x, padding_mask)",
+                      "logits = self.head(x)"]
+    assert q.renames["transformer_layer_3.weight"] == \
+        "transformer_layers.3.weight"
+    assert set(q.state) == {q.renames.get(k, k) for k in p.state}
+
+
+def test_differing_constructors_are_listed():
+    body = [f"x_{i + 1} = self.block_{i}(x_{i}, x_{i})" for i in range(4)]
+    modules = [(f"block_{i}", f"MultiHeadAttention(32, num_heads={i + 1}, "
+                "key_dim=8)") for i in range(4)]
+    p = _program(body, modules, ["x_4"], inputs=[("x_0", "float32")])
+    q = fold(p)
+    (decl,) = q.modules
+    assert decl.attr == "blocks"
+    assert decl.code.startswith("nn.ModuleList([MultiHeadAttention(32, "
+                                "num_heads=1, key_dim=8), ")
+    assert q.body == ["for layer in self.blocks:\n    x_0 = layer(x_0, "
+                      "x_0)"]
+    assert q.returns == ["x_0"] and q.outputs[0].var == "x_0"
+
+
+def test_calls_with_other_arguments_are_not_one_run():
+    """Only calls with the same other arguments share a loop."""
+    body = ["m = x != 0", "n = x > 0",
+            "x = self.a(x, m)", "x = self.b(x, n)"]
+    p = _program(body, [("a", "Block(4)"), ("b", "Block(4)")], ["x"],
+                 bool_vars={"m", "n"})
+    assert fold(p).body == p.body
+
+
+def test_nothing_repeats_nothing_changes():
+    body = ["x = self.a(x)", "x = F.relu(self.b(x))"]
+    p = _program(body, [("a", "nn.Linear(8, 8)"), ("b", "nn.Linear(8, 8)")],
+                 ["x"])
+    q = fold(p)
+    assert q.body == p.body and q.modules == p.modules and not q.classes
+
+
+def _convert(case_dir, model, weights, flat):
+    return migrate.convert(model, weights, flat=flat,
+                           rules=CUSTOM_RULES.get(case_dir.name))
+
+
+@pytest.mark.parametrize("case_dir", [pytest.param(d, id=d.name)
+                                      for d in CASES])
+def test_folded_port_gives_the_flat_ports_bits(case_dir):
+    """Every fixture: the same outputs bit for bit in eval, and every
+    weight under its folded key."""
+    _, model, weights = model_files(case_dir)[0]
+    try:
+        flat = _convert(case_dir, model, weights, True)
+    except migrate.ConversionError as exc:  # needs rules test_parity lacks
+        pytest.skip(f"does not convert on its own: {str(exc)[:80]}")
+    folded = _convert(case_dir, model, weights, False)
+    assert "--flat" not in folded.source
+    renames = folded.program.renames
+    fs, gs = flat.state_dict, folded.state_dict
+    assert set(gs) == {renames.get(k, k) for k in fs}
+    for k in fs:
+        assert torch.equal(fs[k], gs[renames.get(k, k)]), k
+    inputs, _ = load_reference(case_dir)
+    a, b = flat.module(), folded.module()
+    args = [torch.from_numpy(x).permute(*t.layout.perm) for x, t in
+            zip(port_inputs(flat, inputs), flat.program.inputs)]
+    with torch.no_grad():
+        want, got = a(*args), b(*args)
+    want = want if isinstance(want, tuple) else (want,)
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(want) == len(got)
+    for w, g in zip(want, got):
+        assert torch.equal(w, g) or (
+            torch.isnan(w).any() and np.array_equal(
+                w.numpy(), g.numpy(), equal_nan=True))
+    flat.close()
+    folded.close()
+
+
+def test_flat_header_names_the_option():
+    case = MODELS / "k3_mlp"
+    _, model, weights = model_files(case)[0]
+    with migrate.convert(model, weights, flat=True) as conv:
+        assert re.search(r"^# Regenerate: .* --flat$", conv.source, re.M)

@@ -9,8 +9,8 @@ from xml.etree import ElementTree as ET
 import click
 
 from .common import (Error, Progress, atol_option, fmt_err, jobs_option,
-                     custom_objects_option, load_rules, quiet_option, rel,
-                     rules_option, table)
+                     custom_objects_option, load_rules, plugins_enabled,
+                     quiet_option, rel, rules_option, table)
 
 EXAMPLES = """
 \b
@@ -96,6 +96,7 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
     try:
         report = lib.check(paths, verify=verify, atol=atol, config=config,
                            rules=rule_files, custom_objects=custom_objects,
+                           plugins=plugins_enabled(),
                            jobs=jobs, progress=bar, found=found)
     finally:
         bar.close()

@@ -47,11 +47,35 @@ jobs_option = click.option(
     show_default=True,
     help="Models converted at once, each in its own process (0: one per "
          "CPU).")
-rules_option = click.option(
+_rules_files = click.option(
     "--rules", "rule_files", multiple=True, metavar="FILE.py",
     type=click.Path(dir_okay=False),
     help="Your own Python file that registers custom rules with "
          "migrate.rules.rule (README: Custom rules); repeatable.")
+
+
+def _no_plugins(ctx, param, value):
+    if value:
+        ctx.meta["keras2torch.plugins"] = False
+    return value
+
+
+_no_plugins_option = click.option(
+    "--no-plugins", is_flag=True, expose_value=False, callback=_no_plugins,
+    help="Do not load the installed rule packs (entry-point group "
+         "keras2torch.rules).")
+
+
+def rules_option(fn):
+    """``--rules FILE.py`` (as ``rule_files``) and ``--no-plugins`` (read
+    with :func:`plugins_enabled`)."""
+    return _rules_files(_no_plugins_option(fn))
+
+
+def plugins_enabled() -> bool:
+    """False when this command was given ``--no-plugins``."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is None or ctx.meta.get("keras2torch.plugins", True)
 custom_objects_option = click.option(
     "--custom-objects", "custom_objects", multiple=True, metavar="FILE.py",
     type=click.Path(dir_okay=False, exists=True),
@@ -64,15 +88,16 @@ quiet_option = click.option(
          "terminal).")
 
 
-def load_rules(files) -> dict | None:
-    """The rules registered by ``files`` (``--rules``), or None; a file
-    that cannot be loaded is a one-line error (exit 2)."""
-    if not files:
-        return None
+def load_rules(files) -> dict:
+    """The extra rules of this command: those registered by ``files``
+    (``--rules``) over the installed rule packs' (unless ``--no-plugins``);
+    a file or pack that cannot be loaded is a one-line error (exit 2)."""
     from migrate.errors import ConversionError
+    from migrate.plugins import with_plugins
     from migrate.userrules import load_rule_files
     try:
-        return load_rule_files(files)
+        return with_plugins(load_rule_files(files) if files else None,
+                            plugins_enabled())
     except ConversionError as exc:
         raise Error(str(exc)) from None
 

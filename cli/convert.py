@@ -9,8 +9,9 @@ import click
 
 from .common import (Error, Failure, Progress, atol_option,
                      custom_objects_option, fmt_err, jobs_option,
-                     layout_option, load_rules, quiet_option, rel,
-                     rules_option, table, weights_format_option)
+                     layout_option, load_rules, plugins_enabled,
+                     quiet_option, rel, rules_option, table,
+                     weights_format_option)
 
 EXAMPLES = """
 \b
@@ -180,6 +181,8 @@ def _batch(models, outdir, *, class_name, layout, weights_format, verify,
         options["report"] = report
     if rule_files:  # each worker loads the files
         options["rules"] = list(rule_files)
+    if not plugins_enabled():
+        options["plugins"] = False
     from migrate.batch import expand_sources
     from migrate.discover import Skipped, nothing_found
     skipped = Skipped()

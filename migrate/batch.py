@@ -45,8 +45,8 @@ from .errors import ConversionError, UnsupportedLayers
 __all__ = ["BatchResult", "Job", "convert_many", "expand_sources",
            "output_names", "run_jobs"]
 
-_OPTIONS = {"class_name", "layout", "weights_format", "rules", "atol",
-            "force", "per_layer", "report", "custom_objects"}
+_OPTIONS = {"class_name", "layout", "weights_format", "rules", "plugins",
+            "atol", "force", "per_layer", "report", "custom_objects"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,9 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
     :func:`migrate.discover.discover`).  ``options`` go to
     :func:`migrate.convert` (``layout``, ``weights_format``, ``class_name``,
     ``rules``: a ``{key: Rule}`` dict, or a list of rules files that each
-    worker loads, see :mod:`migrate.userrules`) and to saving (``force``;
+    worker loads, see :mod:`migrate.userrules`; ``plugins=False`` leaves
+    the installed rule packs out, else every worker loads the packs
+    installed here, :mod:`migrate.plugins`) and to saving (``force``;
     ``report="html"`` adds ``report.html``); with ``verify=True``,
     ``atol``, ``per_layer`` and ``custom_objects`` go to
     :func:`migrate.verify`.  ``progress(done, total, result)`` is called as
@@ -128,6 +130,10 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
             rules = [rules]
         options["rules"] = [os.path.abspath(p) for p in rules]
         load_rule_files(options["rules"])  # a bad file fails here, once
+    if options.get("plugins", True):
+        from .plugins import load_plugins, pack_names
+        load_plugins()  # a broken pack or a clash fails here, once
+        options["_packs"] = pack_names()  # each worker must have them
     found = expand_sources(sources)
     outdir = Path(outdir)
     names = output_names([f.path for f in found])
@@ -220,9 +226,18 @@ def convert_job(job: Job) -> BatchResult:
     objects = opts.pop("custom_objects", ())
     force = opts.pop("force", False)
     report = opts.pop("report", None)
+    packs = opts.pop("_packs", ())
     try:
         from .userrules import resolve_rules
         opts["rules"] = resolve_rules(opts.get("rules"))
+        if packs:
+            from .plugins import pack_names
+            lacking = sorted(set(packs) - set(pack_names()))
+            if lacking:
+                raise ConversionError(
+                    f"this worker lacks the rule pack(s) {lacking} "
+                    "installed where the batch was started (install them "
+                    "on every worker, or pass plugins=False)")
         if not Path(job.source).exists():
             raise ConversionError(f"{job.source}: no such file")
         if Path(job.outdir).exists() and not force:
@@ -233,14 +248,14 @@ def convert_job(job: Job) -> BatchResult:
         if job.verify:
             from .verify import verify
             parity = verify(job.source, conv, job.weights, atol=atol,
-                            per_layer=per_layer, rules=opts.get("rules"),
+                            per_layer=per_layer, rules=conv.rules,
                             custom_objects=objects)
         conv.save(job.outdir, force=force)
         r.report = conv.report
         if report == "html":
             from .html import write_report
             write_report(conv, job.outdir, job.source, job.weights,
-                         opts.get("rules"))
+                         conv.rules)
         if parity is not None and not parity["passed"]:
             r.status, r.error_type = "fail", "ParityError"
             r.error = (f"parity failed: max abs err "

@@ -249,20 +249,23 @@ class Job:
     atol: float
     rules: tuple[str, ...] = ()  # custom rules files (loaded per worker)
     custom_objects: tuple[str, ...] = ()  # for Keras, when verifying
+    plugins: bool = True  # load the installed rule packs
     origin: int = field(default_factory=os.getpid)  # the caller's process
 
 
 def check(paths, *, verify: bool | None = None, atol: float | None = None,
           config: Config | None = None, rules=(), custom_objects=(),
           jobs: int | None = None, executor=None, progress=None,
-          found: list[Found] | None = None) -> CheckReport:
+          found: list[Found] | None = None,
+          plugins: bool = True) -> CheckReport:
     """Check every model under ``paths`` (see the module doc); ``rules``
     are custom rules files (:mod:`migrate.userrules`) and
     ``custom_objects`` files that define the models' custom Keras classes
     (for verification), both added to the config's; ``jobs`` and
     ``executor`` as in :func:`migrate.convert_many`, ``progress(done,
     total, result)`` per model checked, ``found`` the result of
-    :func:`migrate.discover.discover` if already known.  A rules file that
+    :func:`migrate.discover.discover` if already known; ``plugins=False``
+    leaves the installed rule packs out.  A rules file or rule pack that
     cannot be loaded raises :class:`ConversionError`."""
     from .userrules import load_rule_files
     from .verify import verify_available
@@ -271,6 +274,9 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
     rule_files = tuple(os.path.abspath(p) for p in
                        [*config.rules, *rules])
     load_rule_files(rule_files)  # fail here, once, for a bad file
+    if plugins:
+        from .plugins import load_plugins
+        load_plugins()  # and for a broken pack or a clash
     objects = tuple(os.path.abspath(p) for p in
                     [*config.custom_objects, *custom_objects])
     for p in objects:
@@ -292,7 +298,7 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
         work.append((i, Job(str(f.path), None if f.weights is None
                             else str(f.weights),
                             str(port) if port.exists() else None,
-                            verify, atol, rule_files, objects)))
+                            verify, atol, rule_files, objects, plugins)))
     from .batch import run_jobs
     from .verify import keras_session
     with keras_session():  # verify: start TensorFlow once, not per model
@@ -338,7 +344,9 @@ def _check(job: Job, r: ModelResult) -> None:
     from .api import convert
     from .userrules import load_rule_files
     from .verify import verify as run_verify
-    rules = load_rule_files(job.rules) if job.rules else None
+    from .plugins import with_plugins
+    rules = with_plugins(load_rule_files(job.rules) if job.rules else None,
+                         job.plugins)
     if job.verify:
         from .verify import reuse_keras_in_worker
         reuse_keras_in_worker(job.origin)
@@ -490,6 +498,8 @@ def regenerate_command(job: Job, options: dict, class_name: str | None,
     for f in job.rules:
         short = os.path.relpath(f)
         cmd += ["--rules", f if short.startswith("..") else short]
+    if not job.plugins:
+        cmd.append("--no-plugins")
     return " ".join(shlex.quote(c) for c in cmd + ["--force"])
 
 

@@ -31,7 +31,8 @@ class UnsupportedLayers(ConversionError):
         more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         super().__init__(
             f"{len(problems)} layer(s) cannot be converted [{summary}]: "
-            f"{first}{more}. Register a custom rule for them "
+            f"{first}{more}. Register a custom rule for them: "
+            f"`keras2torch rules new MODEL` writes a rule file to fill in "
             f"(see README, 'Custom rules').")
 
 
@@ -46,7 +47,9 @@ CODE_LAYERS = {
 
 def no_rule_reason(class_name: str) -> str:
     """Why a layer without a rule is refused (one line)."""
-    return CODE_LAYERS.get(class_name, "no rule for this layer class")
+    return CODE_LAYERS.get(class_name, "no rule for this layer class "
+                           "(`keras2torch rules new MODEL` writes one to "
+                           "fill in)")
 
 
 def one_line(text: str) -> str:

@@ -247,7 +247,8 @@ def write_report(conv, outdir, model, weights=None, rules=None):
     from pathlib import Path
     from .inspect import inspect_model
     table = inspect_model(model, weights, layout=conv.program.layout,
-                          rules=rules)
+                          rules=rules if rules is not None
+                          else getattr(conv, "rules", None))
     page = render_html(table.to_dict(), conv.report)
     target = Path(outdir) / "report.html"
     tmp = target.with_name(".report.html.tmp")

@@ -141,10 +141,14 @@ class Inspection:
 
 
 def inspect_model(path, weights=None, *, layout: str = "torch",
-                  rules: dict | None = None) -> Inspection:
+                  rules: dict | None = None,
+                  plugins: bool = True) -> Inspection:
     """The layer table of the model at ``path`` (nothing is written and no
-    weight is read)."""
+    weight is read); ``rules`` and ``plugins`` as for
+    :func:`migrate.convert`."""
     from . import read as _read
+    from .plugins import with_plugins
+    rules = with_plugins(rules, plugins)
     if layout not in ("torch", "keras"):
         raise ConversionError(f"layout must be 'torch' or 'keras', not "
                               f"{layout!r}")

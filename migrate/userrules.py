@@ -28,9 +28,9 @@ import threading
 
 from .errors import ConversionError
 
-__all__ = ["load_rule_files", "resolve_rules"]
+__all__ = ["capture", "load_rule_files", "resolve_rules"]
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # held while the global table is borrowed
 _CACHE: dict[tuple, dict] = {}
 
 
@@ -69,11 +69,10 @@ def _load(path: str) -> dict:
 
 
 def _import(path: str) -> dict:
-    from .rules.registry import RULES
     digest = hashlib.sha256(path.encode()).hexdigest()[:12]
     name = f"keras2torch_user_rules_{digest}"
-    before = dict(RULES)
-    try:
+
+    def run():
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ConversionError(f"rules file {path}: not a Python file")
@@ -89,12 +88,33 @@ def _import(path: str) -> dict:
             raise ConversionError(
                 f"rules file {path} failed to load: "
                 f"{type(exc).__name__}: {exc}") from None
-        added = {k: r for k, r in RULES.items() if before.get(k) is not r}
-    finally:
-        RULES.clear()
-        RULES.update(before)
+
+    added = capture(run, path)
     if not added:
         raise ConversionError(
             f"rules file {path} registers no rule (decorate a function "
             "with migrate.rules.rule(\"KerasClassName\"))")
     return added
+
+
+def capture(load, pack: str) -> dict:
+    """Run ``load()`` (which registers rules in the global table) and
+    return what it registered, each rule marked as coming from ``pack``;
+    the global table is left as it was.  A ``{key: Rule}`` dict or a list
+    of rules that ``load`` returns counts as registered too."""
+    from dataclasses import replace
+
+    from .rules.registry import RULES, Rule
+    with _LOCK:
+        before = dict(RULES)
+        try:
+            value = load()
+            added = {k: r for k, r in RULES.items() if before.get(k) is not r}
+        finally:
+            RULES.clear()
+            RULES.update(before)
+    if isinstance(value, dict):
+        added.update(value)
+    elif isinstance(value, (list, tuple)):
+        added.update({r.key: r for r in value if isinstance(r, Rule)})
+    return {k: replace(r, key=k, pack=pack) for k, r in added.items()}

@@ -350,6 +350,8 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
     if conversion is None:
         from .api import convert
         conversion = convert(model_path, weights, rules=rules)
+    if rules is None:
+        rules = getattr(conversion, "rules", None)
     major = int(str(conversion.source_info.get("keras_version") or "3")
                 .split(".")[0] or 3)
     inputs = make_inputs(conversion.program, seed, batch)

@@ -13,4 +13,5 @@ from . import cudnn, encoding, rnn_cell  # noqa: F401
 from . import locally_connected, ops_more  # noqa: F401
 from . import keras_hub  # noqa: F401  (the keras-hub rule pack)
 from .base import Call, Emit, Out, Refused, Tensor, chain  # noqa: F401
-from .registry import RULES, Rule, lookup, register, rule  # noqa: F401
+from .custom import parameters  # noqa: F401
+from .registry import RULES, Rule, activation_rule, lookup, register, rule  # noqa: F401,E501

@@ -5,13 +5,19 @@ Keras 2 or Keras 3 defines it (they differ: ``hard_sigmoid`` is
 ``clip(0.2x + 0.5, 0, 1)`` in Keras 2 and ``relu6(x + 3) / 6`` in Keras 3).
 Fused ``activation=`` options of Dense, Conv and friends use it too, so the
 activation is always visible in ``forward``.
+
+Any other function (``"pkg>fn_name"`` registered with Keras, or a plain
+function name) is converted by its activation rule
+(:func:`migrate.rules.activation_rule`), for ``Activation`` layers and
+fused ``activation=`` alike; without one it is refused with the way to
+write it.
 """
 from __future__ import annotations
 
 from ..layout import Layout
-from .base import Emit, Out, Refused, Tensor, chain
+from .base import HOLE, IN, Emit, Out, Refused, Tensor, chain
 from .common import as_f32, lit, shape_args
-from .registry import rule
+from .registry import RULES, activation_key, rule
 
 # name -> step, for both Keras versions; {dim} is the torch dim of axis -1.
 _COMMON = {
@@ -130,6 +136,81 @@ def activation(name, x: Tensor, keras_major: int, helpers: dict) -> str | None:
     return step
 
 
+def function_name(value) -> str | None:
+    """The function an ``activation`` config value names: a string
+    (``"relu"``, ``"pkg>fn_name"``) or a Keras function dict's ``config``
+    (``{"class_name": "function", "config": "pkg>fn_name", ...}``, as
+    Keras 3 and tf-keras write a registered function); None for anything
+    else (a serialized layer object)."""
+    if isinstance(value, str):
+        return value
+    if (isinstance(value, dict) and value.get("class_name") == "function"
+            and isinstance(value.get("config"), str)):
+        return value["config"]
+    return None
+
+
+def call_activation(call, name, x: Tensor, helpers: dict) -> str | None:
+    """:func:`activation`, with the activation rules of this conversion
+    (``--rules`` files, rule packs, built-in) for any function that is not
+    a built-in Keras activation."""
+    table = _KERAS2 if call.keras_major < 3 else _KERAS3
+    if name is None or (isinstance(name, str) and name in table):
+        return activation(name, x, call.keras_major, helpers)
+    fn = function_name(name)
+    if fn is None:
+        return activation(name, x, call.keras_major, helpers)  # refuses
+    key = activation_key(fn)
+    extra = call._conv.options.rules or {}
+    r = extra.get(key) or RULES.get(key)
+    if r is None:
+        what = (f"is not a Keras {call.keras_major} built-in activation "
+                "we can convert"
+                if ">" not in fn and isinstance(name, str)
+                else "is a custom function")
+        raise Refused(
+            f"activation={fn!r} {what} and has no activation rule: "
+            f"register one with migrate.rules.activation_rule({fn!r}) in a "
+            "--rules file (`keras2torch rules new MODEL` writes the "
+            "skeleton)")
+    return _custom_step(call, r, fn, x, helpers)
+
+
+def _custom_step(call, r, fn: str, x: Tensor, helpers: dict) -> str:
+    """The chained step of activation rule ``r`` on ``x``: its expression
+    inline when it uses its input once, else a helper function in
+    model.py (so the input is computed once)."""
+    from ..compose import subst
+    from ..emit.names import comment_text
+    result = r.convert(Tensor(x.shape, x.layout, x.dtype, IN(0)))
+    if isinstance(result, str):
+        steps = chain(result)
+    elif isinstance(result, Emit) and len(result.outputs) == 1 and not (
+            result.module or result.state or result.pre or result.multi
+            or result.init_lines):
+        steps = result.outputs[0].steps
+        helpers.update(result.helpers)
+    else:
+        raise Refused(f"activation rule {r.name} for {fn!r} must return an "
+                      "expression or an Emit with one Out and no module, "
+                      "state or statements (an activation has no weights)")
+    expr = steps[0]
+    for step in steps[1:]:
+        expr = subst(step, HOLE, expr)
+    uses = expr.count(IN(0))
+    if uses == 0:
+        raise Refused(f"activation rule {r.name} for {fn!r} does not use "
+                      "its input (x.expr)")
+    if uses == 1:
+        return expr.replace(IN(0), "{}")
+    name = call._conv.vars.name(("activation", r.key), r.name, "activation")
+    helpers[name] = (f"def {name}(x):\n"
+                     f'    """Keras activation function '
+                     f'{comment_text(fn)}."""\n'
+                     f"    return {subst(expr, IN(0), 'x')}\n")
+    return f"{name}({{}})"
+
+
 def activation_shape(name, shape: tuple) -> tuple:
     """The Keras output shape of activation ``name`` on ``shape``: ``glu``
     halves the last axis, every other activation keeps the shape."""
@@ -148,8 +229,7 @@ def _last_dim(x: Tensor) -> int:
 def with_activation(call, x: Tensor, emit_steps: list[str],
                     helpers: dict, name_key: str = "activation") -> list[str]:
     """Append the layer's fused activation (if any) to ``emit_steps``."""
-    step = activation(call.get(name_key, "linear"), x, call.keras_major,
-                      helpers)
+    step = call_activation(call, call.get(name_key, "linear"), x, helpers)
     return emit_steps + chain("", step)[1:] if step else emit_steps
 
 
@@ -174,7 +254,7 @@ def activation_layer(call):
     if name == "glu" and x.layout.flat is not None:
         # glu splits the last axis in halves: Keras order matters
         x = call.want(0, Layout(tuple(range(x.rank))))
-    step = activation(name, x, call.keras_major, helpers)
+    step = call_activation(call, name, x, helpers)
     steps = _applied(x, step)
     return Emit([Out(steps, activation_shape(name, x.shape), x.layout,
                      x.dtype)], helpers=helpers)

@@ -9,6 +9,14 @@ Keys are tried in this order: the layer's ``registered_name`` (custom and
 package-registered classes, ``"pkg>Name"``), ``"<module>.<ClassName>"`` (Keras
 3 op nodes such as ``keras.src.ops.numpy.Add`` share class names with real
 layers, so they are only found this way), then the bare class name.
+
+A registered activation *function* (``"pkg>fn_name"`` in ``Activation`` or a
+layer's ``activation=``) has a rule too, written with :func:`activation_rule`
+and kept under the key ``"activation:pkg>fn_name"``.
+
+``Rule.pack`` says where a rule comes from: ``""`` for keras2torch's own,
+the distribution name of an installed rule pack (:mod:`migrate.plugins`),
+or the path of a ``--rules`` file (:mod:`migrate.userrules`).
 """
 from __future__ import annotations
 
@@ -32,6 +40,8 @@ class Rule:
     # it, as layers without mask support do), "propagate" (passes it on,
     # computing as if unmasked) or "consume" (the rule implements masking).
     masks: str = "drop"
+    kind: str = "layer"  # or "activation" (a rule for a registered function)
+    pack: str = ""  # "" built-in, a rule pack's distribution, a rules file
 
     @property
     def name(self) -> str:
@@ -48,6 +58,38 @@ def rule(*keys: str, variables=None, prefers=None, masks="drop",
         for key in keys:
             register(Rule(key, fn, variables, prefers, masks),
                      override=override)
+        return fn
+    return deco
+
+
+ACTIVATION = "activation:"
+
+
+def activation_key(name: str) -> str:
+    """The table key of the rule for activation function ``name``."""
+    return ACTIVATION + name
+
+
+def activation_rule(*names: str, override: bool = False):
+    """Register the decorated function as the rule for the activation
+    functions ``names`` (``"pkg>fn_name"``, as Keras registered them).
+
+    Written like a layer rule, it takes the input :class:`Tensor` ``x``
+    and returns an :class:`Emit` with one :class:`Out` (or just the
+    expression, a string using ``x.expr``)::
+
+        @activation_rule("kecamCommon>hard_swish")
+        def hard_swish(x):
+            return Emit([Out(chain(f"{x.expr} * F.relu6({x.expr} + 3.0) / 6.0"),
+                             x.shape, x.layout)])
+
+    It is used for ``Activation(fn)`` layers and every layer's
+    ``activation=fn``; an expression that uses ``x`` more than once
+    becomes a small function in model.py."""
+    def deco(fn):
+        for name in names:
+            register(Rule(activation_key(name), fn, kind="activation",
+                          masks="propagate"), override=override)
         return fn
     return deco
 

@@ -1,6 +1,7 @@
 """Sequences beyond parity: what the ports look like, what masks mean,
 refusals and training mode.  Parity itself (every layer option, padded
 inputs) is in test_parity.py over fixtures/cases_sequences.py."""
+import itertools
 import json
 import re
 import zipfile
@@ -31,7 +32,8 @@ def test_bidirectional_lstm_classifier_reads_in_one_screen(case):
     src = _convert(case).source
     cls = src[src.index("class LstmTextClassifier"):]
     assert len(cls.splitlines()) <= 40
-    assert len(src.splitlines()) <= 100  # with the run_rnn helper
+    # with the run_rnn helpers (one call for end padding, else a step loop)
+    assert len(src.splitlines()) <= 180
     assert src.count('nn.LSTM(8, 6, batch_first=True)') == 2
     fwd = _forward(src)
     # the mask is computed once and given to both directions
@@ -113,6 +115,78 @@ def test_masked_steps_inside_a_sequence_are_skipped():
     names = [t.name for t in conv.program.outputs]
     last = names.index("lstm_back")  # last output of a backward LSTM
     assert torch.allclose(out_x[last], out_y[last], atol=1e-6)
+
+
+def _counted(rnn):
+    """``rnn`` with ``rnn.calls`` counting its calls (a forward hook)."""
+    rnn.calls = 0
+
+    def hook(module, args, out):
+        module.calls += 1
+    rnn.register_forward_hook(hook)
+    return rnn
+
+
+def _rnns(ns, inputs, units):
+    nn = torch.nn
+    return {"lstm": nn.LSTM(inputs, units, batch_first=True),
+            "gru": nn.GRU(inputs, units, batch_first=True),
+            "rnn": nn.RNN(inputs, units, batch_first=True),
+            "keras_lstm": ns["KerasLSTM"](inputs, units, dropout=0.3),
+            "keras_gru": ns["KerasGRU"](inputs, units, reset_after=False),
+            "keras_rnn": ns["KerasSimpleRNN"](inputs, units,
+                                              activation=torch.relu)}
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "keras_lstm",
+                                  "keras_gru", "keras_rnn"])
+def test_end_padding_runs_the_rnn_once_as_the_step_loop(kind):
+    """A mask padding the end of each row (one row all padding) gives what
+    the exact step loop gives, for every flag, with one call of the RNN
+    (Keras parity over the same flags: the rnn_end_padded fixtures)."""
+    ns = _rnn_classes()
+    torch.manual_seed(0)
+    rnn = _counted(_rnns(ns, 3, 4)[kind].eval())
+    lengths = torch.tensor([6, 1, 0, 3, 5, 6, 2])
+    mask = torch.arange(6) < lengths[:, None]
+    x = torch.randn(7, 6, 3)
+    n_states = 2 if "lstm" in kind else 1
+    flags = ("go_backwards", "zero_output_for_mask", "return_state",
+             "initial_state", "return_sequences")
+    for on in itertools.product([False, True], repeat=len(flags)):
+        kw = dict(zip(flags, on))
+        init = None
+        if kw.pop("initial_state"):
+            init = tuple(torch.randn(7, 4) for _ in range(n_states))
+        with torch.no_grad():
+            rnn.calls = 0
+            got = ns["run_rnn"](rnn, x, mask=mask, initial_state=init,
+                                **kw)
+            calls = rnn.calls
+            state = None if init is None else tuple(s[None] for s in init)
+            state = state if state is None or n_states == 2 else state[0]
+            seqs, last, final = ns["run_masked_steps"](
+                rnn, x, mask, state, kw["go_backwards"],
+                kw["zero_output_for_mask"], False)
+        want = seqs if kw["return_sequences"] else last
+        if kw["return_state"]:
+            final = final if isinstance(final, tuple) else (final,)
+            want = (want, *(s[0] for s in final))
+        got, want = ((got,), (want,)) if torch.is_tensor(got) else (got, want)
+        for a, b in zip(got, want, strict=True):
+            assert torch.allclose(a, b, atol=1e-6), (kind, kw)
+        # the cell state of an LSTM other than nn.LSTM needs the loop
+        loop = kw["return_state"] and kind == "keras_lstm"
+        assert calls == (6 if loop else 1), (kind, kw)
+
+
+def test_masks_with_holes_step_through_time():
+    ns = _rnn_classes()
+    rnn = _counted(torch.nn.GRU(3, 4, batch_first=True))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 2] = False
+    ns["run_rnn"](rnn, torch.randn(2, 5, 3), mask=mask)
+    assert rnn.calls == 5
 
 
 def _any_rule():

@@ -46,7 +46,8 @@ from ..graph import Layer, Node
 from ..layout import Layout, identity
 from ..weights import LayerWeights, WeightEntry, clean_weight_name
 from .activations import activation as activation_step
-from .base import HOLE, IN, MASK, TMP, Call, Emit, Out, Tensor, chain
+from .base import (HOLE, IN, MASK, TMP, Call, Emit, Out, Tensor, Transformed,
+                   chain)
 from .common import as_f32, lit, ntuple, short
 from .padding import conv_out, same_pads, torch_pad_arg
 from .registry import lookup, rule
@@ -63,46 +64,118 @@ def run_rnn(rnn, x, mask=None, initial_state=None, return_sequences=False,
     the first and keeps the outputs in that order.  States are (B, units)
     tensors, as in Keras.  ``unroll`` follows Keras's unrolled loop, which
     zeroes masked outputs after the loop, with the mask in input order
-    even when going backwards."""
-    given = mask
-    if go_backwards:
-        x = x.flip(1)
-        mask = None if mask is None else mask.flip(1)
+    even when going backwards.
+
+    A mask that pads the end of each row (the usual case) runs ``rnn`` once
+    (run_padded_rnn); any other mask, and torch.export, step through time
+    (run_masked_steps)."""
     state = None
     if initial_state is not None:  # torch wants (1, B, units)
         state = tuple(s[None] for s in initial_state)
         state = state if len(state) > 1 else state[0]
     if mask is None:
-        outputs, state = rnn(x, state)
+        outputs, state = rnn(x.flip(1) if go_backwards else x, state)
         output = outputs[:, -1]
+    elif (not unroll and not torch.compiler.is_exporting()
+          and (not return_state or type(rnn) is nn.LSTM
+               or isinstance(rnn, (nn.GRU, nn.RNN)))
+          and is_end_padded(mask)):
+        outputs, output, state = run_padded_rnn(
+            rnn, x, mask.sum(1), state, go_backwards, zero_output_for_mask,
+            return_state)
     else:
-        draw = getattr(rnn, "dropout_masks", None)  # same at every step
-        extra = () if draw is None else (draw(x),)
-        outputs, output = [], None
-        for t in range(x.shape[1]):
-            step, new = rnn(x[:, t:t + 1], state, *extra)
-            keep = mask[:, t].view(-1, *[1] * (step.dim() - 2))
-            if torch.is_tensor(new):
-                old = torch.zeros_like(new) if state is None else state
-                state = torch.where(keep, new, old)
-            else:
-                old = state or tuple(torch.zeros_like(s) for s in new)
-                state = tuple(torch.where(keep, n, s)
-                              for n, s in zip(new, old))
-            if output is None or (zero_output_for_mask and not unroll):
-                output = torch.zeros_like(step[:, 0])
-            output = torch.where(keep, step[:, 0], output)
-            outputs.append(output)
-        outputs = torch.stack(outputs, 1)
-        if zero_output_for_mask and unroll:
-            output = torch.where(keep, output, 0.0)
-            keep = given.view(*given.shape, *[1] * (outputs.dim() - 2))
-            outputs = torch.where(keep, outputs, 0.0)
+        outputs, output, state = run_masked_steps(
+            rnn, x, mask, state, go_backwards, zero_output_for_mask, unroll)
     result = outputs if return_sequences else output
     if not return_state:
         return result
     states = state if isinstance(state, tuple) else (state,)
     return (result, *(s[0] for s in states))
+
+
+def is_end_padded(mask):
+    """Each row of ``mask`` (B, T) is True up to its length, then False."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+def run_padded_rnn(rnn, x, lengths, state, go_backwards,
+                   zero_output_for_mask, return_state):
+    """run_rnn's (outputs, last output, state) for rows valid for their
+    first ``lengths`` (B,) steps, with one call of ``rnn``: the outputs at
+    the valid steps do not depend on the padding after them.  Backwards,
+    each row's valid steps are first reversed in place.  The final state is
+    the output at the last valid step, except an nn.LSTM's (h, c), which a
+    packed sequence gives; the state is None unless ``return_state``."""
+    batch, steps = x.shape[:2]
+    rows = torch.arange(batch, device=x.device)[:, None]
+    t = torch.arange(steps, device=x.device)
+    if go_backwards:  # row b: x[b, L-1], ..., x[b, 0], then its padding
+        x = x[rows, (lengths[:, None] - 1 - t) % steps]
+    if return_state and isinstance(rnn, nn.LSTM):
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.clamp(min=1).cpu(), batch_first=True,
+            enforce_sorted=False)
+        outputs, final = rnn(packed, state)
+        outputs = nn.utils.rnn.pad_packed_sequence(
+            outputs, batch_first=True, total_length=steps)[0]
+        last = final[0][0]
+    else:
+        outputs = rnn(x, state)[0]
+        last = outputs[rows[:, 0], (lengths - 1).clamp(min=0)]
+        final = last[None]
+    some = (lengths > 0).view(-1, *[1] * (last.dim() - 1))
+    last = torch.where(some, last, 0.0)  # a row with no valid step
+    valid = (t < lengths[:, None]).view(batch, steps,
+                                        *[1] * (outputs.dim() - 2))
+    if go_backwards:  # Keras's order: the padding first, as zeros
+        outputs = outputs[rows, (t - steps + lengths[:, None]) % steps]
+        outputs = torch.where(valid.flip(1), outputs, 0.0)
+        output = last
+    else:
+        fill = 0.0 if zero_output_for_mask else last[:, None]
+        outputs = torch.where(valid, outputs, fill)
+        output = outputs[:, -1]
+    if not return_state:
+        return outputs, output, None
+    if state is None:
+        state = (torch.zeros_like(final[0]),) * 2 \\
+            if isinstance(final, tuple) else torch.zeros_like(final)
+    if isinstance(final, tuple):
+        state = tuple(torch.where(some, f, s) for f, s in zip(final, state))
+    else:
+        state = torch.where(some, final, state)
+    return outputs, output, state
+
+
+def run_masked_steps(rnn, x, mask, state, go_backwards,
+                     zero_output_for_mask, unroll):
+    """run_rnn's (outputs, last output, state) for any mask: one call of
+    ``rnn`` per time step, keeping the state where the mask is False."""
+    given = mask
+    if go_backwards:
+        x, mask = x.flip(1), mask.flip(1)
+    draw = getattr(rnn, "dropout_masks", None)  # same at every step
+    extra = () if draw is None else (draw(x),)
+    outputs, output = [], None
+    for t in range(x.shape[1]):
+        step, new = rnn(x[:, t:t + 1], state, *extra)
+        keep = mask[:, t].view(-1, *[1] * (step.dim() - 2))
+        if torch.is_tensor(new):
+            old = torch.zeros_like(new) if state is None else state
+            state = torch.where(keep, new, old)
+        else:
+            old = state or tuple(torch.zeros_like(s) for s in new)
+            state = tuple(torch.where(keep, n, s) for n, s in zip(new, old))
+        if output is None or (zero_output_for_mask and not unroll):
+            output = torch.zeros_like(step[:, 0])
+        output = torch.where(keep, step[:, 0], output)
+        outputs.append(output)
+    outputs = torch.stack(outputs, 1)
+    if zero_output_for_mask and unroll:
+        output = torch.where(keep, output, 0.0)
+        keep = given.view(*given.shape, *[1] * (outputs.dim() - 2))
+        outputs = torch.where(keep, outputs, 0.0)
+    return outputs, output, state
 '''
 
 RNN_DROPOUT = '''\
@@ -552,18 +625,24 @@ def rnn_state(spec: RnnSpec, weights: LayerWeights, prefix: str = "",
         z, r, h = np.split(arr, 3, axis=0)
         return np.concatenate([r, z, h], axis=0)
 
+    regate = "; gate blocks z, r, h -> r, z, n" if reorder else ""
+
     def kernel(name):
-        return lambda: as_f32(gates_of(w[name].read().T))
+        return Transformed(lambda k: as_f32(gates_of(k.T)), [w[name]],
+                           "transposed (in, gates*units) -> (gates*units, "
+                           "in)" + regate)
 
     def bias(row):
-        def read():
-            b = w["bias"].read()
-            if b.ndim == 2:  # GRU reset_after: (input bias, recurrent bias)
-                b = b[row]
-            elif row == 1:
-                b = np.zeros_like(b)
-            return as_f32(gates_of(b))
-        return read
+        b = w["bias"]
+        if len(b.shape) == 2:  # GRU reset_after: (input bias, recurrent bias)
+            return Transformed(lambda b: as_f32(gates_of(b[row])), [b],
+                               f"row {row} of ({'input' if row == 0 else 'recurrent'}"
+                               f", recurrent) biases" + regate)
+        if row == 1:  # Keras has one bias: torch's second one stays zero
+            return Transformed(lambda: np.zeros(b.shape, np.float32), [],
+                               "zeros (Keras has a single bias)")
+        return Transformed(lambda b: as_f32(gates_of(b)), [b],
+                           regate[2:] if reorder else "as stored")
 
     if w["kernel"].shape[-1] != gates * units:
         raise ValueError(f"kernel shape {w['kernel'].shape} does not fit "

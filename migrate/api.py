@@ -46,6 +46,8 @@ class Conversion:
     weights_format: str = "safetensors"
     parity: dict | None = None
     _params: dict = field(default_factory=dict, repr=False)
+    # the extra rules used (--rules and rule packs): verify traces with them
+    rules: dict | None = field(default=None, repr=False)
 
     @property
     def class_name(self) -> str:
@@ -101,16 +103,18 @@ class Conversion:
 
 def convert(path, weights=None, *, class_name: str | None = None,
             layout: str = "torch", weights_format: str = "safetensors",
-            rules: dict | None = None, flat: bool = False) -> Conversion:
+            rules: dict | None = None, plugins: bool = True,
+            flat: bool = False) -> Conversion:
     """Convert a Keras model file.
 
     ``path`` is a ``.keras`` archive, a legacy full-model ``.h5``, or a JSON
     config (``model.to_json()``) with ``weights`` a Keras 2 or Keras 3
     weights file.  ``layout="keras"`` keeps Keras's channels-last layout at
     the port's inputs and outputs.  ``rules`` maps Keras class (or registered)
-    names to extra :class:`migrate.rules.Rule` objects.  Repeated blocks
-    become classes (:mod:`migrate.fold`); ``flat=True`` keeps one
-    straight-line forward.
+    names to extra :class:`migrate.rules.Rule` objects; they come before
+    the installed rule packs' (:mod:`migrate.plugins`), which
+    ``plugins=False`` leaves out.  Repeated blocks become classes
+    (:mod:`migrate.fold`); ``flat=True`` keeps one straight-line forward.
     """
     if layout not in ("torch", "keras"):
         raise ConversionError(f"layout must be 'torch' or 'keras', not "
@@ -122,6 +126,8 @@ def convert(path, weights=None, *, class_name: str | None = None,
                                        and class_name.isascii()):
         raise ConversionError(f"class name {class_name!r} is not a Python "
                               "identifier")
+    from .plugins import with_plugins
+    rules = with_plugins(rules, plugins)
     src = _read.open_model(os.fspath(path), None if weights is None
                            else os.fspath(weights))
     try:
@@ -138,6 +144,7 @@ def convert(path, weights=None, *, class_name: str | None = None,
         if weights is not None:
             info["weights_path"] = os.fspath(weights)
         conv = Conversion(source, None, program, info, weights_format)
+        conv.rules = rules
         specs, conv._params = _check(conv)
         info["sha256"] = src.sha256  # hashed meanwhile, in a thread
         conv.state_dict = LazyStateDict(program.state, specs, src.close)

@@ -350,8 +350,10 @@ TORCH = {
 
 def describe_rules(extra: dict | None = None) -> list[dict]:
     """Every registered rule: ``keras`` (the keys it is registered under),
-    ``torch`` (what it becomes), ``rule`` (``module.function``), grouped
-    by rule function in registration order."""
+    ``torch`` (what it becomes), ``rule`` (``module.function``),
+    ``source`` (``builtin``, a rule pack's distribution name or a
+    ``--rules`` file's path), grouped by rule function in registration
+    order."""
     from .rules.registry import RULES
     table = dict(RULES)
     table.update(extra or {})
@@ -372,7 +374,8 @@ def describe_rules(extra: dict | None = None) -> list[dict]:
                             "__keras2torch_rules_file__", None)
         rule_name = (f"{os.path.basename(user_file)}:{fn.__name__}"
                      if user_file else f"{module}.{fn.__name__}")
-        out.append({"keras": keys, "torch": torch_text, "rule": rule_name})
+        out.append({"keras": keys, "torch": torch_text, "rule": rule_name,
+                    "source": table[keys[0]].pack or "builtin"})
     return out
 
 

@@ -41,7 +41,8 @@ from .rules.activations import _KERAS2, _KERAS3, function_name
 from .rules.base import IN, Emit, Out, Refused
 from .weights import clean_weight_name
 
-__all__ = ["Wanted", "find_wanted", "render", "rule_skeleton"]
+__all__ = ["NothingToWrite", "Wanted", "find_wanted", "render",
+           "rule_skeleton"]
 
 # Config keys every layer has, or that only matter for training.
 _BASE_KEYS = {"name", "trainable", "dtype", "autocast", "batch_input_shape",
@@ -53,6 +54,10 @@ _TAKEN = {"x", "call", "weights", "Emit", "Out", "Refused", "chain", "rule",
           "activation_rule", "identity", "fill_me_in", "migrate", "self",
           "torch", "nn", "F"}
 _POSITIONAL = re.compile(r"^(?:.*/)?vars/(\d+)$")
+
+
+class NothingToWrite(ConversionError):
+    """Every layer and activation of the model has a rule."""
 
 
 @dataclass
@@ -72,12 +77,15 @@ class Wanted:
 
 def rule_skeleton(path, weights=None, *, layer: str | None = None,
                   rules: dict | None = None, plugins: bool = True,
-                  command: str | None = None) -> str:
+                  command: str | None = None,
+                  rules_file: str | None = None) -> str:
     """The rule-file text for the model at ``path`` (see the module doc).
     ``layer`` names one layer (Keras name or class name) to write a rule
     for, supported or not; ``rules`` and ``plugins`` as for
-    :func:`migrate.convert` (rules they give are not asked for again).
-    Raises :class:`ConversionError` when there is nothing to write."""
+    :func:`migrate.convert` (rules they give are not asked for again);
+    ``command`` and ``rules_file`` (where the text goes) are named in its
+    docstring.  Raises :class:`NothingToWrite` when every layer has a
+    rule, :class:`ConversionError` when ``layer`` names none."""
     from . import read as _read
     from .plugins import with_plugins
     table = with_plugins(rules, plugins)
@@ -91,7 +99,7 @@ def rule_skeleton(path, weights=None, *, layer: str | None = None,
             if layer is not None:
                 raise ConversionError(
                     f"{path}: no layer or layer class named {layer!r}")
-            raise ConversionError(
+            raise NothingToWrite(
                 f"{path}: every layer has a rule, there is nothing to "
                 "write (--layer NAME writes one that overrides a layer's "
                 "rule)")
@@ -100,7 +108,7 @@ def rule_skeleton(path, weights=None, *, layer: str | None = None,
         src.close()
     if command is None:
         command = f"keras2torch rules new {path}"
-    return render(wanted, command, path, graph.keras_major)
+    return render(wanted, command, path, rules_file)
 
 
 # -- what the model needs ----------------------------------------------------
@@ -302,7 +310,7 @@ def _is_shape(shape) -> bool:
 
 # -- the text -----------------------------------------------------------------
 def render(wanted: list[Wanted], command: str, model: str,
-           keras_major: int = 3) -> str:
+           rules_file: str | None = None) -> str:
     """The rule file for ``wanted`` (valid Python; checked)."""
     names = _Names()
     blocks = [_layer_block(w, names) if w.kind == "layer"
@@ -317,7 +325,9 @@ def render(wanted: list[Wanted], command: str, model: str,
         "identity(" in code) else ""
     imports += _wrap_import("from migrate.rules import ", used)
     head = _HEADER.format(
-        model=comment_text(os.path.basename(model)),
+        name=comment_text(os.path.basename(model)),
+        model=comment_text(model),
+        rules_file=comment_text(rules_file or "THIS_FILE.py"),
         command=comment_text(command), imports=imports,
         what=_wrap_doc(", ".join(comment_text(w.key) for w in wanted)))
     text = head + "".join("\n\n" + b for b in blocks)
@@ -325,14 +335,14 @@ def render(wanted: list[Wanted], command: str, model: str,
     return text
 
 
-_HEADER = '''"""Rules for what {model} needs and keras2torch has no rule for:
+_HEADER = '''"""Rules for what {name} needs and keras2torch has no rule for:
 {what}.
 
 Written by `{command}`.
 Each rule below refuses ("fill me in") until you write its body: what the
 layer computes, as torch code.  Then convert with it and compare with Keras:
 
-    keras2torch convert {model} -o port/ --rules THIS_FILE.py --verify \\\\
+    keras2torch convert {model} -o port/ --rules {rules_file} --verify \\\\
         --custom-objects YOUR_KERAS_CLASSES.py
 
 A rule gets the layer's call: call.get(key, default) reads the config,

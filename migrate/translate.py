@@ -426,7 +426,7 @@ class Translator:
         for (ref, var, out), mask in zip(outs, masks):
             if mask is not None:
                 self.masks.var[ref] = mask
-            if out.dtype == "bool":
+            if out.dtype == "bool" or out.python:  # dropped when unused
                 self.masks.bool_vars.add(var)
         if emit.multi is not None:
             expr = fill(emit.multi[0], in_vars, in_masks, tmps)
@@ -463,7 +463,7 @@ class Translator:
                 expr = nxt
             note = carried
             shape = out.layout.torch_shape(out.shape)
-            if (in_refs and out.layout.flat is None
+            if (in_refs and out.layout.flat is None and not out.python
                     and self.tensors[in_refs[0]].torch_shape != shape):
                 note = _shape_note(shape)
             if len(outs) == 1:

@@ -70,3 +70,75 @@ def test_what_counts_as_custom():
                custom=True)
     with pytest.raises(ConversionError, match="over the limit"):
         check_dims({"kernel_size": [3, MAX_DIM + 1]}, "x", custom=True)
+
+
+# -- section 1: TensorFlow functions (parity: the k2_tf_ops_community fixture)
+def test_shape_arithmetic_exports_with_a_dynamic_batch():
+    """tf.shape pieces feeding reshape stay Python ints (``x.shape[0]``
+    for the batch), so torch.export keeps the batch dynamic."""
+    import numpy as np
+    import torch
+    from migrate.verify import run_port
+
+    d = fixture_dir("k2_tf_ops_community")
+    conv = migrate.convert(d / "model.h5")
+    assert ".shape[0], 24, 6)" in conv.source
+    assert "torch.tensor(reshape" not in conv.source
+    with np.load(d / "reference.npz") as ref:
+        xs = [ref["in_0"], ref["in_1"]]
+        want = [ref[f"out_{i}"] for i in range(len(ref.files) - 2)]
+    args = tuple(torch.from_numpy(np.concatenate([a, a, a])).permute(
+        *t.layout.perm).contiguous() for a, t in zip(xs, conv.program.inputs))
+    batch = torch.export.Dim("batch")
+    ep = torch.export.export(conv.module(), args,
+                             dynamic_shapes=[{0: batch}, {0: batch}])
+    small = tuple(a[:2] for a in args)
+    outs = ep.module()(*small)
+    port = run_port(conv, xs)
+    for o, p, w in zip(outs, port, want):
+        assert o.shape[0] == 2
+        assert np.abs(p - w).max() < 1e-5
+
+
+@pytest.mark.parametrize("function, kwargs, why", [
+    ("split", {"num_or_size_splits": [2, 2], "axis": -1}, "do not add up"),
+    ("split", {"num_or_size_splits": [-1, -1, 2], "axis": -1}, "at most one"),
+    ("unstack", {"axis": 0}, "non-batch axis"),
+    ("compat.v1.gather", {"indices": [0, 7], "axis": 1}, "in range"),
+    ("compat.v1.gather", {"indices": [0], "axis": 1, "batch_dims": 1},
+     "batch_dims=0"),
+    ("repeat", {"repeats": 2}, "axis=None"),
+    ("repeat", {"repeats": [1, 2, 3], "axis": 1}, "one constant count"),
+    ("compat.v1.pad", {"paddings": [[0, 0], [1, 1], [0, 0]],
+                       "mode": "SYMMETRIC"}, "no symmetric"),
+    ("nn.bias_add", {"bias": [1.0] * 5, "data_format": "NCHW"},
+     "channels-last"),
+])
+def test_tf_functions_refuse_what_they_cannot_compute(function, kwargs, why):
+    from migrate.graph import Graph, GraphInput, GraphOutput, Layer, Node
+    from migrate.graph import TensorRef
+    from migrate.translate import translate
+
+    layer = Layer("op", "TFOpLambda", {"name": "op", "function": function})
+    x = GraphInput("x", (None, 4, 5), "float32", TensorRef("x", 0))
+    node = Node("op", layer, args=[TensorRef("x", 0)], kwargs=kwargs)
+    graph = Graph("g", [x], [GraphOutput("op", TensorRef("op", 0))], [node],
+                  keras_version="2.21.0")
+    with pytest.raises(migrate.UnsupportedLayers) as info:
+        translate(graph)
+    (_, _, message), = info.value.problems
+    assert why in message
+
+
+def test_tf_einsum_names_why_it_is_refused():
+    from migrate.graph import Graph, GraphInput, GraphOutput, Layer, Node
+    from migrate.graph import TensorRef
+    from migrate.translate import translate
+
+    layer = Layer("op", "TFOpLambda", {"name": "op", "function": "einsum"})
+    x = GraphInput("x", (None, 4, 5), "float32", TensorRef("x", 0))
+    node = Node("op", layer, args=["bij,bkj->bik"])
+    out = GraphOutput("op", TensorRef("op", 0))
+    graph = Graph("g", [x], [out], [node], keras_version="2.21.0")
+    with pytest.raises(migrate.UnsupportedLayers, match="lost the operands"):
+        translate(graph)

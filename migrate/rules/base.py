@@ -87,6 +87,9 @@ class Out:
     masked: bool | None = None  # None: as the rule's ``masks`` policy says;
     # True: the previous mask (explicit ``mask=`` argument, else input 0's)
     mask: str | None = None  # a new mask: code using IN(i) / MASK(i)
+    # A Python number or tuple (a ``tf.shape`` piece), not a tensor: no
+    # shape comment, and its line is dropped when nothing reads it.
+    python: bool = False
 
 
 @dataclass

@@ -75,6 +75,26 @@ class Conversion:
         from .report import build_report
         return build_report(self)
 
+    def weight_map(self) -> list[dict]:
+        """For every state-dict key: the Keras layer, the Keras variable
+        path(s) it is made of (``variable.path`` in Keras 3, ``variable.
+        name`` without ``:0`` in tf.keras) and the transform, in words:
+        ``[{torch, keras_layer, keras_variables, transform}]``."""
+        from .weightmap import weight_map
+        return weight_map(self.program.state, list(self.state_dict.specs))
+
+    def map_arrays(self, arrays: dict) -> dict[str, torch.Tensor]:
+        """``{keras_variable_path: array}`` -> ``{state_dict_key: tensor}``
+        through exactly the transforms the weights go through: map Keras's
+        gradients, optimizer slots or a fine-tuned copy onto the port.
+        Entries whose variables are not all given are left out."""
+        from .stream import to_tensor
+        from .weightmap import map_arrays
+        specs = self.state_dict.specs
+        return map_arrays(self.program.state, arrays,
+                          lambda key, value: to_tensor(key, value,
+                                                       specs[key]))
+
     def module_class(self) -> type:
         """The generated ``nn.Module`` subclass (source executed in a fresh
         namespace; it is our own generated code, not the model file's)."""

@@ -20,8 +20,7 @@ def build_report(conv) -> dict:
         layers.append({
             "keras_name": rec.keras_name, "class_name": rec.class_name,
             "rule": rec.rule, "torch_name": rec.torch_name,
-            "params": conv._params.get(rec.torch_name, 0)
-            if rec.torch_name else 0})
+            "params": rec.params})
     return {
         "tool": {"name": "keras2torch", "version": __version__},
         "source": dict(conv.source_info),
@@ -32,6 +31,7 @@ def build_report(conv) -> dict:
         "outputs": [_port(t) for t in p.outputs],
         "layers": layers,
         "permutes": list(p.permutes),
+        "weights": conv.weight_map(),
         "warnings": list(p.warnings),
         "parity": conv.parity,
     }

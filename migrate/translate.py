@@ -569,4 +569,7 @@ def _guarded(producer: Callable, layer) -> Callable:
                 f"layer {layer.name!r} ({layer.class_name}): a stored weight "
                 f"does not fit the layer's config ({type(exc).__name__}: "
                 f"{_first_line(exc)})") from None
+    # the way back to Keras (migrate.weightmap) travels with the entry
+    produce.producer = producer
+    produce.keras_layer = layer.name
     return produce

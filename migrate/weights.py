@@ -11,9 +11,11 @@ a rule declares (``["kernel", "bias"]``).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -113,16 +115,78 @@ def _permuted_copy(arr: np.ndarray) -> np.ndarray | None:
     return out.reshape(arr.shape)
 
 
+class MissingVariable(ConversionError):
+    """A producer read a Keras variable that :func:`substitute` was not
+    given (its state-dict entry cannot be mapped from those arrays)."""
+
+
+# {keras variable path: array} while substitute() is active
+_SUBSTITUTES: contextvars.ContextVar = contextvars.ContextVar(
+    "keras2torch_substitutes", default=None)
+# a list collecting the paths read while record() is active
+_RECORDING: contextvars.ContextVar = contextvars.ContextVar(
+    "keras2torch_recording", default=None)
+
+
+@contextlib.contextmanager
+def substitute(arrays: dict) -> Iterator[None]:
+    """While active, a :class:`LazyArray` with a Keras path reads
+    ``arrays[path]`` instead of the file (and raises
+    :class:`MissingVariable` for a path not given).  The state-dict
+    producers then map any arrays shaped like the variables (gradients,
+    optimizer slots) through exactly the transforms of the weights."""
+    token = _SUBSTITUTES.set(dict(arrays))
+    try:
+        yield
+    finally:
+        _SUBSTITUTES.reset(token)
+
+
+@contextlib.contextmanager
+def record() -> Iterator[list]:
+    """While active, reading a :class:`LazyArray` with a Keras path appends
+    the array to the yielded list and returns zeros of its shape (nothing
+    is read from the file)."""
+    seen: list = []
+    token = _RECORDING.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDING.reset(token)
+
+
 @dataclass
 class LazyArray:
-    """A stored array, read on demand."""
+    """A stored array, read on demand.
+
+    ``path`` is the Keras variable it holds as Keras names it
+    (``variable.path`` in Keras 3, ``variable.name`` without ``:0`` in
+    tf.keras): set by the reader for files that store names, else when a
+    rule binds it (``scope`` + the declared variable name)."""
 
     shape: tuple
     dtype: str
     _read: Callable[[], np.ndarray] = field(repr=False)
     where: str = ""  # for error messages: "model_weights/dense/dense/kernel:0"
+    path: str = ""  # "conv1/kernel", "lstm/lstm_cell/recurrent_kernel"
+    scope: str = ""  # positional files: the path without the variable name
 
     def read(self) -> np.ndarray:
+        if self.path:
+            seen = _RECORDING.get()
+            if seen is not None:
+                seen.append(self)
+                return np.zeros(self.shape, self.dtype)
+            arrays = _SUBSTITUTES.get()
+            if arrays is not None:
+                if self.path not in arrays:
+                    raise MissingVariable(self.path)
+                arr = np.asarray(arrays[self.path])
+                if tuple(arr.shape) != tuple(self.shape):
+                    raise ConversionError(
+                        f"array for {self.path!r} has shape {arr.shape}, "
+                        f"the variable {tuple(self.shape)}")
+                return arr
         arr = np.asarray(self._read())
         if tuple(arr.shape) != tuple(self.shape):
             raise ConversionError(
@@ -187,9 +251,12 @@ class LayerWeights:
             raise ConversionError(
                 f"layer {self.layer!r}: expected {len(expected)} weight(s) "
                 f"{expected}, the file has {len(have)} {have}")
-        if self.positional:
-            return self._bind_positional(expected)
-        return self._bind_named(expected)
+        bound = (self._bind_positional(expected) if self.positional
+                 else self._bind_named(expected))
+        for name, arr in bound.items():
+            if not arr.path and arr.scope:  # the declared name is Keras's
+                arr.path = f"{arr.scope}/{name.rsplit('/', 1)[-1]}"
+        return bound
 
     def _bind_positional(self, expected):
         def order(e: WeightEntry):

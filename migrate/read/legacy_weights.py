@@ -25,7 +25,7 @@ from __future__ import annotations
 import h5py
 
 from ..errors import ConversionError
-from ..weights import LayerWeights, WeightEntry
+from ..weights import LayerWeights, WeightEntry, clean_weight_name
 from .config import Member, ModelSpec
 from .hdf5 import dataset, group, names_attr
 
@@ -47,7 +47,7 @@ def attach_legacy(spec: ModelSpec, root: h5py.Group, label: str) -> None:
         if member.model is not None:
             _attach_nested(member, grp, stored, label)
         elif member.layer is not None:
-            entries = [WeightEntry(_relative(w, name), dataset(grp, w))
+            entries = [WeightEntry(_relative(w, name), _named(grp, w))
                        for w in stored]
             member.layer.weights = LayerWeights(entries, member.layer.name)
     extra = group(root, "top_level_model_weights", required=False)
@@ -55,6 +55,15 @@ def attach_legacy(spec: ModelSpec, root: h5py.Group, label: str) -> None:
         raise ConversionError(f"{label}: the model owns weights outside its "
                               "layers (top_level_model_weights); only layer "
                               "weights can be converted")
+
+
+def _named(grp: h5py.Group, weight_name: str):
+    """The dataset ``weight_name``, knowing its Keras variable path: the
+    stored name is ``variable.name`` (tf.keras) or ``variable.path``
+    (Keras 3), ``:0`` dropped."""
+    array = dataset(grp, weight_name)
+    array.path = clean_weight_name(weight_name)
+    return array
 
 
 def _relative(weight_name: str, layer_name: str) -> str:
@@ -83,7 +92,7 @@ def _attach_nested(member: Member, grp: h5py.Group, stored: list[str],
     for w in stored:
         leaf, key = _owner(w, by_name, spec, member.name, label)
         found.setdefault(leaf.layer.name, []).append(
-            WeightEntry(key, dataset(grp, w)))
+            WeightEntry(key, _named(grp, w)))
         layers[leaf.layer.name] = leaf.layer
     for name, entries in found.items():
         layers[name].weights = LayerWeights(entries, name)

@@ -30,16 +30,20 @@ from ..errors import ConversionError
 from ..weights import LayerWeights, WeightEntry
 from .config import ModelSpec
 from .hdf5 import datasets_under, group, has_group
+from .varpaths import scope
 
 _CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 
 
-def attach_v3(spec: ModelSpec, root: h5py.Group, label: str) -> None:
-    """Give every layer of ``spec`` its weights from ``root``."""
+def attach_v3(spec: ModelSpec, root: h5py.Group, label: str,
+              keras_major: int = 3) -> None:
+    """Give every layer of ``spec`` its weights from ``root`` (each with
+    its Keras scope, see :mod:`.varpaths`, which depends on the Keras
+    version that wrote the file)."""
     if group(root, "layers", required=False) is None:
         raise ConversionError(f"{label}: no 'layers' group, not a Keras 3 "
                               "weights file")
-    _walk(spec, root)
+    _walk(spec, root, keras_major=keras_major)
 
 
 # Exported names whose Python class (which names the group) differs.
@@ -57,7 +61,8 @@ def snake_case(class_name: str) -> str:
     return name.lower()
 
 
-def _walk(spec: ModelSpec, root: h5py.Group, at: str = "") -> None:
+def _walk(spec: ModelSpec, root: h5py.Group, at: str = "",
+          keras_major: int = 3) -> None:
     """Attach the weights of ``spec``'s layers, stored under the group
     ``at`` of ``root`` (paths, not opened groups: opening one per layer
     costs more than reading a small layer's weights)."""
@@ -77,11 +82,16 @@ def _walk(spec: ModelSpec, root: h5py.Group, at: str = "") -> None:
         if sub is None:
             continue
         if m.model is not None:
-            _walk(m.model, root, sub)
+            _walk(m.model, root, sub, keras_major)
         elif m.layer is not None:
             entries = [WeightEntry(path, array)
                        for path, array in datasets_under(root, sub)]
             entries.sort(key=lambda e: _natural(e.key))
+            layer = m.layer
+            for e in entries:
+                parts = e.key.split("/")[:-2]  # drop "vars", "<i>"
+                e.array.scope = scope(layer.class_name, layer.config,
+                                      layer.keras_name, parts, keras_major)
             m.layer.weights = LayerWeights(entries, m.layer.name)
 
 

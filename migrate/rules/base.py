@@ -7,7 +7,10 @@ needs its inputs in, and returns
 
 * the ``nn.Module`` constructor it wants as ``self.<attr>`` (or none),
 * the state-dict entries of that module as lazy producers (weights are read
-  only when the state dict is materialised),
+  only when the state dict is materialised): preferably
+  ``Transformed(fn, [variables], "what fn does")`` (:mod:`migrate.weightmap`),
+  which keeps the way back to the Keras variables; a plain callable works
+  too, described as "as stored",
 * the forward code of each output, as a chain of steps.
 
 Forward code uses placeholders, not variable names: ``call.x(i)`` is input
@@ -36,6 +39,7 @@ from typing import Any, Callable
 from ..errors import ConversionError
 from ..graph import Layer, Node, TensorRef
 from ..layout import Layout
+from ..weightmap import Transformed  # noqa: F401 -- rules build state with it
 from ..weights import LazyArray
 
 HOLE = "\x01\x02"  # the previous step's value in a chained step

@@ -485,6 +485,54 @@ def test_attention_dropout_acts_in_train_mode_only():
     assert not torch.allclose(noisy, ref)
 
 
+def _mha(case, **kw):
+    ns = {}
+    exec(compile(_convert(case).source, "model.py", "exec"), ns)
+    torch.manual_seed(0)
+    return ns["MultiHeadAttention"](8, num_heads=2, key_dim=4, **kw).eval()
+
+
+@pytest.mark.parametrize("case", ["k3_mha_options", "k2_mha_options"])
+def test_attention_runs_sdpa_as_the_explicit_scores(case):
+    """F.scaled_dot_product_attention gives what the explicit path (kept
+    for returned scores) gives; a query step that may attend to nothing
+    attends uniformly (Keras 3's dot_product_attention, Keras 2's -1e9),
+    never NaN (Keras parity: the mha_options fixtures)."""
+    mha = _mha(case)
+    assert "F.scaled_dot_product_attention(" in _convert(case).source
+    query, value = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    mask = torch.ones(2, 3, 5, dtype=torch.bool)
+    mask[0, :, 3:] = False
+    mask[1, 2] = False  # query step 2 of row 1 sees nothing
+    with torch.no_grad():
+        out = mha(query, value, mask=mask)
+        explicit, _ = mha(query, value, mask=mask,
+                          return_attention_scores=True)
+        uniform = mha.output(mha.value(value[1]).mean(dim=0))
+    assert torch.allclose(out[0], explicit[0], atol=1e-6)
+    assert torch.allclose(out[1, :2], explicit[1, :2], atol=1e-6)
+    assert torch.allclose(out[1, 2], uniform, atol=1e-6)
+
+
+def test_keras3_attention_with_dropout_zeroes_a_step_without_keys():
+    """Keras 3 with dropout takes its Softmax layer, which zeroes masked
+    weights: a query step that may attend to nothing gets zeros (then the
+    output projection's bias), in eval() as in train()."""
+    mha = _mha("k3_mha_options", dropout=0.5)
+    mask = torch.zeros(1, 2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        out = mha(torch.randn(1, 2, 8), torch.randn(1, 4, 8), mask=mask)
+    assert torch.allclose(out, mha.output.bias.expand_as(out))
+
+
+def test_dot_attention_runs_sdpa():
+    src = _convert("k3_dense_attention").source
+    assert "def dot_attend(" in src and "F.scaled_dot_product_attention(" \
+        in src
+    # returned scores keep the explicit path
+    assert re.search(r"with_scores_0, with_scores_1 = attend\(", src)
+
+
 # -- the translator -----------------------------------------------------------
 def test_a_tensor_is_permuted_once_for_all_its_readers():
     """Two layers that need the same tensor in the same other layout share

@@ -65,36 +65,95 @@ class MultiHeadAttention(nn.Module):
         q = self.query(query).unflatten(-1, heads).transpose(1, 2)
         k = self.key(key).unflatten(-1, heads).transpose(1, 2)
         v = self.value(value).unflatten(-1, heads).transpose(1, 2)
-        scores = (q * self.key_dim ** -0.5) @ k.transpose(-2, -1)
-        steps = torch.ones(scores.shape[-2:], dtype=torch.bool,
-                           device=scores.device)
-        if use_causal_mask:
-            mask = steps.tril() if mask is None else mask & steps.tril()
-        if self.sliding_window is not None:
-            w = self.sliding_window
-            band = steps.triu(1 - w) & steps.tril(w - 1)
-            mask = band if mask is None else mask & band
-        if mask is not None:  # (B, T, S): the same for every head
-{masking}
-        weights = scores.softmax(dim=-1){zeroing}
-        out = (self.dropout(weights) @ v).transpose(1, 2).flatten(2)
+        mask, causal = attention_mask(mask, q, k, use_causal_mask,
+                                      self.sliding_window,
+                                      return_attention_scores)
+{attend}
+        out = out.transpose(1, 2).flatten(2)  # (B, T, heads * value_dim)
         if self.gate is not None:
             out = out * torch.sigmoid(self.gate(query))
         out = self.output(out)
         return (out, weights) if return_attention_scores else out
 '''
-# Keras 3 replaces masked scores (where), Keras 2 adds -1e9 to them.
-_MASKING = {
-    3: "            scores = scores.masked_fill(~mask.unsqueeze(-3), -1e9)",
-    2: "            keep = mask.unsqueeze(-3).to(scores.dtype)\n"
-       "            scores = scores + (1.0 - keep) * -1e9"}
-# Keras 3 computes the weights with its Softmax layer when it has to keep
-# them (dropout, returned scores), and that layer zeroes masked weights: a
-# fully masked row then attends to nothing instead of uniformly.
-_ZEROING = {3: """
-        if mask is not None and (self.dropout.p or return_attention_scores):
-            weights = weights.masked_fill(~mask.unsqueeze(-3), 0.0)""",
-            2: ""}
+
+ATTENTION_MASK = '''\
+def attention_mask(mask, q, k, use_causal_mask, sliding_window=None,
+                   explicit=False):
+    """(mask, causal) for attention of q (B, heads, T, dim) over k: the
+    mask (B or 1, 1, T, S), True where a query step may attend, with the
+    causal and sliding-window parts AND-ed in, or None; ``causal`` when
+    the causal part alone is left to F.scaled_dot_product_attention."""
+    if use_causal_mask and mask is None and sliding_window is None \\
+            and not explicit:
+        return None, True
+    steps = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool,
+                       device=q.device)
+    if use_causal_mask:
+        mask = steps.tril() if mask is None else mask & steps.tril()
+    if sliding_window is not None:
+        w = sliding_window
+        band = steps.triu(1 - w) & steps.tril(w - 1)
+        mask = band if mask is None else mask & band
+    return (None if mask is None else mask.unsqueeze(-3)), False
+'''
+
+# How the attention weights are applied.  Keras 3 runs
+# ops.dot_product_attention (masked scores replaced by a large negative
+# number: a query step that may attend to nothing attends uniformly) unless
+# it has dropout or returns the scores; then its Softmax layer replaces
+# masked scores by -1e9 and zeroes their weights (such a step gets zeros).
+# Keras 2 adds -1e9 to masked scores.  F.scaled_dot_product_attention
+# computes both; the scores, when returned, are computed explicitly.
+_ATTEND = {3: """\
+        scale = {dim} ** -0.5
+        if return_attention_scores:{explicit_kv}
+            scores = (q * scale) @ k.transpose(-2, -1)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, -1e9)
+            weights = scores.softmax(dim=-1)
+            if mask is not None:
+                weights = weights.masked_fill(~mask, 0.0)
+            out = self.dropout(weights) @ v
+        else:
+            p = self.dropout.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal,
+                scale=scale{gqa})
+            if mask is not None:  # a step that may attend to nothing
+                none = v.mean(dim=-2, keepdim=True){repeat_mean}
+                if self.dropout.p:  # Keras's Softmax zeroed its weights
+                    none = torch.zeros_like(none)
+                out = torch.where(mask.any(dim=-1, keepdim=True), out, none)""",
+           2: """\
+        scale = {dim} ** -0.5
+        if mask is not None:  # Keras 2 adds -1e9 to masked scores
+            mask = (1.0 - mask.to(q.dtype)) * -1e9
+        if return_attention_scores:
+            scores = (q * scale) @ k.transpose(-2, -1)
+            if mask is not None:
+                scores = scores + mask
+            weights = scores.softmax(dim=-1)
+            out = self.dropout(weights) @ v
+        else:
+            p = self.dropout.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal,
+                scale=scale)"""}
+
+_REPEAT_KV = """
+            k = k.repeat_interleave(repeats, dim=1)  # a query head's k, v
+            v = v.repeat_interleave(repeats, dim=1)"""
+
+
+def _attend_code(version: int, dim: str, grouped: bool = False) -> str:
+    """The lines of a MultiHeadAttention / GroupedQueryAttention forward
+    that attend (see _ATTEND); ``dim`` is the per-head size attribute."""
+    code = _ATTEND[version].replace("{dim}", dim)
+    return (code.replace("{explicit_kv}", _REPEAT_KV if grouped else "")
+            .replace("{gqa}", ", enable_gqa=True" if grouped else "")
+            .replace("{repeat_mean}", "\n                none = none."
+                     "repeat_interleave(repeats, dim=1)" if grouped else ""))
+
 
 GROUPED_QUERY_ATTENTION = '''\
 class GroupedQueryAttention(nn.Module):
@@ -131,23 +190,11 @@ class GroupedQueryAttention(nn.Module):
         q = self.query(query).unflatten(-1, q_heads).transpose(1, 2)
         k = self.key(key).unflatten(-1, kv_heads).transpose(1, 2)
         v = self.value(value).unflatten(-1, kv_heads).transpose(1, 2)
-        k = k.repeat_interleave(repeats, dim=1)  # a query head's k and v
-        v = v.repeat_interleave(repeats, dim=1)
-        scores = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
-        steps = torch.ones(scores.shape[-2:], dtype=torch.bool,
-                           device=scores.device)
-        if use_causal_mask:
-            mask = steps.tril() if mask is None else mask & steps.tril()
-        if self.sliding_window is not None:
-            w = self.sliding_window
-            band = steps.triu(1 - w) & steps.tril(w - 1)
-            mask = band if mask is None else mask & band
-        if mask is not None:  # (B, T, S): the same for every head
-            scores = scores.masked_fill(~mask.unsqueeze(-3), -1e9)
-        weights = scores.softmax(dim=-1)
-        if mask is not None and (self.dropout.p or return_attention_scores):
-            weights = weights.masked_fill(~mask.unsqueeze(-3), 0.0)
-        out = (self.dropout(weights) @ v).transpose(1, 2).flatten(2)
+        mask, causal = attention_mask(mask, q, k, use_causal_mask,
+                                      self.sliding_window,
+                                      return_attention_scores)
+{attend}
+        out = out.transpose(1, 2).flatten(2)  # (B, T, heads * head_dim)
         if self.gate is not None:
             out = out * torch.sigmoid(self.gate(query))
         out = self.output(out)
@@ -173,6 +220,29 @@ def attend(scores, value, query_mask=None, value_mask=None,
     if query_mask is not None:
         out = out * query_mask[..., None]
     return (out, weights) if return_attention_scores else out
+'''
+
+
+DOT_ATTEND = '''\
+def dot_attend(query, key, value, query_mask=None, value_mask=None,
+               use_causal_mask=False, dropout=0.0, training=False):
+    """Keras dot-product attention, softmax(query @ key.T) @ value
+    (B, Tq, dim), with F.scaled_dot_product_attention: the scores of masked
+    value steps are lowered by 1e9, as Keras does (a query step that may
+    attend to nothing attends uniformly); masked query steps give zeros."""
+    mask = None if value_mask is None else value_mask[:, None, :]
+    if use_causal_mask:
+        causal = torch.ones(query.shape[1], key.shape[1], dtype=torch.bool,
+                            device=query.device).tril()
+        mask = causal if mask is None else mask & causal
+    if mask is not None:  # added to the scores
+        mask = torch.where(mask, 0.0, -1e9)
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask,
+        dropout_p=dropout if training else 0.0, scale=1.0)
+    if query_mask is not None:
+        out = out * query_mask[..., None]
+    return out
 '''
 
 
@@ -309,8 +379,8 @@ def multi_head_attention(call):
     module = f"MultiHeadAttention({', '.join(args)})"
     version = 3 if call.keras_major >= 3 else 2
     helpers = {"MultiHeadAttention": MULTI_HEAD_ATTENTION.replace(
-        "{masking}", _MASKING[version]).replace("{zeroing}",
-                                                _ZEROING[version])}
+        "{attend}", _attend_code(version, "self.key_dim")),
+        "attention_mask": ATTENTION_MASK}
     state = _mha_state(call, heads, key_dim, value_dim, use_bias, gate)
 
     def seq(t):
@@ -457,7 +527,9 @@ def grouped_query_attention(call):
     args += _shared_args(cfg, sizes, sizes["query"], use_bias)
     gate = bool(cfg.get("use_gate"))
     module = f"GroupedQueryAttention({', '.join(args)})"
-    helpers = {"GroupedQueryAttention": GROUPED_QUERY_ATTENTION}
+    helpers = {"GroupedQueryAttention": GROUPED_QUERY_ATTENTION.replace(
+        "{attend}", _attend_code(3, "self.head_dim", grouped=True)),
+        "attention_mask": ATTENTION_MASK}
     # Keras's (in, heads, head_dim) kernels, as for MultiHeadAttention
     state = _mha_state(call, heads, head_dim, head_dim, use_bias, gate)
     call_args = [query.expr, value.expr]
@@ -534,6 +606,24 @@ def _attend(call, q, v, scores_code, q_mask, v_mask, module, state):
     return emit
 
 
+def _dot_attend(call, q, v, args, q_mask, v_mask, module, state):
+    """Attention(score_mode="dot") without returned scores: dot_attend."""
+    if q_mask is not None:
+        args.append(f"query_mask={q_mask}")
+    if v_mask is not None:
+        args.append(f"value_mask={v_mask}")
+    if _flag(call, "use_causal_mask") or call.get("causal"):
+        args.append("use_causal_mask=True")
+    dropout = float(call.get("dropout") or 0.0)
+    if dropout:
+        args.append(f"dropout={lit(dropout)}, training=self.training")
+    code = f"dot_attend({', '.join(args)})"
+    shape = (None, q.shape[1], v.shape[2])
+    return Emit([Out([code], shape, identity(3), masked=q.masked)],
+                module=module, state=state,
+                helpers={"dot_attend": DOT_ATTEND})
+
+
 def _attention_variables(cfg):
     names = ["scale"] if cfg.get("use_scale") else []
     if cfg.get("score_mode", "dot") == "concat":
@@ -565,6 +655,10 @@ def attention(call):
         params = {n: f"{attr}[\"{n}\"]" for n in names}
     else:
         module, state, params = None, {}, {}
+    if mode == "dot" and not _flag(call, "return_attention_scores"):
+        query = f"{q.expr} * {params['scale']}" if use_scale else q.expr
+        return _dot_attend(call, q, v, [query, key, v.expr], q_mask, v_mask,
+                           module, state)
     if mode == "dot":
         scores = f"{q.expr} @ {key}.transpose(1, 2)"
         if use_scale:

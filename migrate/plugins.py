@@ -59,30 +59,10 @@ def load_plugins() -> dict:
     """``{key: Rule}`` of every installed rule pack (each rule's ``pack``
     is its distribution's name).  Raises :class:`ConversionError` when a
     pack fails to load or two packs register the same key."""
-    eps = _entry_points()
-    key = tuple((_dist_name(ep), ep.name, ep.value) for ep in eps)
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _load_all(eps)
-        return dict(_CACHE[key])
-
-
-def _load_all(eps) -> dict:
-    from .userrules import capture
     merged: dict = {}
-    for ep in eps:
+    for ep in _entry_points():
         dist = _dist_name(ep)
-        try:
-            rules = capture(lambda: _run(ep), dist)
-        except ConversionError:
-            raise
-        except Exception as exc:
-            raise ConversionError(
-                f"rule pack {dist} (entry point {ep.name} = {ep.value}) "
-                f"failed to load: {type(exc).__name__}: {exc} (convert "
-                "without rule packs with --no-plugins / plugins=False)") \
-                from None
-        for k, r in rules.items():
+        for k, r in _load_one(ep, dist).items():
             other = merged.get(k)
             if other is not None and other.pack != dist:
                 raise ConversionError(
@@ -91,6 +71,25 @@ def _load_all(eps) -> dict:
                     "and give the rule you want with --rules")
             merged[k] = r
     return merged
+
+
+def _load_one(ep, dist: str) -> dict:
+    """The rules one entry point registers, imported once per process."""
+    from .userrules import capture
+    key = (dist, ep.name, ep.value)
+    with _LOCK:
+        if key not in _CACHE:
+            try:
+                _CACHE[key] = capture(lambda: _run(ep), dist)
+            except ConversionError:
+                raise
+            except Exception as exc:
+                raise ConversionError(
+                    f"rule pack {dist} (entry point {ep.name} = "
+                    f"{ep.value}) failed to load: {type(exc).__name__}: "
+                    f"{exc} (convert without rule packs with --no-plugins "
+                    "/ plugins=False)") from None
+        return _CACHE[key]
 
 
 def _run(ep):

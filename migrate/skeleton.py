@@ -338,12 +338,15 @@ def render(wanted: list[Wanted], command: str, model: str,
 _HEADER = '''"""Rules for what {name} needs and keras2torch has no rule for:
 {what}.
 
-Written by `{command}`.
+Written by:
+    {command}
+
 Each rule below refuses ("fill me in") until you write its body: what the
 layer computes, as torch code.  Then convert with it and compare with Keras:
 
-    keras2torch convert {model} -o port/ --rules {rules_file} --verify \\\\
-        --custom-objects YOUR_KERAS_CLASSES.py
+    keras2torch convert {model} -o port/ \\\\
+        --rules {rules_file} \\\\
+        --verify --custom-objects YOUR_KERAS_CLASSES.py
 
 A rule gets the layer's call: call.get(key, default) reads the config,
 call.weights([...]) the stored weights (lazily: .shape, .read()),
@@ -365,7 +368,15 @@ def _wrap_import(head: str, names: list[str]) -> str:
     line = head + ", ".join(names)
     if len(line) <= 79:
         return line + "\n"
-    return head + "(" + ",\n    ".join(names) + ")\n"
+    lines, line = [], head + "("
+    for i, n in enumerate(names):
+        item = n + ("," if i < len(names) - 1 else ")")
+        if len(line) + len(item) + 1 > 79 and not line.endswith("("):
+            lines.append(line.rstrip())
+            line = " " * (len(head) + 1)
+        line += item + " "
+    lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
 
 
 def _wrap_doc(text: str) -> str:
@@ -475,7 +486,7 @@ def _layer_block(w: Wanted, names: _Names) -> str:
     reg = (f", registered as {comment_text(w.key)}"
            if w.key != w.class_name else "")
     mod = f", module {comment_text(w.module)}" if w.module else ""
-    lines = [f"# -- {comment_text(w.class_name)}{reg}{mod}"]
+    lines = _comment(f"-- {comment_text(w.class_name)}{reg}{mod}")
     if w.existing:
         lines += _comment(f"Replaces the built-in rule {comment_text(w.existing)} "
                           "for this class (override=True).")

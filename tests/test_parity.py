@@ -11,10 +11,13 @@ needs no TensorFlow.
 A second test runs pycodestyle over the generated ``model.py`` of every
 fixture: the port must read like code written by hand.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import migrate
+from migrate.userrules import load_rule_files
 from migrate.verify import run_port
 
 from conftest import MODELS, case_meta, model_files
@@ -40,6 +43,12 @@ def _custom_rules():
 
 
 CUSTOM_RULES = _custom_rules()
+# The custom-layer path's fixtures: the rule file `keras2torch rules new`
+# wrote, filled in (tests/test_custom_path.py).
+CUSTOM_RULES.update(dict.fromkeys(
+    ["k2_custom_port", "k3_custom_port"],
+    load_rule_files([Path(__file__).with_name("data")
+                     / "custom_port_rules.py"])))
 ATOL = 1e-5
 # A case may set a looser atol only with its reason written here:
 # {"k3_case": "why float32 cannot match closer"}.

@@ -23,6 +23,8 @@ def model_files(case_dir: Path):
         out.append(("keras", case_dir / "model.keras", None))
     if (case_dir / "model.h5").exists():
         out.append(("h5", case_dir / "model.h5", None))
+    if (case_dir / "savedmodel").is_dir():
+        out.append(("savedmodel", case_dir / "savedmodel", None))
     if (case_dir / "model.json").exists():
         for w in ("model.weights.h5", "model_weights.h5"):
             if (case_dir / w).exists():

@@ -33,7 +33,9 @@ is walked the way tf-keras builds it:
   Sequential's leading InputLayer;
 * every layer node has a child ``variables``, the list of ``layer.weights``
   in order (a wrapper's, an RNN's, MultiHeadAttention's sub-layers
-  included);
+  included); saved with ``save_traces=False`` it has not, and the layer's
+  variables are those under its node (``forward_layer/cell/kernel``),
+  depth first in the order the layer tracked them;
 * a variable node has one attribute ``VARIABLE_VALUE`` whose
   ``checkpoint_key`` names its tensor and whose ``full_name`` is the
   variable's name: the name a ``.h5`` stores (with ``:0``), so a layer
@@ -302,22 +304,26 @@ def _node_at(path: str, graph: ObjectGraph) -> int | None:
 
 
 def _variables(name, node, path, graph, bundle, present, label):
-    """The layer's ``variables`` list, as weight entries keyed as the
-    ``.h5`` keys them."""
+    """The layer's variables, as weight entries keyed as the ``.h5`` keys
+    them: its ``variables`` list (``layer.weights`` in order) when TF wrote
+    one, else (``save_traces=False``, plain checkpoints) every variable
+    under the layer node, depth first in child order, each once -- the
+    order the layer tracked them in."""
     lst = graph.child(node, "variables")
-    if lst is None:
-        if not any(graph.values[c] for c in graph.children[node].values()):
-            return []  # saved without state: a layer with no variables
-        raise ConversionError(f"{label}: layer {name!r} has no 'variables' "
-                              f"list in the object graph ({path})")
+    if lst is not None:
+        found = []
+        for i in range(len(graph.children[lst])):
+            var = graph.child(lst, str(i))
+            if var is None or graph.values[var] is None:
+                raise ConversionError(
+                    f"{label}: variable {i} of layer {name!r} is not a "
+                    f"variable in the object graph ({path})")
+            found.append(var)
+    else:
+        found = _under(node, graph)
     entries = []
-    for i in range(len(graph.children[lst])):
-        var = graph.child(lst, str(i))
-        value = graph.values[var] if var is not None else None
-        if value is None:
-            raise ConversionError(f"{label}: variable {i} of layer {name!r} "
-                                  "is not a variable in the object graph")
-        key, full_name = value
+    for var in found:
+        key, full_name = graph.values[var]
         if key not in present:
             raise ConversionError(f"{label}: the checkpoint lacks {key!r} "
                                   f"(variable {full_name!r} of layer "
@@ -327,6 +333,25 @@ def _variables(name, node, path, graph, bundle, present, label):
         array.path = full_name
         entries.append(WeightEntry(_relative(stored, name), array))
     return entries
+
+
+def _under(node: int, graph: ObjectGraph) -> list[int]:
+    """Variable nodes reachable from ``node``, depth first, each once
+    (iterative: no recursion for deep or cyclic graphs)."""
+    seen, out = {node}, []
+    stack = [iter(graph.children[node].values())]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
+        if child in seen:
+            continue
+        seen.add(child)
+        if graph.values[child] is not None:
+            out.append(child)
+        stack.append(iter(graph.children[child].values()))
+    return out
 
 
 def _short(value, n: int = 60) -> str:

@@ -886,7 +886,7 @@ def keras_op(call):
 keras_op.__name__ = "keras_op"
 for _module, _classes in _K3_MODULES.items():
     for _cls in _classes:
-        rule(f"keras.src.ops.{_module}.{_cls}", masks="propagate")(keras_op)
+        rule(f"keras.src.ops.{_module}.{_cls}", masks="drop")(keras_op)
 
 
 @rule("TFOpLambda", "SlicingOpLambda", masks="propagate")

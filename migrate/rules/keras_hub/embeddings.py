@@ -84,7 +84,7 @@ def reversible_embedding(call):
 
 
 @rule("keras_hub>PositionEmbedding", "PositionEmbedding",
-      variables=lambda cfg: ["embeddings"], masks="propagate")
+      variables=lambda cfg: ["embeddings"])
 def position_embedding(call):
     cfg = call.config
     length = int(cfg["sequence_length"])

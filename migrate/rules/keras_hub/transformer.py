@@ -54,7 +54,7 @@ class Attention(nn.Module):
     def forward(self, x, context=None, mask=None):
         context = x if context is None else context
         heads = (self.num_heads, -1)
-        q = self.query(x).unflatten(-1, heads).transpose(1, 2)  # (B, nh, T, hs)
+        q = self.query(x).unflatten(-1, heads).transpose(1, 2)  # (B, h, T, d)
         k = self.key(context).unflatten(-1, heads).transpose(1, 2)
         v = self.value(context).unflatten(-1, heads).transpose(1, 2)
         p = self.dropout if self.training else 0.0
@@ -218,20 +218,24 @@ def _wrap_doc(lines):
 
 
 def _fold(lines):
-    """Break the few generated lines longer than 79 characters at their
-    first call's arguments."""
+    """Break generated lines longer than 79 characters after the commas
+    of their first call's arguments, aligned with its parenthesis."""
     out = []
     for line in lines:
         if len(line) <= 79 or "(" not in line:
             out.append(line)
             continue
         head, _, rest = line.partition("(")
-        cut = rest.rfind(", ", 0, 79 - len(head) - 1)
-        if cut < 0:
-            out.append(line)
-            continue
-        out.append(f"{head}({rest[:cut + 1]}")
-        out.append(" " * (len(head) + 1) + rest[cut + 2:])
+        pad = " " * (len(head) + 1)
+        first = True
+        while True:
+            room = 79 - (len(head) + 1 if first else len(pad))
+            cut = rest.rfind(", ", 0, room)
+            if len(rest) <= room or cut < 0:
+                out.append((f"{head}(" if first else pad) + rest)
+                break
+            out.append((f"{head}(" if first else pad) + rest[:cut + 1])
+            rest, first = rest[cut + 2:], False
     return out
 
 

@@ -5,6 +5,8 @@
                                              committed ports up to date
     keras2torch inspect MODEL                the layer table, nothing written
     keras2torch rules                        every supported Keras layer
+    keras2torch rules new MODEL              a rule file to fill in for the
+                                             layers no rule converts
 
 Exit codes: 0 success, 1 a model fails (parity above tolerance, unsupported
 layers, drift), 2 bad input, usage or I/O errors.  Errors are one line on

@@ -41,7 +41,9 @@ class UnsupportedLayers(ConversionError):
 # say what they compute.
 CODE_LAYERS = {
     "Lambda": "a Lambda layer holds Python bytecode, which keras2torch never "
-              "decodes or runs; write a custom rule for what it computes",
+              "decodes or runs; write a custom rule for what it computes "
+              "(`keras2torch rules new MODEL --layer NAME` writes one to "
+              "fill in)",
 }
 
 

@@ -150,6 +150,21 @@ def test_the_committed_answer_converts_every_format():
         assert max_err(conv, case) <= 1e-5, (case, fmt)
 
 
+def test_the_readme_examples_convert(tmp_path):
+    """README, "Custom rules": its layer rule and activation rule."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Custom rules"):
+                     readme.index("### Rule packs")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    (tmp_path / "readme_rules.py").write_text("\n".join(blocks))
+    rules = load_rule_files([tmp_path / "readme_rules.py"])
+    for case, fmt in PORTS:
+        conv = migrate.convert(model_path(case, fmt), rules=rules)
+        assert max_err(conv, case) <= 1e-5, (case, fmt)
+
+
 def test_cli_convert_with_the_filled_in_file(tmp_path):
     r = run("convert", model_path("k3_custom_port", "keras"), "-o",
             tmp_path / "port", "--rules", ANSWER)
@@ -377,6 +392,17 @@ def test_an_installed_pack_is_loaded(site, tmp_path):
     assert "nothing to write" in r.output
     r = run("rules", "new", model, "--no-plugins")
     assert "@rule('fixtures>GatedScale')" in r.output
+
+
+def test_check_uses_the_packs(site, tmp_path):
+    make_dist(site, "keras2torch-fixtures-pack", _gated_pack())
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(model_path("k3_custom_port", "keras"), repo / "m.keras")
+    r = run("check", repo, "--no-verify")
+    assert r.exit_code == 0, r.output
+    r = run("check", repo, "--no-verify", "--no-plugins")
+    assert r.exit_code == 1 and "GatedScale" in r.output
 
 
 def test_a_user_rule_overrides_the_pack(site, tmp_path):

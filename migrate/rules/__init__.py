@@ -12,6 +12,7 @@ from . import adaptive_pooling, augmentation, einsum  # noqa: F401
 from . import cudnn, encoding, rnn_cell  # noqa: F401
 from . import locally_connected, ops_more  # noqa: F401
 from . import ops_tf  # noqa: F401
+from . import kecam  # noqa: F401  (the keras-cv-attention-models pack)
 from . import keras_hub  # noqa: F401  (the keras-hub rule pack)
 from .base import Call, Emit, Out, Refused, Tensor, chain  # noqa: F401
 from .custom import parameters  # noqa: F401

@@ -1,0 +1,20 @@
+"""The keras-cv-attention-models ("kecam") rule pack: kecam's registered
+layer classes and activation functions, keyed by the names kecam registers
+them under (``"resmlp>ChannelAffine"``, ``"kecamCommon>hard_swish"``...),
+so a layer of the same class name from another package is not taken for
+one of them.  One module per family:
+
+* :mod:`.scale` -- ChannelAffine, BiasLayer, ZeroInitGain;
+* :mod:`.tokens` -- ClassToken, PositionalEmbedding;
+* :mod:`.positional` -- MultiHeadPositionalEmbedding (LeViT,
+  EfficientFormer), MultiHeadRelativePositionalEmbedding (BEiT, CoAtNet,
+  MaxViT...);
+* :mod:`.activations` -- hard_swish, hard_sigmoid_torch, mish, phish;
+* :mod:`.conv` -- PatchConv2DWithResampleWeights (a Conv2D).
+
+Weights are read as kecam's ``build`` creates them; index tables that
+kecam computes from the input shape are computed the same way in the
+generated module's ``__init__`` (torchvision's Swin does the same for its
+relative position index), never stored.
+"""
+from . import activations, conv, positional, scale, tokens  # noqa: F401

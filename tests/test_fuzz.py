@@ -329,3 +329,106 @@ def test_fuzz_archives(workdir, case, mode, mutations, where, noise, names):
                 data[(where + k * 104729) % len(data)] = byte
         target.write_bytes(bytes(data))
     convert_fully(target)
+
+
+# -- SavedModel directories (issue 16) ---------------------------------------
+import struct  # noqa: E402
+
+from migrate.read.crc32c import crc32c as _crc, masked as _masked  # noqa
+from migrate.read.protobuf import varint as read_varint  # noqa: E402
+from migrate.read.tensor_bundle import (_block_entries,  # noqa: E402
+                                        _handle, read_table)
+
+from savedmodel_tools import (decode_entry, entry as _entry,  # noqa: E402
+                              varint, write_table)
+
+SM_CASES = ["k2_sm_small_cnn", "k2_sm_nested", "k2_sm_bilstm_masked"]
+_GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def _string_tensor(data: bytes) -> tuple[bytes, int]:
+    """A scalar string tensor as a bundle stores it, and its entry crc."""
+    lc = _masked(_crc(len(data).to_bytes(4, "little")))
+    crc = _crc(data, _crc(struct.pack("<I", lc),
+                          _crc(len(data).to_bytes(4, "little"))))
+    return varint(len(data)) + struct.pack("<I", lc) + data, _masked(crc)
+
+
+def _noise(data: bytes, where: int, noise: list, mode: str) -> bytes:
+    data = bytearray(data)
+    if not data:
+        return bytes(noise)
+    if mode == "truncate":
+        return bytes(data[:where % len(data)])
+    if mode == "insert":
+        at = where % len(data)
+        return bytes(data[:at] + bytes(noise) + data[at:])
+    for k, byte in enumerate(noise):
+        data[(where + k * 7919) % len(data)] = byte
+    return bytes(data)
+
+
+def _mutated_block(table: bytes, where: int, noise: list) -> bytes:
+    """The first data block's bytes mutated and its crc made valid again,
+    so the block parser sees the garbage."""
+    buf = memoryview(table)
+    footer = buf[len(buf) - 48:]
+    _, pos = _handle(footer, 0, "t")
+    (ioff, isize), _ = _handle(footer, pos, "t")
+    _, handle = next(_block_entries(bytes(buf[ioff:ioff + isize]), "t"))
+    (off, size), _ = _handle(memoryview(handle), 0, "t")
+    data = bytearray(table)
+    block = bytearray(_noise(bytes(data[off:off + size]), where, noise,
+                             "flip"))
+    data[off:off + size] = block
+    data[off + size + 1:off + size + 5] = struct.pack(
+        "<I", _masked(_crc(bytes(block) + bytes(data[off + size:
+                                                     off + size + 1]))))
+    return bytes(data)
+
+
+@FUZZ
+@given(case=st.sampled_from(SM_CASES),
+       target=st.sampled_from(["index", "block", "entry", "metadata",
+                               "object_graph", "shard"]),
+       mode=st.sampled_from(["flip", "flip", "truncate", "insert"]),
+       where=st.integers(0, 10 ** 6),
+       noise=st.lists(st.integers(0, 255), min_size=1, max_size=12))
+def test_fuzz_savedmodels(workdir, case, target, mode, where, noise):
+    """Mutated index bytes and blocks (crc fixed), bundle entries,
+    keras_metadata.pb, the object graph protobuf (its tensor re-encoded
+    with valid crcs) and shards: a ConversionError or a conversion, never
+    another exception."""
+    sm = workdir / "sm"
+    if sm.exists():
+        shutil.rmtree(sm)
+    shutil.copytree(fixture_dir(case) / "savedmodel", sm)
+    index = sm / "variables" / "variables.index"
+    shard = sm / "variables" / "variables.data-00000-of-00001"
+    if target == "index":
+        index.write_bytes(_noise(index.read_bytes(), where, noise, mode))
+    elif target == "block":
+        index.write_bytes(_mutated_block(index.read_bytes(), where, noise))
+    elif target == "entry":
+        items = read_table(index.read_bytes(), "t")
+        keys = sorted(items)
+        key = keys[where % len(keys)]
+        items[key] = _noise(items[key], where // 7, noise, mode)
+        index.write_bytes(write_table(items))
+    elif target == "metadata":
+        meta = sm / "keras_metadata.pb"
+        meta.write_bytes(_noise(meta.read_bytes(), where, noise, mode))
+    elif target == "object_graph":
+        items = read_table(index.read_bytes(), "t")
+        e = decode_entry(items[_GRAPH_KEY])
+        data = shard.read_bytes()
+        raw = data[e["offset"]:e["offset"] + e["size"]]
+        _, pos = read_varint(raw, 0, "t")
+        graph = raw[pos + 4:]
+        tensor, crc = _string_tensor(_noise(graph, where, noise, mode))
+        items[_GRAPH_KEY] = _entry(7, [], 0, len(data), len(tensor), crc)
+        shard.write_bytes(data + tensor)
+        index.write_bytes(write_table(items))
+    else:
+        shard.write_bytes(_noise(shard.read_bytes(), where, noise, mode))
+    convert_fully(sm)

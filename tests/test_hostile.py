@@ -229,7 +229,8 @@ def test_a_custom_rule_can_replace_a_lambda(tmp_path):
 def test_converting_never_unpickles_or_imports_tensorflow(tmp_path):
     """Every format, both weight formats, in a process where pickle, torch
     and numpy loading are booby-trapped."""
-    cases = ["k3_small_cnn", "k2_small_cnn", "k3_nested", "k2_text_mlp"]
+    cases = ["k3_small_cnn", "k2_small_cnn", "k3_nested", "k2_text_mlp",
+             "k2_sm_bilstm_masked"]
     code = f"""
 import pickle, sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
@@ -640,3 +641,191 @@ def test_h5_config_bombs(tmp_path):
     with h5py.File(tmp_path / "b.h5", "a") as f:
         f.attrs["model_config"] = "{" * 10
     refused(tmp_path, tmp_path / "b.h5", match="not valid JSON")
+
+
+# -- SavedModel directories (issue 16) ---------------------------------------
+from migrate.read.crc32c import crc32c, masked  # noqa: E402
+
+from savedmodel_tools import (copy_savedmodel, decode_entry,  # noqa: E402
+                              entry, field, index_items, write_index)
+
+SM = "k2_sm_small_cnn"
+_VALUE = b"/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def savedmodel(tmp_path, case=SM):
+    return copy_savedmodel(fixture_dir(case), tmp_path / "my_model")
+
+
+def _first_variable(items) -> bytes:
+    return next(k for k in sorted(items) if k.endswith(_VALUE))
+
+
+def test_savedmodel_without_keras_metadata(tmp_path):
+    sm = savedmodel(tmp_path)
+    (sm / "keras_metadata.pb").unlink()
+    refused(tmp_path, sm, match="not a Keras model: a TensorFlow SavedModel "
+                                "without Keras metadata", subprocess_too=True)
+
+
+def test_savedmodel_of_a_subclassed_model(tmp_path):
+    """Its metadata (rewritten here) has no config and no layer graph."""
+    sm = savedmodel(tmp_path)
+    meta = json.dumps({"name": "my_model", "class_name": "MyModel",
+                       "is_graph_network": False, "keras_version": "2.15.0"})
+    root = (field(2, 0) + field(3, "root") + field(4, "_tf_keras_model")
+            + field(5, meta))
+    (sm / "keras_metadata.pb").write_bytes(field(1, root))
+    refused(tmp_path, sm, match="no layer graph")
+
+
+def test_savedmodel_with_a_weights_argument(tmp_path):
+    sm = savedmodel(tmp_path)
+    refused(tmp_path, sm, fixture_dir("k2_mlp") / "model_weights.h5",
+            match="holds its own weights")
+
+
+def test_truncated_or_corrupt_index(tmp_path):
+    sm = savedmodel(tmp_path)
+    index = sm / "variables" / "variables.index"
+    data = index.read_bytes()
+    index.write_bytes(data[:-7])
+    refused(tmp_path, sm, match="bad magic")
+    index.write_bytes(data[:30])
+    refused(tmp_path, sm, match="too short")
+    flipped = bytearray(data)
+    flipped[3] ^= 0x40  # inside the first data block: its crc fails
+    index.write_bytes(bytes(flipped))
+    refused(tmp_path, sm, match="checksum mismatch (corrupt index)")
+    index.unlink()
+    refused(tmp_path, sm, match="variables.index: missing")
+
+
+def test_truncated_or_corrupt_shard(tmp_path):
+    sm = savedmodel(tmp_path)
+    shard = sm / "variables" / "variables.data-00000-of-00001"
+    data = shard.read_bytes()
+    items = index_items(sm)
+    e = decode_entry(items[_first_variable(items)])
+    flipped = bytearray(data)
+    flipped[e["offset"]] ^= 1
+    shard.write_bytes(bytes(flipped))
+    refused(tmp_path, sm, match="crc32c mismatch (corrupt checkpoint data)")
+    shard.write_bytes(data[:len(data) // 2])
+    refused(tmp_path, sm, match="past the end of shard 0")
+    shard.unlink()
+    refused(tmp_path, sm, match="variables.data-00000-of-00001: missing")
+
+
+def test_a_key_the_object_graph_does_not_explain(tmp_path):
+    sm = savedmodel(tmp_path)
+    items = index_items(sm)
+    items[b"smuggled/.ATTRIBUTES/VARIABLE_VALUE"] = items[
+        _first_variable(items)]
+    write_index(sm, items)
+    refused(tmp_path, sm, match="'smuggled/.ATTRIBUTES/VARIABLE_VALUE' is "
+                                "not explained by the object graph")
+
+
+def test_a_variable_missing_from_the_checkpoint(tmp_path):
+    sm = savedmodel(tmp_path)
+    items = index_items(sm)
+    del items[_first_variable(items)]
+    write_index(sm, items)
+    refused(tmp_path, sm, match="the checkpoint lacks")
+
+
+def _rewrite_entry(sm, **change):
+    items = index_items(sm)
+    key = _first_variable(items)
+    e = dict(decode_entry(items[key]), **change)
+    items[key] = entry(e["dtype"], e["shape"], e["shard"], e["offset"],
+                       e["size"], e["crc"])
+    write_index(sm, items)
+
+
+def test_tensor_larger_than_its_declared_shape(tmp_path):
+    sm = savedmodel(tmp_path)
+    items = index_items(sm)
+    size = decode_entry(items[_first_variable(items)])["size"]
+    _rewrite_entry(sm, size=size + 4)
+    refused(tmp_path, sm, match=f"declares {size + 4} bytes for shape")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"shape": [2 ** 40, 2 ** 40]}, "absurd shape"),
+    ({"shape": [-3]}, "absurd shape"),
+    ({"shape": [1] * 40}, "rank 40"),
+    ({"shape": [2 ** 31 - 1] * 8}, "bytes for shape"),
+    ({"offset": 2 ** 62}, "past the end of shard"),
+    ({"offset": -5}, "negative offset"),
+    ({"shard": 7}, "shard 7 of 1"),
+    ({"dtype": 20}, "dtype resource"),
+    ({"dtype": 7}, "string tensor"),
+])
+def test_absurd_bundle_entries(tmp_path, change, match):
+    sm = savedmodel(tmp_path)
+    _rewrite_entry(sm, **change)
+    refused(tmp_path, sm, match=match)
+
+
+def test_bundle_header_must_be_little_endian(tmp_path):
+    sm = savedmodel(tmp_path)
+    items = index_items(sm)
+    items[b""] = field(1, 1) + field(2, 1)
+    write_index(sm, items)
+    refused(tmp_path, sm, match="big-endian")
+    items[b""] = field(1, 10 ** 9)
+    write_index(sm, items)
+    refused(tmp_path, sm, match="shards")
+
+
+def test_savedmodel_paths_that_leave_the_directory(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    sm = savedmodel(tmp_path)
+    shard = sm / "variables" / "variables.data-00000-of-00001"
+    shutil.move(shard, outside / shard.name)
+    shard.symlink_to(outside / shard.name)
+    refused(tmp_path, sm, match="leaves the model directory")
+    shard.unlink()
+    shutil.move(outside / shard.name, shard)
+
+    meta = sm / "keras_metadata.pb"
+    shutil.move(meta, outside / meta.name)
+    meta.symlink_to(outside / meta.name)
+    refused(tmp_path, sm, match="leaves the model directory")
+    meta.unlink()
+    shutil.move(outside / meta.name, meta)
+
+    shutil.move(sm / "variables", outside / "variables")
+    (sm / "variables").symlink_to(outside / "variables")
+    refused(tmp_path, sm, match="leaves the model directory")
+
+
+def test_object_graph_that_disagrees_with_the_config(tmp_path):
+    """A checkpoint of another model under this metadata."""
+    sm = savedmodel(tmp_path)
+    other = fixture_dir("k2_sm_two_io") / "savedmodel"
+    shutil.rmtree(sm / "variables")
+    shutil.copytree(other / "variables", sm / "variables")
+    msg = refused(tmp_path, sm, match="do not belong together")
+    assert "config" in msg
+
+
+def test_corrupt_object_graph_string(tmp_path):
+    """The object graph's own crc is checked (a string tensor's crc covers
+    its length, the length's crc and the bytes)."""
+    sm = savedmodel(tmp_path)
+    items = index_items(sm)
+    e = decode_entry(items[b"_CHECKPOINTABLE_OBJECT_GRAPH"])
+    shard = sm / "variables" / "variables.data-00000-of-00001"
+    data = bytearray(shard.read_bytes())
+    data[e["offset"] + e["size"] - 3] ^= 0x10
+    shard.write_bytes(bytes(data))
+    refused(tmp_path, sm, match="crc32c mismatch")
+    data[e["offset"] + e["size"] - 3] ^= 0x10
+    data[e["offset"]] ^= 0x01  # the length varint: its own crc fails
+    shard.write_bytes(bytes(data))
+    refused(tmp_path, sm, match="_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert masked(crc32c(b"")) == 0xA282EAD8

@@ -37,7 +37,9 @@ START, END = "<!-- kecam:start -->", "<!-- kecam:end -->"
 # each family at the smallest input it accepts.
 FAMILIES = {
     "AotNet": ("aotnet.AotNet50", {"input_shape": (64, 64, 3)}),
-    "BEiT": ("beit.BeitBasePatch16", {"input_shape": (32, 32, 3), "depth": 1}),
+    "BEiT": ("beit.Beit", {"input_shape": (32, 32, 3), "depth": 2,
+                           "embed_dim": 32, "num_heads": 2, "patch_size": 8,
+                           "model_name": "beit_tiny"}),
     "BotNet": ("botnet.BotNet26T", {"input_shape": (64, 64, 3)}),
     "CAFormer": ("caformer.CAFormerS18", {"input_shape": (64, 64, 3)}),
     "CMT": ("cmt.CMTTiny", {"input_shape": (64, 64, 3)}),
@@ -62,7 +64,9 @@ FAMILIES = {
                        {"input_shape": (64, 64, 3)}),
     "EfficientViT_M": ("efficientvit.EfficientViT_M0",
                        {"input_shape": (64, 64, 3)}),
-    "EVA": ("beit.EvaLargePatch14", {"input_shape": (28, 28, 3), "depth": 1}),
+    "EVA": ("beit.EVA", {"input_shape": (28, 28, 3), "depth": 2,
+                         "embed_dim": 32, "num_heads": 2, "patch_size": 7}),
+    "EVA02": ("beit.EVA02TinyPatch14", {"input_shape": (28, 28, 3)}),
     "FasterNet": ("fasternet.FasterNetT0", {"input_shape": (64, 64, 3)}),
     "FasterViT": ("fastervit.FasterViT0", {"input_shape": (64, 64, 3)}),
     "FastViT": ("fastvit.FastViT_T8", {"input_shape": (64, 64, 3)}),

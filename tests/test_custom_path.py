@@ -37,7 +37,7 @@ from migrate.skeleton import rule_skeleton
 from migrate.userrules import load_rule_files
 from migrate.verify import run_port
 
-from conftest import ROOT, fixture_dir
+from conftest import ROOT, fixture_dir, needs_tf
 
 PORTS = [("k3_custom_port", "keras"), ("k3_custom_port", "h5"),
          ("k2_custom_port", "h5"), ("k2_custom_port", "keras")]
@@ -141,6 +141,29 @@ def test_filled_in_skeleton_matches_keras(case, fmt, layout, tmp_path):
     assert max_err(conv, case) <= 1e-5
     assert "def hard_swish(x):" in conv.source  # uses x twice: a helper
     assert "nn.ParameterDict" in conv.source
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.parametrize("case", ["k3_custom_port", "k2_custom_port"])
+def test_the_whole_walk_verified_against_keras(case, tmp_path, monkeypatch):
+    """As a user: refused -> rules new -> fill in -> convert --verify with
+    the model's own Keras classes (--custom-objects), Keras running it.
+    (.keras files: tf-keras cannot load its own legacy .h5 of a model with
+    a registered activation function, 'Unknown activation function:
+    function'.)"""
+    monkeypatch.chdir(tmp_path)
+    model = model_path(case, "keras")
+    r = run("convert", model, "-o", "port")
+    assert r.exit_code == 1 and "keras2torch rules new MODEL" in r.output
+    assert run("rules", "new", model, "-o", "my_rules.py").exit_code == 0
+    Path("my_rules.py").write_text(fill_in(Path("my_rules.py").read_text()))
+    r = run("convert", model, "-o", "port", "--rules", "my_rules.py",
+            "--verify", "--custom-objects",
+            ROOT / "tests" / "data" / "custom_port_keras.py")
+    assert r.exit_code == 0, r.output
+    err = float(r.output.split("max abs err ")[1].split(",")[0])
+    assert err <= 1e-5
 
 
 def test_the_committed_answer_converts_every_format():

@@ -61,9 +61,17 @@ def find(entry: dict) -> Callable[[dict], dict] | None:
 
 def expand(entry: dict, label: str) -> dict | None:
     """The Functional entry for ``entry``, or None when no expander knows
-    its class."""
+    its class (a keras-hub class it does not know is refused by name)."""
     fn = find(entry)
     if fn is None:
+        key = key_of(entry)
+        if key and key.split(">")[0] in ("keras_hub", "keras_nlp"):
+            known = sorted({k.split(">")[1] for k in EXPANDERS})
+            raise ConversionError(
+                f"{label}: keras-hub model {key.split('>')[1]!r} is not "
+                f"supported yet (supported: {', '.join(known)}); a "
+                "Functional model of keras-hub layers converts where "
+                "`keras2torch rules` lists its layers")
         return None
     cfg = entry.get("config")
     if not isinstance(cfg, dict):

@@ -1,0 +1,155 @@
+"""The keras-hub rule pack.
+
+Parity of every keras-hub fixture is in test_parity (stored references);
+here: the expanders write the graph keras-hub builds (compared with the
+Functional config Keras wrote for the same graph, stored beside each
+fixture), conversion never imports keras-hub, the port's structure (one
+block class, tied head), refusals, and ``--verify`` when keras-hub is
+installed.
+"""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import migrate
+from conftest import MODELS, ROOT, needs_tf
+from migrate.errors import ConversionError
+from migrate.read.expand import expand
+
+CASES = ["k3_hub_gpt2_backbone", "k3_hub_gpt2_causal_lm",
+         "k3_hub_bert_backbone", "k3_hub_bert_classifier"]
+IGNORED = {"dtype", "trainable", "_shared_layer"}
+
+
+def _saved_config(case):
+    import zipfile
+    with zipfile.ZipFile(MODELS / case / "model.keras") as z:
+        return json.loads(z.read("config.json"))
+
+
+def _history(value):
+    """The tensor references of a call node, in order, as triples."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            return [tuple(value["config"]["keras_history"])]
+        return [t for k in sorted(value) for t in _history(value[k])]
+    if isinstance(value, list):
+        return [t for v in value for t in _history(v)]
+    return []
+
+
+def _layers(entry):
+    return entry["config"]["layers"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_expansion_is_the_graph_keras_hub_builds(case):
+    saved = _saved_config(case)
+    ours = expand(saved, case)
+    keras = json.loads((MODELS / case / "keras_graph.json").read_text())
+    a, b = _layers(ours), _layers(keras)
+    # same layers, same order (the weights file names layers by it)
+    assert [(x["name"], x["class_name"]) for x in a] == \
+        [(x["name"], x["class_name"]) for x in b]
+    for x, y in zip(a, b):
+        assert [_history(n) for n in x.get("inbound_nodes", [])] == \
+            [_history(n) for n in y.get("inbound_nodes", [])], x["name"]
+        kw = [sorted(n.get("kwargs", {})) for n in x.get("inbound_nodes", [])]
+        assert kw == [sorted(k for k, v in n.get("kwargs", {}).items()
+                             if k != "training" and (_history(v) or k not in
+                                                     ("mask",)))
+                      for n in y.get("inbound_nodes", [])], x["name"]
+        if x["class_name"] in ("Functional",) or "layers" in y["config"]:
+            continue
+        for key, value in x["config"].items():
+            if key in IGNORED or "_shared_layer" in x["config"]:
+                continue
+            want = y["config"].get(key)
+            if isinstance(want, dict) and want.get("class_name") == \
+                    "function":
+                want = want["config"]
+            assert value == want, (x["name"], key)
+    assert ours["config"]["input_layers"] == keras["config"]["input_layers"]
+    assert ours["config"]["output_layers"] == keras["config"]["output_layers"]
+
+
+def test_conversion_never_imports_keras_hub():
+    code = ("import sys, migrate; "
+            f"c = migrate.convert({str(MODELS / CASES[1] / 'model.keras')!r}); "
+            "c.source; dict(c.state_dict); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('keras_hub', 'keras_nlp', 'keras', 'tensorflow')]; "
+            "print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_gpt2_port_reads_like_nanogpt():
+    conv = migrate.convert(MODELS / "k3_hub_gpt2_causal_lm" / "model.keras")
+    src = conv.source
+    assert src.count("class TransformerDecoder(nn.Module)") == 1
+    assert src.count("class Attention(nn.Module)") == 1
+    assert "F.scaled_dot_product_attention" in src
+    assert "x = x + self.dropout(h)" in src  # the residual, written out
+    # the head is the token embedding, transposed: one parameter, tied
+    assert "F.linear(" in src and "self.token_embedding.weight)" in src
+    keys = [k for k in conv.state_dict if "token_embedding" in k]
+    assert keys == ["token_embedding.weight"]
+    model = conv.module()
+    assert model.token_embedding.weight.requires_grad
+    imports = [line for line in src.splitlines()
+               if line.startswith(("import ", "from "))]
+    assert all("torch" in line for line in imports), imports
+
+
+def test_padded_rows_are_exact_and_gradients_flow():
+    """A fully padded row (no real token) gives finite outputs, and the
+    loss gradient reaches every parameter (no NaN from SDPA)."""
+    conv = migrate.convert(MODELS / "k3_hub_gpt2_backbone" / "model.keras")
+    model = conv.module().train()
+    names = [t.name for t in conv.program.inputs]
+    assert names == ["padding_mask", "token_ids"]
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]])
+    ids = torch.randint(0, 100, (3, 4))
+    out = model(mask, ids)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_unknown_keras_hub_model_is_refused_by_name():
+    from migrate.read.config import parse_model
+    entry = {"class_name": "FalconBackbone", "registered_name":
+             "keras_hub>FalconBackbone", "module":
+             "keras_hub.src.models.falcon.falcon_backbone",
+             "config": {"name": "falcon_backbone", "num_layers": 2}}
+    with pytest.raises(ConversionError, match="'FalconBackbone'"):
+        parse_model(entry, "m.keras")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("num_layers", 10 ** 9), ("hidden_dim", -1), ("vocabulary_size", "x"),
+    ("dropout", 2.0)])
+def test_absurd_constructor_arguments_are_refused(key, value):
+    saved = _saved_config(CASES[0])
+    saved["config"][key] = value
+    with pytest.raises(ConversionError, match=key):
+        expand(saved, "m.keras")
+
+
+HAS_HUB = importlib.util.find_spec("keras_hub") is not None
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_HUB, reason="keras-hub is not installed")
+@pytest.mark.parametrize("case", CASES)
+def test_verify_runs_keras_hub(case):
+    conv = migrate.convert(MODELS / case / "model.keras")
+    parity = migrate.verify(MODELS / case / "model.keras", conv)
+    assert parity["passed"], parity

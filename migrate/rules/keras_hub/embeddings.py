@@ -41,6 +41,7 @@ def _reversible_variables(cfg):
 @rule("ReversibleEmbedding", "keras_hub>ReversibleEmbedding",
       variables=_reversible_variables)
 def reversible_embedding(call):
+    """nn.Embedding; `reverse=True`: `F.linear(x, weight)`, tied logits"""
     cfg = call.config
     n, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
     tied = bool(cfg.get("tie_weights", True))
@@ -86,6 +87,7 @@ def reversible_embedding(call):
 @rule("keras_hub>PositionEmbedding", "PositionEmbedding",
       variables=lambda cfg: ["embeddings"])
 def position_embedding(call):
+    """nn.Embedding of positions: its first T rows, broadcast"""
     cfg = call.config
     length = int(cfg["sequence_length"])
     x = call.inputs[0]

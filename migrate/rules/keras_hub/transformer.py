@@ -413,10 +413,12 @@ def _block(call, decoder: bool) -> Emit:
 @rule("keras_hub>TransformerEncoder", "keras_nlp>TransformerEncoder",
       masks="consume")
 def transformer_encoder(call):
+    """nn.Module: a `TransformerEncoder` block class around SDPA"""
     return _block(call, decoder=False)
 
 
 @rule("keras_hub>TransformerDecoder", "keras_nlp>TransformerDecoder",
       masks="consume")
 def transformer_decoder(call):
+    """nn.Module: a `TransformerDecoder` block class around SDPA"""
     return _block(call, decoder=True)

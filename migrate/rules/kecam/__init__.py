@@ -11,11 +11,13 @@ one of them.  One module per family:
   MaxViT...);
 * :mod:`.activations` -- hard_swish, hard_sigmoid_torch, mish, phish;
 * :mod:`.conv` -- PatchConv2DWithResampleWeights (a Conv2D);
-* :mod:`.patches` -- CompatibleExtractPatches (an unfold).
+* :mod:`.patches` -- CompatibleExtractPatches (an unfold);
+* :mod:`.relative` -- RelativePositionalEmbedding (BotNet, HaloNet).
 
 Weights are read as kecam's ``build`` creates them; index tables that
 kecam computes from the input shape are computed the same way in the
 generated module's ``__init__`` (torchvision's Swin does the same for its
 relative position index), never stored.
 """
-from . import activations, conv, patches, positional, scale, tokens  # noqa: F401,E501
+from . import activations, conv, patches, positional  # noqa: F401
+from . import relative, scale, tokens  # noqa: F401

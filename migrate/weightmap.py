@@ -55,7 +55,16 @@ def producer_of(entry: Callable) -> Callable:
 
 
 def description(entry: Callable) -> str:
-    return getattr(producer_of(entry), "description", AS_STORED)
+    """What the entry's producer does to the variables, in words (the
+    transforms of derived source arrays first)."""
+    inner = producer_of(entry)
+    text = getattr(inner, "description", AS_STORED)
+    before = [s.transform for s in getattr(inner, "sources", ())
+              if s.transform]
+    if before:
+        text = "; ".join(before) + ("" if text == AS_STORED
+                                    else f"; then {text}")
+    return text
 
 
 def sources(entry: Callable) -> list[LazyArray]:

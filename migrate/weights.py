@@ -170,6 +170,7 @@ class LazyArray:
     where: str = ""  # for error messages: "model_weights/dense/dense/kernel:0"
     path: str = ""  # "conv1/kernel", "lstm/lstm_cell/recurrent_kernel"
     scope: str = ""  # positional files: the path without the variable name
+    transform: str = ""  # an array derived from another: how (in words)
 
     def read(self) -> np.ndarray:
         if self.path:

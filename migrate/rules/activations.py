@@ -15,7 +15,7 @@ write it.
 from __future__ import annotations
 
 from ..layout import Layout
-from .base import HOLE, IN, Emit, Out, Refused, Tensor, chain
+from .base import HOLE, IN, Emit, Out, Refused, Tensor, Transformed, chain
 from .common import as_f32, lit, shape_args
 from .registry import RULES, activation_key, rule
 
@@ -380,7 +380,8 @@ def prelu_layer(call):
             [Out(chain(f"self.{call.attr}({x.expr})"), x.shape, x.layout,
                  x.dtype)],
             module=f"nn.PReLU({channels})",
-            state={"weight": lambda: as_f32(alpha.read()).reshape(-1)})
+            state={"weight": Transformed(lambda a: as_f32(a).reshape(-1),
+                                         [alpha], "flattened")})
     # General case: alpha keeps its Keras shape (size 1 on shared axes),
     # permuted like the activations.
     order = [p - 1 for p in x.layout.perm[1:]]
@@ -389,5 +390,6 @@ def prelu_layer(call):
         [Out(chain(f"prelu({x.expr}, self.{call.attr})"), x.shape, x.layout,
              x.dtype)],
         module=f"nn.Parameter(torch.empty({shape_args(shape)}))",
-        state={"": lambda: as_f32(alpha.read().transpose(order))},
+        state={"": Transformed(lambda a: as_f32(a.transpose(order)), [alpha],
+                               f"transposed to the torch layout: {order}")},
         helpers={"prelu": HELPERS["prelu"]})

@@ -15,7 +15,7 @@ outside the applications) is refused rather than guessed at.
 from __future__ import annotations
 
 from ..layout import identity
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, lit
 from .merging import _broadcast, _same_layout
 from .registry import rule
@@ -54,7 +54,8 @@ def layer_scale(call):
     return Emit([Out(chain(f"{x.expr} * self.{call.attr}"), x.shape,
                      x.layout, x.dtype)],
                 module=module,
-                state={"": lambda: as_f32(gamma.read().reshape(shape))})
+                state={"": Transformed(lambda g: as_f32(g.reshape(shape)),
+                                       [gamma], f"reshaped to {shape}")})
 
 
 STOCHASTIC_DEPTH = '''\

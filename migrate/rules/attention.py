@@ -26,7 +26,7 @@ import numpy as np
 
 from ..graph import TensorRef
 from ..layout import identity
-from .base import TMP, Call, Emit, Out, Tensor
+from .base import TMP, Call, Emit, Out, Tensor, Transformed
 from .common import as_f32, lit
 from .recurrent import _split_weights
 from .registry import rule
@@ -476,10 +476,14 @@ def _mha_state(call, heads, key_dim, value_dim, use_bias, gate) -> dict:
                 return as_f32(k.reshape(heads * value_dim, -1).T)
             return as_f32(k.reshape(k.shape[0], -1).T)  # (in, heads, dim)
 
-        state[f"{part}.weight"] = weight
+        state[f"{part}.weight"] = Transformed(
+            weight, [w["kernel"]],
+            "(heads, value_dim, out..) reshaped to (heads*value_dim, out), "
+            "transposed" if part == "output" else
+            "(in, heads, dim) reshaped to (in, heads*dim), transposed")
         if use_bias:
-            state[f"{part}.bias"] = (lambda w=w: as_f32(
-                w["bias"].read().reshape(-1)))
+            state[f"{part}.bias"] = Transformed(
+                lambda b: as_f32(b.reshape(-1)), [w["bias"]], "flattened")
     return state
 
 
@@ -646,12 +650,12 @@ def attention(call):
     attr = f"self.{call.attr}"
     if len(names) == 1:
         module = "nn.Parameter(torch.empty(()))"
-        state = {"": lambda: as_f32(w[names[0]].read())}
+        state = {"": Transformed(as_f32, [w[names[0]]])}
         params = {names[0]: attr}
     elif names:
         module = ("nn.ParameterDict({\"scale\": torch.empty(()), "
                   "\"concat_score_weight\": torch.empty(())})")
-        state = {n: (lambda n=n: as_f32(w[n].read())) for n in names}
+        state = {n: Transformed(as_f32, [w[n]]) for n in names}
         params = {n: f"{attr}[\"{n}\"]" for n in names}
     else:
         module, state, params = None, {}, {}
@@ -683,7 +687,7 @@ def additive_attention(call):
     if use_scale:
         w = call.layer.weights.bind(["scale"])
         module = f"nn.Parameter(torch.empty({w['scale'].shape[0]}))"
-        state = {"": lambda: as_f32(w["scale"].read())}
+        state = {"": Transformed(as_f32, [w["scale"]])}
         scores = f"(self.{call.attr} * {tanh}).sum(dim=-1)"
     else:
         module, state = None, {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..layout import channels_first, identity
 from .activations import activation_shape, with_activation
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, channel_axis, kwargs_code, lit, ntuple, short
 from .common import spatial_axes
 from .padding import PAD_SAME_HELPER, conv_out, same_pads, torch_pad_arg
@@ -92,9 +92,11 @@ def _conv(call, nd: int):
     module = f"nn.Conv{nd}d({in_channels}, {filters}, {args})"
 
     perm = (nd + 1, nd) + tuple(range(nd))  # (k.., in, out) -> (out, in, k..)
-    state = {"weight": lambda: as_f32(kernel_w.read().transpose(perm))}
+    state = {"weight": Transformed(
+        lambda k: as_f32(k.transpose(perm)), [kernel_w],
+        f"transposed (k.., in, out) -> (out, in, k..): {perm}")}
     if use_bias:
-        state["bias"] = lambda: as_f32(w["bias"].read())
+        state["bias"] = Transformed(as_f32, [w["bias"]])
 
     if pre:
         steps = chain(pre.replace("{}", x.expr), f"self.{call.attr}({{}})")

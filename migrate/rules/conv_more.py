@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from .activations import activation_shape, with_activation
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, channel_axis, kwargs_code, ntuple, short
 from .common import spatial_axes
 from .conv import _conv, _conv_layout, conv_input, padding_plan
@@ -162,9 +162,11 @@ def _conv_transpose(call, nd: int):
         bias=None if use_bias else "False")
     module = f"nn.ConvTranspose{nd}d({in_channels}, {filters}, {args})"
     perm = (nd + 1, nd) + tuple(range(nd))  # (k.., out, in) -> (in, out, k..)
-    state = {"weight": lambda: as_f32(kernel_w.read().transpose(perm))}
+    state = {"weight": Transformed(
+        lambda k: as_f32(k.transpose(perm)), [kernel_w],
+        f"transposed (k.., out, in) -> (in, out, k..): {perm}")}
     if use_bias:
-        state["bias"] = lambda: as_f32(w["bias"].read())
+        state["bias"] = Transformed(as_f32, [w["bias"]])
     helpers: dict = {}
     steps = chain(f"self.{call.attr}({x.expr})")
     if any(cuts):
@@ -210,11 +212,11 @@ def _stored_name(call, keras3: str, keras2: str) -> str:
 
 def _depthwise_weight(kernel_w, nd):
     """(k.., in, mult) -> (in*mult, 1, k..)."""
-    def read():
-        k = kernel_w.read()
+    def weight(k):
         k = k.reshape(k.shape[:nd] + (-1,))
         return as_f32(k.transpose((nd,) + tuple(range(nd)))[:, None])
-    return read
+    return Transformed(weight, [kernel_w], "(k.., in, mult) reshaped to "
+                       "(k.., in*mult), transposed to (in*mult, 1, k..)")
 
 
 def _depthwise_plan(call, x, nd):
@@ -248,7 +250,7 @@ def _depthwise(call, nd: int):
                           dilation, cin, use_bias)
     state = {"weight": _depthwise_weight(kernel_w, nd)}
     if use_bias:
-        state["bias"] = lambda: as_f32(w["bias"].read())
+        state["bias"] = Transformed(as_f32, [w["bias"]])
     steps = _steps(call, x, pre, helpers)
     return Emit([Out(steps, _out_shape(call, x, axes, cax, sizes, cin * mult),
                      x.layout)], module=module, state=state, helpers=helpers)
@@ -286,9 +288,11 @@ def _separable(call, nd: int):
     module = f"nn.Sequential({depthwise}, {pointwise})"
     perm = (nd + 1, nd) + tuple(range(nd))
     state = {"0.weight": _depthwise_weight(dw, nd),
-             "1.weight": lambda: as_f32(pw.read().transpose(perm))}
+             "1.weight": Transformed(
+                 lambda k: as_f32(k.transpose(perm)), [pw],
+                 f"transposed (1.., in, out) -> (out, in, 1..): {perm}")}
     if use_bias:
-        state["1.bias"] = lambda: as_f32(w["bias"].read())
+        state["1.bias"] = Transformed(as_f32, [w["bias"]])
     steps = _steps(call, x, pre, helpers)
     return Emit([Out(steps, _out_shape(call, x, axes, cax, sizes, filters),
                      x.layout)], module=module, state=state, helpers=helpers)

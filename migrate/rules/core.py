@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..layout import Layout, channels_last_of
 from .activations import activation_shape, with_activation
-from .base import IN, Emit, Out, chain
+from .base import IN, Emit, Out, Transformed, chain
 from .common import as_f32, flat_order, kwargs_code
 from .registry import rule
 
@@ -35,15 +35,16 @@ def dense(call):
     in_features = kernel.shape[0]
     order = flat_order(x.layout)
 
-    def weight():
-        k = kernel.read()
-        if order is not None:
-            k = k[order]
-        return as_f32(k.T)
+    def weight(k):
+        return as_f32((k if order is None else k[order]).T)
 
-    state = {"weight": weight}
+    state = {"weight": Transformed(weight, [kernel], "transposed (in, out) -> "
+                                   "(out, in)" + (
+                                       "" if order is None else
+                                       "; rows permuted: Keras flattened "
+                                       "channels-last"))}
     if use_bias:
-        state["bias"] = lambda: as_f32(w["bias"].read())
+        state["bias"] = Transformed(as_f32, [w["bias"]])
     helpers: dict = {}
     steps = with_activation(call, x, chain(f"self.{call.attr}({x.expr})"),
                             helpers)
@@ -70,4 +71,4 @@ def embedding(call):
              # Keras mask (sequences helper): mask_zero masks the ids == 0
              mask=f"{IN(0)} != 0" if call.get("mask_zero") else None)],
         module=f"nn.Embedding({n}, {dim})",
-        state={"weight": lambda: as_f32(table.read())})
+        state={"weight": Transformed(as_f32, [table])})

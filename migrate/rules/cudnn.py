@@ -30,9 +30,11 @@ def _input_kernel(k: np.ndarray) -> np.ndarray:
     return k.T.reshape(k.shape, order="F")
 
 
-def _converted(lazy: LazyArray, shape: tuple, fn) -> LazyArray:
-    return LazyArray(tuple(shape), lazy.dtype, lambda: fn(lazy.read()),
-                     lazy.where)
+def _converted(lazy: LazyArray, shape: tuple, fn, how: str) -> LazyArray:
+    derived = LazyArray(tuple(shape), lazy.dtype, lambda: fn(lazy.read()),
+                        lazy.where)
+    derived.transform = how  # shown before the LSTM/GRU rule's own transform
+    return derived
 
 
 @rule("CuDNNLSTM", "CuDNNGRU",
@@ -52,16 +54,20 @@ def cudnn_rnn(call):
         call.refuse("weights", f"unexpected shapes {kernel.shape}, "
                     f"{recurrent.shape}, {bias.shape} for {units} units")
     if cls == "CuDNNLSTM":
-        new_bias = _converted(bias, (n,), lambda b: b[:n] + b[n:])
+        new_bias = _converted(bias, (n,), lambda b: b[:n] + b[n:],
+                              "CuDNN input and recurrent biases summed")
     else:
-        new_bias = _converted(bias, (2, n), lambda b: b.reshape(2, n))
+        new_bias = _converted(bias, (2, n), lambda b: b.reshape(2, n),
+                              "CuDNN biases reshaped to (2, gates*units)")
     entries = [
         WeightEntry("cell/kernel", _converted(
             kernel, kernel.shape,
-            lambda k: _per_gate(k, gates, _input_kernel))),
+            lambda k: _per_gate(k, gates, _input_kernel),
+            "CuDNN per-gate kernels re-laid out (column-major)")),
         WeightEntry("cell/recurrent_kernel", _converted(
             recurrent, recurrent.shape,
-            lambda k: _per_gate(k, gates, np.transpose))),
+            lambda k: _per_gate(k, gates, np.transpose),
+            "CuDNN per-gate recurrent kernels transposed")),
         WeightEntry("cell/bias", new_bias),
     ]
     config = {key: call.config[key] for key in (

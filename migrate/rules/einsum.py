@@ -11,7 +11,7 @@ import re
 
 from ..layout import identity
 from .activations import activation_shape, with_activation
-from .base import Emit, Out, Tensor, chain
+from .base import Emit, Out, Tensor, Transformed, chain
 from .common import as_f32, lit
 from .registry import rule
 
@@ -84,9 +84,9 @@ def einsum_dense(call):
     else:
         shape = tuple(dims.get(c) for c in out_spec)
     bias_shape = tuple(w["bias"].shape) if "bias" in w else None
-    state = {"kernel": lambda: as_f32(kernel.read())}
+    state = {"kernel": Transformed(as_f32, [kernel])}
     if bias_shape is not None:
-        state["bias"] = lambda: as_f32(w["bias"].read())
+        state["bias"] = Transformed(as_f32, [w["bias"]])
     args = [lit(equation), lit(tuple(kernel.shape))]
     if bias_shape is not None:
         args.append(lit(bias_shape))

@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from .activations import activation_shape, with_activation
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, channel_axis, kwargs_code, lit, ntuple
 from .common import spatial_axes
 from .conv import _conv_layout, conv_input
@@ -267,10 +267,14 @@ def _locally_connected(call, nd: int):
                        padding=lit(pad) if pad else None,
                        bias=None if use_bias else "False")
     module = f"{name}({cin}, {filters}, {args})"
-    state = {"weight": lambda: as_f32(plan.weight(kernel_w.read(),
-                                                  implementation))}
+    state = {"weight": Transformed(
+        lambda k: as_f32(plan.weight(k, implementation)), [kernel_w],
+        f"implementation {implementation} kernel rearranged to "
+        "(positions, out, in*k..)")}
     if use_bias:
-        state["bias"] = lambda: as_f32(plan.bias(w["bias"].read()))
+        state["bias"] = Transformed(lambda b: as_f32(plan.bias(b)),
+                                    [w["bias"]], "rearranged to the torch "
+                                    "layout")
 
     steps = with_activation(call, x, chain(f"self.{call.attr}({x.expr})"),
                             helpers)

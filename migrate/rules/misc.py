@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import identity
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, kwargs_code, lit, move_axis_to
 from .registry import rule
 
@@ -123,11 +123,11 @@ def group_norm(call):
     eps = float(call.get("epsilon", 1e-3))
 
     def take(name, fill):
-        def read():
-            if name in w:
-                return as_f32(w[name].read().reshape(-1))
-            return np.full(channels, fill, dtype=np.float32)
-        return read
+        if name in w:
+            return Transformed(lambda a: as_f32(a.reshape(-1)), [w[name]],
+                               "flattened")
+        return Transformed(lambda: np.full(channels, fill, np.float32), [],
+                           f"constant {fill} (no Keras variable)")
 
     affine = scale or center
     state, init = {}, []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import identity
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, flat_order, kwargs_code, lit, move_axes_last
 from .common import move_axis_to, shape_args
 from .registry import rule
@@ -59,10 +59,13 @@ def batch_norm(call):
     eps = float(call.get("epsilon", 1e-3))
 
     def take(name, fill):
-        def read():
-            arr = w[name].read() if name in w else np.full(channels, fill)
-            return as_f32(arr if order is None else arr[order])
-        return read
+        if name not in w:  # Keras has no such variable (center/scale off)
+            return Transformed(lambda: np.full(channels, fill, np.float32),
+                               [], f"constant {fill} (no Keras variable)")
+        if order is None:
+            return Transformed(as_f32, [w[name]])
+        return Transformed(lambda a: as_f32(a[order]), [w[name]],
+                           "permuted: Keras flattened channels-last")
 
     affine = scale or center
     state = {}
@@ -71,7 +74,8 @@ def batch_norm(call):
         state["bias"] = take("beta", 0.0)
     state["running_mean"] = take("moving_mean", 0.0)
     state["running_var"] = take("moving_variance", 1.0)
-    state["num_batches_tracked"] = lambda: np.array(0, dtype=np.int64)
+    state["num_batches_tracked"] = Transformed(
+        lambda: np.array(0, dtype=np.int64), [], "0 (no Keras variable)")
     init = []
     if affine and not scale:
         init.append("self.{attr}.weight.requires_grad_(False)"
@@ -137,17 +141,22 @@ def layer_norm(call):
     center = bool(call.get("center", True))
 
     def take(name, fill):
-        def read():
-            if name in w:
-                arr = w[name].read()
+        def value(arr=None):
+            if arr is None:
+                arr = np.full(normalized, fill)
+            else:
                 arr = arr.reshape([x.shape[a] for a in axes])
                 arr = arr.transpose(transpose)
-            else:
-                arr = np.full(normalized, fill)
             if order is not None:
                 arr = arr.reshape(-1)[order]
             return as_f32(arr)
-        return read
+        if name not in w:
+            return Transformed(value, [], f"constant {fill} (no Keras "
+                               "variable)")
+        return Transformed(value, [w[name]], f"reshaped to the normalised "
+                           f"axes, transposed {transpose}" + (
+                               "" if order is None else
+                               ", permuted: Keras flattened channels-last"))
 
     eps = float(call.get("epsilon", 1e-3))
     if call.get("rms_scaling"):
@@ -212,9 +221,10 @@ def rms_norm(call):
     x, _, normalized, transpose = _axes_last(call, x, axes)
     scale = call.weights(["scale"])["scale"]
 
-    def weight():
-        arr = scale.read().reshape([x.shape[a] for a in axes])
-        return as_f32(arr.transpose(transpose))
+    weight = Transformed(
+        lambda s: as_f32(s.reshape([x.shape[a] for a in axes])
+                         .transpose(transpose)),
+        [scale], f"reshaped to the normalised axes, transposed {transpose}")
 
     eps = float(call.get("epsilon", 1e-6))
     shape_code = lit(normalized[0]) if len(normalized) == 1 else lit(

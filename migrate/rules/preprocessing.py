@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import identity
-from .base import Emit, Out, chain
+from .base import Emit, Out, Transformed, chain
 from .common import as_f32, lit
 from .registry import rule
 
@@ -129,16 +129,18 @@ def normalization(call):
                 arr = np.asarray(value, dtype=np.float64)
                 arr = np.broadcast_to(arr, kept) if kept else arr.reshape(())
                 return as_f32(arr.reshape(keras_shape).transpose(perm))
-            return read
+            return Transformed(read, [], "from the layer config (no Keras "
+                               "variable)")
         state = {"mean": constant(mean), "variance": constant(variance)}
     else:
         w = call.weights(["mean", "variance", "count"])
 
         def stored(name):
-            def read():
-                arr = np.asarray(w[name].read())
-                return as_f32(arr.reshape(keras_shape).transpose(perm))
-            return read
+            return Transformed(
+                lambda a: as_f32(np.asarray(a).reshape(keras_shape)
+                                 .transpose(perm)),
+                [w[name]], f"reshaped to {tuple(keras_shape)}, transposed "
+                f"{tuple(perm)}")
         state = {"mean": stored("mean"), "variance": stored("variance")}
     invert = bool(call.get("invert", False))
     args = lit(torch_shape) + (", invert=True" if invert else "")

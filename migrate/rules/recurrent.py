@@ -1167,12 +1167,14 @@ def conv_lstm(call):
     w = call.layer.weights.bind(["kernel", "recurrent_kernel"]
                                 + (["bias"] if spec.use_bias else []))
     order = (nd + 1, nd) + tuple(range(nd))  # (*k, in, out) -> (out, in, *k)
-    state = {"input_conv.weight": lambda: as_f32(
-                 w["kernel"].read().transpose(order)),
-             "state_conv.weight": lambda: as_f32(
-                 w["recurrent_kernel"].read().transpose(order))}
+    how = f"transposed (k.., in, out) -> (out, in, k..): {order}"
+    state = {"input_conv.weight": Transformed(
+                 lambda k: as_f32(k.transpose(order)), [w["kernel"]], how),
+             "state_conv.weight": Transformed(
+                 lambda k: as_f32(k.transpose(order)),
+                 [w["recurrent_kernel"]], how)}
     if spec.use_bias:
-        state["input_conv.bias"] = lambda: as_f32(w["bias"].read())
+        state["input_conv.bias"] = Transformed(as_f32, [w["bias"]])
     out_sizes = tuple(conv_out(n, k, s, d, padding)
                       for n, k, s, d in zip(sizes, kernel, strides, dilation))
     if fmt == "channels_first":

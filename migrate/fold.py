@@ -42,6 +42,8 @@ class Stmt:
     reads: list[int]  # ssa ids read, in order, repeated as read
     mods: list[str]  # module attrs used
     comment: str = ""
+    tail: bool = False  # split from the statement before (_split_tails)
+    paren: bool = False  # ... whose value then needs brackets
 
 
 def _parse(body: list[str], inputs: list[str], attrs: set[str]):
@@ -117,6 +119,75 @@ def _parse(body: list[str], inputs: list[str], attrs: set[str]):
         stmts.append(Stmt([p for p in parts if p != ""], writes, reads,
                           mods, comment))
     return stmts, names, env
+
+
+def _split_tails(body: list[str]) -> tuple[list[str], list[int]]:
+    """Lines with a trailing method call on a computed value (``x =
+    F.relu(a + b).mean(dim=(2, 3))``) written as two (``x = F.relu(a +
+    b)``, ``x = x.mean(dim=(2, 3))``), so that the end of a block and what
+    follows it are separate statements; and the line each came from."""
+    out, origin = [], []
+    for n, line in enumerate(body):
+        pieces = [line]
+        while True:
+            code, comment = _split_comment(pieces[0])
+            tail = _tail(code)
+            if tail is None:
+                break
+            pieces[0:1] = [tail[0], tail[1] + ("  " + comment if comment
+                                               else "")]
+        out += pieces
+        origin += [n] * len(pieces)
+    return out, origin
+
+
+def _tail(code: str):
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(node, ast.Assign) or len(node.targets) != 1 or \
+            not isinstance(node.targets[0], ast.Name) or "\n" in code:
+        return None
+    call = node.value
+    if not (isinstance(call, ast.Call) and isinstance(call.func,
+                                                      ast.Attribute)):
+        return None
+    var = node.targets[0].id
+    func = call.func
+    if isinstance(func.value, ast.Name) and func.value.id == "F" and \
+            call.args and isinstance(call.args[0], (ast.Call, ast.BinOp)):
+        # F.relu(self.bn(x)) -> x = self.bn(x); x = F.relu(x)
+        inner = call.args[0]
+        others = call.args[1:] + [k.value for k in call.keywords]
+        if any(isinstance(x, ast.Name) for a in others for x in ast.walk(a)):
+            return None
+        head = f"{var} = {ast.get_source_segment(code, inner)}"
+        return head, (code[:inner.col_offset].replace(code[:node.value.col_offset], f"{var} = ", 1)
+                      + var + code[inner.end_col_offset:])
+    inner = func.value
+    if not isinstance(inner, (ast.Call, ast.BinOp)) or any(
+            isinstance(x, ast.Name) for a in call.args + [
+                k.value for k in call.keywords] for x in ast.walk(a)):
+        return None
+    if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) \
+            and isinstance(inner.func.value, ast.Name) \
+            and inner.func.value.id == "self":
+        return None  # a module's own call: one statement already
+    head = f"{var} = {ast.get_source_segment(code, inner)}"
+    rest = code[inner.end_col_offset:]
+    if isinstance(inner, ast.BinOp):  # (a + b).mean(): drop the brackets
+        head = f"{var} = {code[inner.col_offset:inner.end_col_offset]}"
+        rest = code[inner.end_col_offset:].lstrip(")")
+    return head, f"{var} = {var}{rest}"
+
+
+def _is_binop(line: str) -> bool:
+    try:
+        return isinstance(ast.parse(line).body[0].value, ast.BinOp)
+    except (SyntaxError, IndexError, AttributeError):
+        return False
 
 
 def _split_comment(line: str) -> tuple[str, str]:
@@ -201,6 +272,108 @@ def _template(code: str) -> Template | None:
     return Template(text, values, slots)
 
 
+def _signature(callee: str, helpers: dict[str, str]) -> list:
+    """``[(name, default source or None)]`` of a module constructor: a
+    torch.nn class, or a helper class written into model.py."""
+    if callee.startswith("nn.") and callee[3:].isidentifier():
+        import torch.nn
+        cls = getattr(torch.nn, callee[3:], None)
+        if cls is None:
+            return []
+        try:
+            sig = inspect.signature(cls)
+        except (TypeError, ValueError):
+            return []
+        return [(n, None if p.default is p.empty else repr(p.default))
+                for n, p in sig.parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    code = helpers.get(callee)
+    if code is None:
+        return []
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == callee:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) \
+                        and item.name == "__init__":
+                    args = item.args.args[1:]
+                    defaults = [None] * (len(args) - len(
+                        item.args.defaults)) + [ast.unparse(d) for d in
+                                                item.args.defaults]
+                    return [(a.arg, d) for a, d in zip(args, defaults)]
+    return []
+
+
+def _call_parts(code: str, helpers: dict):
+    """(callee, positional sources, {keyword: source}, signature) of a
+    constructor call, or None."""
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return None
+    call = tree.body
+    if not isinstance(call, ast.Call) or any(
+            kw.arg is None for kw in call.keywords) or any(
+            isinstance(a, ast.Starred) for a in call.args):
+        return None
+    callee = ast.get_source_segment(code, call.func)
+    sig = _signature(callee, helpers)
+    if not sig:
+        return None
+    args = [ast.get_source_segment(code, a) for a in call.args]
+    kws = {kw.arg: ast.get_source_segment(code, kw.value)
+           for kw in call.keywords}
+    return callee, args, kws, sig
+
+
+def _loose_key(code: str, helpers: dict) -> str | None:
+    """The template key of ``code`` without the constant keywords that
+    have defaults: ``nn.Conv2d(64, 64, 1)`` and ``nn.Conv2d(128, 128, 1,
+    stride=2)`` are one shape, ``stride`` a value that differs."""
+    parts = _call_parts(code, helpers)
+    if parts is None:
+        t = _template(code)
+        return None if t is None else t.key
+    callee, args, kws, sig = parts
+    defaults = dict(sig)
+    keep = {k: v for k, v in kws.items()
+            if defaults.get(k) is None or _template(v) is None
+            or _template(v).key != "\x00"}
+    t = _template(_rebuild(callee, args, keep, sig))
+    return None if t is None else t.key
+
+
+def _rebuild(callee, args, kws, sig) -> str:
+    order = [n for n, _ in sig]
+    items = list(args) + [f"{k}={kws[k]}" for k in sorted(
+        kws, key=lambda k: order.index(k) if k in order else len(order))]
+    return f"{callee}({', '.join(items)})"
+
+
+def _filled(codes: list[str], helpers: dict) -> list[str]:
+    """The constructors of one slot over a block's instances, each with
+    every keyword some instance gives (defaults written out)."""
+    parts = [_call_parts(c, helpers) for c in codes]
+    if any(p is None for p in parts):
+        return codes
+    names = set().union(*(p[2] for p in parts))
+    if all(set(p[2]) == names for p in parts):
+        return codes
+    out = []
+    for callee, args, kws, sig in parts:
+        defaults = dict(sig)
+        full = dict(kws)
+        for n in names - set(kws):
+            if defaults.get(n) is None:
+                return codes
+            full[n] = defaults[n]
+        out.append(_rebuild(callee, args, full, sig))
+    return out
+
+
 def _param_name(callee: str | None, slot, helpers: dict[str, str]) -> str:
     if isinstance(slot, str):
         return slot
@@ -265,10 +438,14 @@ class Folder:
 
     def run(self) -> Program:
         p = self.p
-        parsed = _parse(p.body, [t.var for t in p.inputs], set(self.decls))
+        body, origin = _split_tails(p.body)
+        parsed = _parse(body, [t.var for t in p.inputs], set(self.decls))
         if parsed is None:
             return p
         self.stmts, self.names, env = parsed
+        for k, st in enumerate(self.stmts):
+            st.tail = k > 0 and origin[k] == origin[k - 1]
+            st.paren = st.tail and _is_binop(body[k - 1])
         self.returns = [env.get(r) for r in p.returns]
         if None in self.returns:
             return p
@@ -405,13 +582,13 @@ class Folder:
         for m in mods:
             d = self.decls[m]
             if d.code not in self._templates:
-                self._templates[d.code] = _template(d.code)
+                self._templates[d.code] = _loose_key(d.code, self.p.helpers)
             t = self._templates[d.code]
             if t is None:
                 return None
             lines = tuple(ln.replace(f"self.{m}.", "self.\x00.").replace(
                 f"self.{m} ", "self.\x00 ") for ln in d.init_lines)
-            slot_keys.append((t.key, lines))
+            slot_keys.append((t, lines))
         key = (tuple(canon), tuple(slot_keys), len(globs),
                canon.index(canon[-1]) if canon else 0)
         return Region(a, b, c_in, c_out, key, mods, globs,
@@ -445,10 +622,18 @@ class Folder:
                             if i and inst[i - 1].end == r.start
                             or i + 1 < len(inst)
                             and inst[i + 1].start == r.end]
-                if len(inst) < 2:
+                if len(inst) < 2 or not self._bare(inst[0]) and len(
+                        inst[0].mods) < 2:  # a class holds two modules
                     continue
                 save = self._saving(inst)
-                if all(self._prefix(r) for r in inst):
+                if self._bare(inst[0]):  # torch layers: runs of four
+                    code = self.decls[inst[0].mods[0]].code
+                    if code.startswith("nn.") and len(inst) < 4:
+                        continue
+                    # a helper module per layer (keras-hub): the loop
+                    # reads best, before any pairing of layers
+                    save = 3 * len(inst) - 4
+                elif all(self._prefix(r) for r in inst):
                     save += 3 * len(inst)  # the Keras names agree
                 if save > best_save:
                     best, best_save = inst, save
@@ -494,6 +679,14 @@ class Folder:
                 classes[key] = None
                 continue
             classes[key] = self._class(rs, class_names, helpers)
+        specs = [c for c in classes.values() if c is not None]
+        for spec in specs:  # one base name for two shapes: say the role
+            if sum(c.base == spec.base for c in specs) > 1 and \
+                    spec.projection():
+                spec.base = "Projection" + spec.base
+        for key, spec in classes.items():
+            if spec is not None:
+                spec.finish(class_names.name(("class", key), spec.base))
         # runs of adjacent regions -> stages
         runs: list[list[Region]] = []
         for r in regions:
@@ -595,10 +788,11 @@ class Folder:
 
     def _same_stage(self, a: Region, b: Region) -> bool:
         pa, pb = self._prefix(a).split("_"), self._prefix(b).split("_")
-        if len(pa) < 2 or len(pb) < 2:
+        if not pa[0] or not pb[0]:
             return True
-        return pa[0] == pb[0] or _stem(pa[0]) == _stem(pb[0]) and \
-            pa[0] == pb[0]
+        if len(pa) == 1 and len(pb) == 1:  # layer1, layer2: the index
+            return _stem(pa[0]) == _stem(pb[0])
+        return pa[0] == pb[0]  # conv2_block1, conv2_block2: the stage
 
     def _needs_loop(self, run: list[Region]) -> bool:
         return bool(run[0].globals_) or self._bare(run[0]) and \
@@ -648,6 +842,7 @@ class Folder:
                 alias[s.writes[0]] = alias.get(s.alias_of, s.alias_of)
         lines = []
         pending_loop = None
+        body = _rejoin(body)
         for s in body:
             if getattr(s, "alias_of", None) is not None:
                 continue
@@ -669,6 +864,75 @@ class Folder:
     # ---------------------------------------------------------------------
     def _class(self, rs: list[Region], names: Namespace, helpers):
         return ClassSpec(self, rs, names, helpers)
+
+
+def _rejoin(body: list, anywhere: bool = False, width: int = 71) -> list:
+    """Join a statement into the next one that reads its value once (as
+    a call argument or a method's receiver): statements split by
+    :func:`_split_tails` in the model's forward, and with ``anywhere``
+    (a block's forward) any stateless statement after another, as the
+    translator composes them, when the line fits ``width``."""
+    out = []
+    for s in body:
+        prev = out[-1] if out else None
+        joined = None
+        if (isinstance(prev, Stmt) and isinstance(s, Stmt)
+                and len(prev.writes) == 1 and len(s.writes) == 1
+                and not getattr(prev, "indent", False)
+                and not getattr(s, "indent", False)
+                and s.reads.count(prev.writes[0]) == 1
+                and (getattr(s, "tail", False) or anywhere and not s.mods)):
+            joined = _substitute(prev, s)
+        if joined is not None and anywhere:
+            text = _render(joined.parts, lambda v: "x" * 8, lambda m: "m")
+            if len(text) > width:
+                joined = None
+        if joined is not None:
+            out[-1] = joined
+        else:
+            out.append(s)
+    return out
+
+
+def _substitute(prev: Stmt, s: Stmt):
+    """``s`` with ``prev``'s value written where it reads it, or None."""
+    w = prev.writes[0]
+    rhs = list(prev.parts[1:])
+    if not rhs or not (isinstance(rhs[0], str) and rhs[0].startswith(" = ")):
+        return None
+    rhs[0] = rhs[0][3:]
+    rhs = [x for x in rhs if x != ""]
+    at = [i for i, x in enumerate(s.parts) if x == ("v", w)]
+    if len(at) != 1 or at[0] < 1:
+        return None
+    i = at[0]
+    before = s.parts[i - 1] if isinstance(s.parts[i - 1], str) else ""
+    after = s.parts[i + 1] if i + 1 < len(s.parts) and isinstance(
+        s.parts[i + 1], str) else ""
+    if after.startswith("."):
+        code = _render(rhs, lambda v: "v", lambda m: "self.m")
+        try:
+            simple = isinstance(ast.parse(code, mode="eval").body,
+                                (ast.Call, ast.Name, ast.Attribute,
+                                 ast.Subscript))
+        except SyntaxError:
+            return None
+        if not simple:
+            rhs = ["("] + rhs + [")"]
+    elif not (before.endswith(("(", ", "))
+              and after.startswith((")", ","))):
+        return None
+    parts = s.parts[:i] + rhs + s.parts[i + 1:]
+    merged = []
+    for x in parts:  # adjacent strings as one part
+        if isinstance(x, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += x
+        else:
+            merged.append(x)
+    reads = [v for v in prev.reads] + [v for v in s.reads if v != w]
+    out = Stmt(merged, s.writes, reads, prev.mods + [
+        m for m in s.mods if m not in prev.mods], s.comment or prev.comment)
+    return out
 
 
 def _closes_at_end(s: Stmt) -> bool:
@@ -801,7 +1065,10 @@ class ClassSpec:
                 self.slot_of[m] = per_slot[k]
         self.slots = per_slot
         # constructor values: those that vary become arguments
-        temps = [[_template(f.decls[m].code) for m in r.mods] for r in rs]
+        filled = [_filled([f.decls[r.mods[k]].code for r in rs], helpers)
+                  for k in range(len(first.mods))]
+        temps = [[_template(filled[k][i]) for k in range(len(first.mods))]
+                 for i in range(len(rs))]
         params = []  # (name, [value per instance])
         self.code = []  # per slot: text with {param} holes
         pnames = Namespace(set(per_slot) | {"self", "x"})
@@ -832,8 +1099,42 @@ class ClassSpec:
             self.code.append("".join(text))
         self.params = params
         self.index = {id(r): i for i, r in enumerate(rs)}
-        self.name = names.name(("class", first.key), self._class_name())
+        self.base = self._class_name()
+        self.name = None
+        self.source = None
+
+    def finish(self, name: str) -> None:
+        self.name = name
         self.source = self._source()
+
+    def projection(self) -> bool:
+        """True when a module runs off the main path (a shortcut conv)."""
+        f, r = self.folder, self.regions[0]
+        main, _ = self._main_path(r)
+        return any(s.mods and not (set(s.writes) & main)
+                   for s in f.stmts[r.start:r.end])
+
+    def _main_path(self, r: Region):
+        """The values on the longest path (in statements) from the
+        block's input to its output, and the path in order."""
+        f = self.folder
+        depth = {r.c_in: 0}
+        prev = {}
+        for s in f.stmts[r.start:r.end]:
+            best = max(((depth[v], v) for v in s.reads if v in depth),
+                       default=None)
+            if best is None:
+                continue
+            for w in s.writes:
+                depth[w] = best[0] + 1
+                prev[w] = best[1]
+        path = [r.c_out]
+        while path[-1] in prev:
+            path.append(prev[path[-1]])
+        path.reverse()
+        if path[0] != r.c_in:
+            path = [r.c_in, r.c_out]
+        return set(path), path
 
     def _class_name(self) -> str:
         f, rs = self.folder, self.regions
@@ -841,11 +1142,9 @@ class ClassSpec:
         toks = [p.split("_") for p in prefixes if p]
         words = []
         if toks and len(toks) == len(rs):
-            width = min(len(t) for t in toks)
-            for i in range(width):
-                group = {_stem(t[i]) for t in toks}
-                if len(group) == 1 and next(iter(group)):
-                    words.append(next(iter(group)))
+            group = {_stem(t[-1]) for t in toks}
+            if len(group) == 1 and next(iter(group)):
+                words.append(next(iter(group)))
         if not words:
             words = [self._role()]
         return class_identifier("_".join(words))
@@ -897,22 +1196,7 @@ class ClassSpec:
         for g in r.globals_:
             names[g] = ns.name(("g", g), f.names[g], "mask")
             gnames.append(names[g])
-        # the longest path (in statements) from the input to the output
-        depth = {r.c_in: 0}
-        prev = {}
-        for k, s in enumerate(stmts):
-            best = max(((depth[v], v) for v in s.reads if v in depth),
-                       default=None)
-            if best is None:
-                continue
-            for w in s.writes:
-                depth[w] = best[0] + 1
-                prev[w] = best[1]
-        path = [r.c_out]
-        while path[-1] in prev:
-            path.append(prev[path[-1]])
-        path.reverse()
-        main = set(path) if path[0] == r.c_in else {r.c_in, r.c_out}
+        main, _ = self._main_path(r)
         deff = {}
         last = {}
         for k, s in enumerate(stmts):
@@ -949,7 +1233,7 @@ class ClassSpec:
                 names[w] = ns.name(("v", w), hint or f.names[w], "t")
         del holder
         second = ordered[1] if len(ordered) > 1 else None
-        for s in stmts:
+        for s in _rejoin(self._shortcut_last(stmts, main, names), True):
             # x still holds the input until the next main value is written
             early = second in s.writes and names[r.c_in] != "x"
             text = _render(s.parts, lambda v: "x" if early and v == r.c_in
@@ -958,6 +1242,33 @@ class ClassSpec:
             lines.append(text)
         lines.append(f"return {names[r.c_out]}")
         return lines, gnames
+
+
+    def _shortcut_last(self, stmts: list[Stmt], main: set, names) -> list:
+        """The block's statements with each off-main-path statement moved
+        down to just before its first reader, so the main branch reads
+        first and the shortcut comes where it joins.  Only statements that
+        draw no random numbers move (train mode keeps Keras's order), and
+        only when what they read keeps its name until then."""
+        f = self.folder
+        order = list(stmts)
+        for s in reversed(stmts):
+            if set(s.writes) & main or not s.writes:
+                continue
+            text = _render(s.parts, lambda v: names[v], lambda m: m)
+            codes = " ".join(f.decls[m].code for m in s.mods)
+            if re.search(r"(?i)dropout|noise|rand|bernoulli", text + codes):
+                continue
+            if any(names.get(v) == "x" for v in s.reads):
+                continue
+            at = order.index(s)
+            users = [i for i in range(at + 1, len(order))
+                     if set(order[i].reads) & set(s.writes)]
+            if not users or users[0] == at + 1:
+                continue
+            order.insert(users[0], s)
+            del order[at]
+        return order
 
 
 def fold(program: Program, bool_vars: set[str] | None = None) -> Program:

@@ -142,3 +142,26 @@ def test_flat_header_names_the_option():
     _, model, weights = model_files(case)[0]
     with migrate.convert(model, weights, flat=True) as conv:
         assert re.search(r"^# Regenerate: .* --flat$", conv.source, re.M)
+
+
+def test_blocks_are_found_without_meaningful_names():
+    """Residual blocks named l0, l1, ... fold as well: one class, found
+    from the data flow; its submodules named by kind."""
+    body, modules, k = [], [], 0
+    for i in range(4):
+        a, b, c = f"l{k}", f"l{k + 1}", f"l{k + 2}"
+        k += 3
+        body += [f"t{i} = self.{a}(x)", f"t{i} = F.relu(self.{b}(t{i}))",
+                 f"t{i} = self.{c}(t{i})", f"x = F.relu(x + t{i})"]
+        modules += [(a, "nn.Conv2d(8, 8, kernel_size=3, padding=1)"),
+                    (b, "nn.BatchNorm2d(8, eps=0.001)"),
+                    (c, "nn.Conv2d(8, 8, kernel_size=1)")]
+    p = _program(body, modules, ["x"])
+    q = fold(p)
+    (cls,) = q.classes
+    assert cls.startswith("class ResidualBlock(nn.Module):")
+    assert "identity = x" in cls and "x + " not in cls.split("identity")[0]
+    assert [m.code for m in q.modules] == [
+        "nn.Sequential(*[ResidualBlock() for _ in range(4)])"]
+    assert q.body == ["x = self.blocks(x)"]
+    assert q.renames["l4.weight"] == "blocks.1.bn.weight"

@@ -38,6 +38,9 @@ Examples:
                    "directory), one subdirectory per model.")
 @click.option("--class-name", help="Name of the generated nn.Module class "
                                    "(default: from the Keras model name).")
+@click.option("--flat", is_flag=True,
+              help="One straight-line forward: repeated blocks are not "
+                   "folded into classes.")
 @layout_option
 @weights_format_option
 @click.option("--verify", is_flag=True,
@@ -62,7 +65,7 @@ Examples:
               help="Batch summary on stdout: a table, or JSON.")
 def convert(models, weights, outdir, class_name, layout, weights_format,
             verify, per_layer, atol, report_format, force, rule_files,
-            custom_objects, jobs, quiet, fmt):
+            custom_objects, jobs, quiet, fmt, flat):
     """Convert MODEL (.keras, .h5, or a JSON config with --weights).
 
     With several MODELs or a directory, every model found is converted into
@@ -80,6 +83,8 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
     batch = len(models) > 1 or (Path(models[0]).is_dir()
                                 and not is_savedmodel(models[0]))
     if batch:
+        if flat:
+            raise click.UsageError("--flat converts one model at a time")
         if weights is not None:
             raise click.UsageError(
                 "--weights takes one model; in a batch, a JSON config's "
@@ -93,12 +98,12 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
                       fmt=fmt)
     return _single(models[0], weights, outdir, class_name, layout,
                    weights_format, verify, per_layer, atol, report_format,
-                   force, rules, custom_objects)
+                   force, rules, custom_objects, flat)
 
 
 def _single(model, weights, outdir, class_name, layout, weights_format,
             verify, per_layer, atol, report_format, force, rules,
-            custom_objects):
+            custom_objects, flat=False):
     import migrate
     from migrate.errors import ConversionError, UnsupportedLayers
     for path in (model, weights):
@@ -109,7 +114,7 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
     try:
         conv = migrate.convert(model, weights, class_name=class_name,
                                layout=layout, weights_format=weights_format,
-                               rules=rules)
+                               rules=rules, flat=flat)
         parity = None
         if verify:
             parity = migrate.verify(model, conv, weights, atol=atol,

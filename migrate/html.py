@@ -122,7 +122,7 @@ def render_html(inspection: dict, report: dict | None = None,
            + (escape(f" · keras2torch {report['tool']['version']}")
               if report and report.get("tool") else "") + "</p>"]
     counts = {s: statuses.count(s) for s in STATUS_COLOURS}
-    params = sum(r["params"] for r in rows)
+    params = inspection.get("params", sum(r["params"] for r in rows))
     cards = [(len(rows), "layer calls"), (f"{params:,}", "parameters")]
     cards += [(counts[s], s) for s in STATUS_COLOURS if counts[s]]
     if parity:

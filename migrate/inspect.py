@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConversionError, UnsupportedLayers
 from .graph import Graph, GraphOutput, TensorRef
+from .params import layer_params, model_params
 from .translate import Options, Program, Translator
 
 __all__ = ["Inspection", "LayerRow", "Trace", "describe_rules",
@@ -124,6 +125,7 @@ class Inspection:
     rows: list[LayerRow]
     problems: list[tuple[str, str, str]]
     warnings: list[str]
+    params: int = 0  # Keras's count for the model (each layer once)
 
     @property
     def supported(self) -> bool:
@@ -132,7 +134,8 @@ class Inspection:
     def to_dict(self) -> dict:
         return {"path": self.path, "model_name": self.model_name,
                 "format": self.format, "keras_version": self.keras_version,
-                "supported": self.supported, "inputs": self.inputs,
+                "supported": self.supported, "params": self.params,
+                "inputs": self.inputs,
                 "outputs": self.outputs,
                 "layers": [r.to_dict() for r in self.rows],
                 "unsupported": [{"layer": n, "class_name": c, "reason": r}
@@ -184,7 +187,7 @@ def _table(path, graph: Graph, tr: Trace, fmt, version) -> Inspection:
         rows.append(LayerRow(
             node=node.id, keras_name=layer.name,
             class_name=layer.class_name, output_shapes=shapes,
-            params=sum(_size(e.array.shape) for e in layer.weights.entries),
+            params=layer_params(layer),
             rule=rule.name if rule is not None else None,
             status=status, reason=reason,
             torch_name=decl.attr if decl is not None else None,
@@ -196,14 +199,8 @@ def _table(path, graph: Graph, tr: Trace, fmt, version) -> Inspection:
                  "dtype": gi.dtype} for gi in graph.inputs],
         outputs=[{"name": go.name, "node": go.ref.node}
                  for go in graph.outputs],
-        rows=rows, problems=list(tr.problems), warnings=list(t.warnings))
-
-
-def _size(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+        rows=rows, problems=list(tr.problems), warnings=list(t.warnings),
+        params=model_params(graph.layers()))
 
 
 # -- the rule table, for people ---------------------------------------------

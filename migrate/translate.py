@@ -23,6 +23,7 @@ from .rules.base import HOLE, IN, TMP, Call, Emit, Refused, Tensor
 from .emit.names import Namespace, class_identifier, comment_text
 from .compose import _atomic, fill, subst  # noqa: F401 (_atomic: tests)
 from .masks import Masks, keras3_run_order
+from .params import layer_params
 
 LINE = 79
 INDENT = 8  # forward body
@@ -66,6 +67,7 @@ class LayerRecord:
     class_name: str
     rule: str
     torch_name: str | None
+    params: int = 0  # Keras's count (migrate.params)
 
 
 @dataclass
@@ -334,7 +336,8 @@ class Translator:
         self._declare(layer, attr, emit)
         self.layers.setdefault(layer.name, LayerRecord(
             layer.name, layer.class_name, rule.name,
-            attr if (emit.module or emit.state) else None))
+            attr if (emit.module or emit.state) else None,
+            layer_params(layer)))
         self.helpers.update(emit.helpers)
         try:
             self._statement(node, call, emit)

@@ -126,15 +126,16 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
             write_report(conv, outdir, model, weights, rules)
     except UnsupportedLayers as exc:  # the model fails: exit 1
         raise Failure(str(exc)) from None
+    except UnsupportedLayers as exc:  # the model fails: exit 1
+        raise Failure(str(exc)) from None
     except ConversionError as exc:
         raise Error(str(exc)) from None
     except (OSError, MemoryError) as exc:
         raise Error(f"{type(exc).__name__}: {exc}") from None
     report = conv.report
+    params = sum(layer["params"] for layer in report["layers"])
     click.echo(f"wrote {Path(outdir)}/ ({report['module']['class_name']}, "
-               f"{len(report['layers'])} layers, "
-               f"{conv.num_values:,} "
-               f"values)", err=True)
+               f"{len(report['layers'])} layers, {params:,} parameters)")
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)
     if parity is not None:
@@ -223,11 +224,11 @@ def _summary_table(results, verify):
     rows, styles = [], []
     for r in results:
         p = r.parity
-        detail = r.error or ""
+        detail = r.reason or ""
         if r.status == "ok" and r.report is not None:
             detail = (f"{r.report['module']['class_name']}, "
                       f"{len(r.report['layers'])} layers")
-        rows.append([r.status, rel(r.source),
+        rows.append([r.status, rel(r.path),
                      rel(r.outdir) if r.outdir else "-",
                      fmt_err(p["max_abs_err"]) if p else "-", detail])
         styles.append(_STYLES[r.status])

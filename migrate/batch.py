@@ -67,16 +67,37 @@ class BatchResult:
     ``fail`` (unsupported layers: nothing written; or parity above ``atol``:
     written, as ``keras2torch convert --verify`` does), ``error`` (could not
     be read or written), ``skipped`` (found in a directory, not a model).
+    ``path``, ``reason`` and ``category`` mean what they mean in
+    ``keras2torch check`` (:class:`migrate.check.ModelResult`); ``source``
+    and ``error`` are their names before 0.2, kept as aliases for one
+    release (attributes and JSON keys).
     """
 
-    source: str
+    path: str
     status: str
     outdir: str | None = None
     weights: str | None = None
-    error: str | None = None  # one line, when status is not ok
+    reason: str | None = None  # one line, when status is not ok
+    # which step failed: unsupported, parity, read, verify, write,
+    # internal, not a model (check's categories)
+    category: str | None = None
     error_type: str | None = None  # ConversionError, UnsupportedLayers, ...
     report: dict | None = None  # conversion.json content, when converted
     seconds: float = 0.0
+
+    @property
+    def source(self) -> str:
+        """Alias of ``path`` (before 0.2)."""
+        return self.path
+
+    @property
+    def error(self) -> str | None:
+        """Alias of ``reason`` (before 0.2)."""
+        return self.reason
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self.reason = value
 
     @property
     def ok(self) -> bool:
@@ -94,6 +115,7 @@ class BatchResult:
         parity = report.get("parity")
         d["max_abs_err"] = parity["max_abs_err"] if parity else None
         d["warnings"] = list(report.get("warnings") or [])
+        d["source"], d["error"] = d["path"], d["reason"]  # aliases, < 0.2
         return d
 
 
@@ -141,7 +163,8 @@ def convert_many(sources, outdir, *, jobs: int | None = None,
     work = []
     for i, (f, name) in enumerate(zip(found, names)):
         if f.skip:
-            results[i] = BatchResult(str(f.path), "skipped", error=f.skip)
+            results[i] = BatchResult(str(f.path), "skipped", reason=f.skip,
+                                     category="not a model")
         else:
             work.append((i, Job(str(f.path), None if f.weights is None
                                 else str(f.weights), str(outdir / name),
@@ -227,6 +250,7 @@ def convert_job(job: Job) -> BatchResult:
     force = opts.pop("force", False)
     report = opts.pop("report", None)
     packs = opts.pop("_packs", ())
+    step = "read"
     try:
         from .userrules import resolve_rules
         opts["rules"] = resolve_rules(opts.get("rules"))
@@ -241,15 +265,19 @@ def convert_job(job: Job) -> BatchResult:
         if not Path(job.source).exists():
             raise ConversionError(f"{job.source}: no such file")
         if Path(job.outdir).exists() and not force:
-            raise ConversionError(f"{job.outdir} already exists (use "
-                                  "force=True / --force to replace it)")
+            step = "write"
+            raise ConversionError(f"{job.outdir} already exists (replace "
+                                  "it with force=True, --force on the "
+                                  "command line)")
         conv = convert(job.source, job.weights, **opts)
         parity = None
         if job.verify:
             from .verify import verify
+            step = "verify"
             parity = verify(job.source, conv, job.weights, atol=atol,
                             per_layer=per_layer, rules=conv.rules,
                             custom_objects=objects)
+        step = "write"
         conv.save(job.outdir, force=force)
         r.report = conv.report
         if report == "html":
@@ -257,28 +285,62 @@ def convert_job(job: Job) -> BatchResult:
             write_report(conv, job.outdir, job.source, job.weights,
                          conv.rules)
         if parity is not None and not parity["passed"]:
-            r.status, r.error_type = "fail", "ParityError"
-            r.error = (f"parity failed: max abs err "
-                       f"{parity['max_abs_err']:.3g} > atol {atol:g}")
+            r.status, r.category = "fail", "parity"
+            r.error_type = "ParityError"
+            r.reason = (f"parity failed: max abs err "
+                        f"{parity['max_abs_err']:.3g} > atol {atol:g}")
     except UnsupportedLayers as exc:
-        r.status, r.error, r.error_type = "fail", str(exc), type(exc).__name__
-        r.outdir = None
+        r.status, r.reason, r.category = "fail", str(exc), "unsupported"
+        r.error_type, r.outdir = type(exc).__name__, None
     except ConversionError as exc:
-        r.status, r.error, r.error_type = "error", str(exc), \
-            type(exc).__name__
-        r.outdir = None
+        r.status, r.reason, r.category = "error", str(exc), step
+        r.error_type, r.outdir = type(exc).__name__, None
     except Exception as exc:  # a bug in keras2torch: report, go on
-        r.status, r.error_type = "error", type(exc).__name__
-        r.error = f"internal error: {type(exc).__name__}: {exc}"
-        r.outdir = None
+        r.status, r.category = "error", "internal"
+        r.error_type, r.outdir = type(exc).__name__, None
+        r.reason = f"internal error: {type(exc).__name__}: {exc}"
     r.seconds = round(time.perf_counter() - start, 3)
     return r
 
 
 def _crashed(job: Job, exc: BaseException) -> BatchResult:
     return BatchResult(job.source, "error", None, job.weights,
-                       error=f"worker failed: {type(exc).__name__}: {exc}",
+                       reason=crash_reason(exc), category="internal",
                        error_type=type(exc).__name__)
+
+
+def crash_reason(exc: BaseException) -> str:
+    """Why a job's worker gave no result, and what to do about it."""
+    from concurrent.futures.process import BrokenProcessPool
+    if not isinstance(exc, BrokenProcessPool):
+        return f"worker failed: {type(exc).__name__}: {exc}"
+    script = _unguarded_main()
+    if script is not None:
+        return (f"a worker process died (BrokenProcessPool): each worker "
+                f"imports your script {script}, which has no 'if __name__ "
+                f"== \"__main__\":' block; put the code that starts the "
+                "batch under one")
+    return ("a worker process died (BrokenProcessPool): a model crashed it "
+            "or memory ran out; run the batch with jobs=1 (-j 1) to see "
+            "which model")
+
+
+def _unguarded_main() -> str | None:
+    """The path of the ``__main__`` script when it is a file that the
+    workers import (spawn, forkserver) and has no ``__name__ ==
+    "__main__"`` test, so its top-level code runs again in each worker."""
+    import sys
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):  # an interactive session
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None if re.search(r"__name__\s*==|==\s*__name__", text) \
+        else path
 
 
 # -- running ----------------------------------------------------------------

@@ -311,9 +311,9 @@ def check(paths, *, verify: bool | None = None, atol: float | None = None,
 
 
 def _crashed(job: Job, exc: BaseException) -> ModelResult:
-    return ModelResult(job.path, "error", f"worker failed: "
-                       f"{type(exc).__name__}: {exc}", category="internal",
-                       weights=job.weights)
+    from .batch import crash_reason
+    return ModelResult(job.path, "error", crash_reason(exc),
+                       category="internal", weights=job.weights)
 
 
 def check_one(job: Job) -> ModelResult:

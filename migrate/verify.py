@@ -296,8 +296,9 @@ def _keras_error(line: str) -> str:
     if "Could not locate class" in line:
         line = line.split(" Make sure custom classes")[0]
         line += (" (Keras needs the model's custom layer classes to run it: "
-                 "give the Python file that defines them with "
-                 "--custom-objects FILE.py, or do not verify)")
+                 "give the Python file that defines them, custom_objects="
+                 "[FILE.py] (--custom-objects FILE.py on the command "
+                 "line), or do not verify)")
     return line
 
 

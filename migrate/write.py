@@ -24,8 +24,8 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
     from .api import WEIGHT_FILES
     outdir = Path(outdir)
     if outdir.exists() and not force:
-        raise ConversionError(f"{outdir} already exists (use --force to "
-                              "replace it)")
+        raise ConversionError(f"{outdir} already exists (replace it with "
+                              "force=True, --force on the command line)")
     if outdir.exists() and not outdir.is_dir():
         raise ConversionError(f"{outdir} exists and is not a directory")
     parent = outdir.absolute().parent

@@ -183,7 +183,7 @@ def _read_json(path, weights, files):
             "weights file too (a save_weights .h5 or .weights.h5)")
     if not os.path.exists(weights):
         raise ConversionError(f"{weights}: weights file not found")
-    if sniff(weights) != "hdf5":
+    if _sniff_weights(weights) != "hdf5":
         raise ConversionError(
             f"{weights}: weights must be an HDF5 file written by "
             "save_weights (a .keras archive is a whole model: convert it "
@@ -208,6 +208,19 @@ def _read_json(path, weights, files):
     else:
         attach_v3(spec, f, weights, graph.keras_major)
     return fmt, version, graph
+
+
+def _sniff_weights(weights) -> str:
+    """:func:`sniff` for the weights of a JSON config: a refusal names
+    what a weights file must be, not what a model file is."""
+    try:
+        return sniff(weights)
+    except ConversionError as exc:
+        if "not a Keras model" not in str(exc):
+            raise  # no such file, empty, cannot read: true of any file
+        raise ConversionError(
+            f"{weights}: is not a Keras weights file (expected an HDF5 "
+            "file written by save_weights: .weights.h5 or .h5)") from None
 
 
 def _no_weights_arg(path, weights, what):

@@ -73,6 +73,7 @@ class Wanted:
     # node id -> ([(input shape, dtype)], [output shape] or None)
     calls: dict = field(default_factory=dict)
     existing: str | None = None  # the rule it would override (--layer)
+    num_outputs: int = 1  # the most outputs a call of it has
 
 
 def rule_skeleton(path, weights=None, *, layer: str | None = None,
@@ -176,6 +177,8 @@ def _probe(graph: Graph, table: dict, wanted: list[Wanted],
         pass  # recorded as far as it went
     for w in wanted:  # calls the translation did not reach
         for node in graph.nodes:
+            if node.layer in w.layers:
+                w.num_outputs = max(w.num_outputs, node.num_outputs)
             if node.layer in w.layers and node.id not in w.calls:
                 ins = recorded.get(("in", *_keras_node(node)))
                 w.calls[node.id] = ([(s, "?") for s in ins or []],
@@ -476,7 +479,8 @@ def _calls_comment(w: Wanted) -> list[str]:
                           for s, d in ins) or "?"
             o = ", ".join(_shape_text(s) for s in outs) if outs else \
                 "? (not recorded in this file)"
-            out.append(f"#   {comment_text(nid)}: input {i} -> output {o}")
+            out += ["#  " + c[1:] for c in _comment(
+                f"{comment_text(nid)}: input {i} -> output {o}", 73)]
     return out
 
 
@@ -596,6 +600,8 @@ def _example(w: Wanted, n_in: int, variables: list[str]) -> list[str]:
                for ins, outs in w.calls.values()) and w.calls
     shape = "x.shape" if same and n_in == 1 else "out_shape"
     x = "x" if n_in == 1 else "inputs[0]"
+    n_out = max([w.num_outputs] + [len(outs) for _, outs in
+                                   w.calls.values() if outs])
     lines = ["    # Then return what the layer computes, for example:"]
     if shape == "out_shape":
         lines.append("    # out_shape = ...  # the Keras output shape, as "
@@ -608,6 +614,10 @@ def _example(w: Wanted, n_in: int, variables: list[str]) -> list[str]:
                   f"    # return Emit([Out(chain(code), {shape}, "
                   f"{x}.layout)],",
                   "    #             module=module, state=state)"]
+    elif n_out > 1:
+        lines += [f'    # return Emit([Out(chain(f"{{{x}.expr}} * 2.0"), '
+                  f"{shape}, {x}.layout),",
+                  f"    #              ...])  # one Out per output ({n_out})"]
     else:
         lines.append(f'    # return Emit([Out(chain(f"{{{x}.expr}} * 2.0"), '
                      f"{shape}, {x}.layout)])")

@@ -166,6 +166,42 @@ def test_the_whole_walk_verified_against_keras(case, tmp_path, monkeypatch):
     assert err <= 1e-5
 
 
+@pytest.mark.parametrize("case", ["k3_custom_multi", "k2_custom_multi"])
+def test_several_inputs_outputs_calls_and_a_nested_layer(case, tmp_path):
+    """PairMix: two inputs, two outputs, called twice on other shapes;
+    PlainScale inside a nested Sequential."""
+    model = model_path(case, "keras")
+    text = rule_skeleton(model)
+    assert "inputs = call.inputs  # 2 tensors" in text
+    assert "alpha = call.get('alpha', 0.3)" in text
+    assert "factor = call.get('factor', 2.5)" in text
+    assert "one Out per output (2)" in text
+    assert "#   mix: input (None, 6) float32, (None, 6) float32 -> output" \
+        in text and "#   mix#1: input " in text
+    if case.startswith("k2"):  # after PairMix: Keras 2 records no shapes
+        assert "#   inner/inner_scale: input ? -> output ?" in text
+    else:
+        assert "#   inner/inner_scale: input (None, 4) float32" in text
+        assert "mix#1: input (None, 4) float32, (None, 4) float32 -> " \
+            "output (None, 4),\n#     (None, 4)" in text
+    text = text.replace("    fill_me_in('the rule for fixtures>PairMix')\n",
+                        textwrap.indent(textwrap.dedent('''\
+        a, b = inputs
+        return Emit([Out(chain(f"{a.expr} * {alpha} + {b.expr}"), a.shape,
+                         a.layout),
+                     Out(chain(f"{a.expr} - {b.expr}"), a.shape, a.layout)])
+        '''), "    "))
+    text = text.replace("    fill_me_in('the rule for fixtures>PlainScale')\n",
+                        '    return Emit([Out(chain(f"{x.expr} * {factor}"), '
+                        'x.shape, x.layout)])\n')
+    (tmp_path / "rules.py").write_text(text)
+    conv = migrate.convert(model, rules=load_rule_files([tmp_path /
+                                                         "rules.py"]))
+    with np.load(fixture_dir(case) / "reference.npz") as ref:
+        got = run_port(conv, [ref["in_0"], ref["in_1"]])[0]
+        assert float(np.abs(got - ref["out_0"]).max()) <= 1e-5
+
+
 def test_the_committed_answer_converts_every_format():
     rules = load_rule_files([ANSWER])
     for case, fmt in PORTS:

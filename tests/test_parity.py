@@ -45,10 +45,11 @@ def _custom_rules():
 CUSTOM_RULES = _custom_rules()
 # The custom-layer path's fixtures: the rule file `keras2torch rules new`
 # wrote, filled in (tests/test_custom_path.py).
-CUSTOM_RULES.update(dict.fromkeys(
-    ["k2_custom_port", "k3_custom_port"],
-    load_rule_files([Path(__file__).with_name("data")
-                     / "custom_port_rules.py"])))
+for _name in ("custom_port", "custom_multi"):
+    CUSTOM_RULES.update(dict.fromkeys(
+        [f"k2_{_name}", f"k3_{_name}"],
+        load_rule_files([Path(__file__).with_name("data")
+                         / f"{_name}_rules.py"])))
 ATOL = 1e-5
 # A case may set a looser atol only with its reason written here:
 # {"k3_case": "why float32 cannot match closer"}.

@@ -49,6 +49,10 @@ Examples:
 @click.option("--per-layer", is_flag=True,
               help="With --verify: compare every layer's output and name "
                    "the first that diverges.")
+@click.option("--training", is_flag=True,
+              help="With --verify: also one train-mode step (dropout off): "
+                   "outputs, every parameter's gradient and the running "
+                   "statistics against Keras's.")
 @atol_option
 @click.option("--report", "report_format", type=click.Choice(["html"]),
               help="Also write report.html beside the port: the layer "
@@ -65,7 +69,7 @@ Examples:
               help="Batch summary on stdout: a table, or JSON.")
 def convert(models, weights, outdir, class_name, layout, weights_format,
             verify, per_layer, atol, report_format, force, rule_files,
-            custom_objects, jobs, quiet, fmt, flat):
+            custom_objects, jobs, quiet, fmt, flat, training):
     """Convert MODEL (.keras, .h5, or a JSON config with --weights).
 
     With several MODELs or a directory, every model found is converted into
@@ -76,6 +80,8 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
         raise click.UsageError("--per-layer needs --verify")
     if custom_objects and not verify:
         raise click.UsageError("--custom-objects needs --verify")
+    if training and not verify:
+        raise click.UsageError("--training needs --verify")
     if atol is None:
         atol = 1e-4
     rules = load_rules(rule_files)  # a bad file fails before any work
@@ -85,6 +91,8 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
     if batch:
         if flat:
             raise click.UsageError("--flat converts one model at a time")
+        if training:
+            raise click.UsageError("--training verifies one model at a time")
         if weights is not None:
             raise click.UsageError(
                 "--weights takes one model; in a batch, a JSON config's "
@@ -98,12 +106,12 @@ def convert(models, weights, outdir, class_name, layout, weights_format,
                       fmt=fmt)
     return _single(models[0], weights, outdir, class_name, layout,
                    weights_format, verify, per_layer, atol, report_format,
-                   force, rules, custom_objects, flat)
+                   force, rules, custom_objects, flat, training)
 
 
 def _single(model, weights, outdir, class_name, layout, weights_format,
             verify, per_layer, atol, report_format, force, rules,
-            custom_objects, flat=False):
+            custom_objects, flat=False, training=False):
     import migrate
     from migrate.errors import ConversionError, UnsupportedLayers
     for path in (model, weights):
@@ -119,7 +127,8 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
         if verify:
             parity = migrate.verify(model, conv, weights, atol=atol,
                                     per_layer=per_layer, rules=rules,
-                                    custom_objects=custom_objects)
+                                    custom_objects=custom_objects,
+                                    training=training)
         conv.save(outdir, force=force)
         if report_format == "html":
             from migrate.html import write_report
@@ -145,6 +154,16 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
                        f"{row['max_rel_err']:.3g}")
         if per_layer:
             click.echo(per_layer_line(parity))
+        train = parity.get("training")
+        if train:
+            click.echo(f"training step: output max rel err "
+                       f"{train['max_rel_err']:.3g}, gradients max rel err "
+                       f"{train['max_grad_rel_err']:.3g} "
+                       f"({len(train['gradients'])} parameters)")
+            if not train["passed"]:
+                click.echo("error: training parity failed (> 1e-05 "
+                           "relative)", err=True)
+                sys.exit(1)
         if not parity["passed"]:
             click.echo(f"error: parity failed: max abs err "
                        f"{parity['max_abs_err']:.3g} > atol {atol:g}",

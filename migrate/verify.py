@@ -337,7 +337,8 @@ def compare(keras_outs, port_outs, names, atol: float) -> dict:
 
 def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
            seed: int = 0, batch: int = 2, per_layer: bool = False,
-           rules: dict | None = None, custom_objects=()) -> dict:
+           rules: dict | None = None, custom_objects=(),
+           training: bool = False) -> dict:
     """Run Keras and the port on the same seeded inputs; return the parity
     figures (also stored on ``conversion.parity``).
 
@@ -345,7 +346,10 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
     magnitude.  ``per_layer`` adds ``layers`` (one row per layer call) and
     ``first_divergence`` (see the module doc); ``rules`` are the extra
     rules the conversion used; ``custom_objects`` Python files that define
-    the model's custom Keras classes (see :func:`run_keras`).  Raises
+    the model's custom Keras classes (see :func:`run_keras`).
+    ``training`` adds ``training``: one train-mode step's outputs,
+    gradients and buffers against Keras's (:mod:`migrate.verify_train`).
+    Raises
     :class:`VerifyUnavailable` without TensorFlow.
     """
     if conversion is None:
@@ -377,6 +381,11 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
         ported = run_traced(model_path, weights, conversion, inputs, rules)
         result.update(compare_layers(recorded, ported, atol,
                                      result["passed"]))
+    if training:
+        from .verify_train import train_parity
+        result["training"] = train_parity(conversion, model_path, weights,
+                                          major, inputs, seed, atol=1e-5,
+                                          custom_objects=custom_objects)
     conversion.parity = result
     return result
 

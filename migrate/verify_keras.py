@@ -46,6 +46,7 @@ def main(argv=None):
     p.add_argument("--major", type=int, default=3)
     p.add_argument("--taps")
     p.add_argument("--custom-objects", action="append", default=[])
+    p.add_argument("--train")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -74,6 +75,11 @@ def main(argv=None):
         model = cpu_twin(keras, model, a.model)
     with np.load(a.inputs, allow_pickle=False) as data:
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
+    if a.train:  # one training-mode step instead (see train_step)
+        train_step(model, model_args(model, inputs), a.train, a.outputs,
+                   a.major)
+        print(keras.__version__)
+        return
     records = _tap(model) if a.taps else None
     outs = run_model(model, model_args(model, inputs))
     if isinstance(outs, dict):  # flattened as Keras flattens: sorted keys
@@ -102,6 +108,85 @@ def _uses_keras_hub(path):
     except (OSError, KeyError, zipfile.BadZipFile):
         return False
     return b"keras_hub" in text or b"keras_nlp" in text
+
+
+_RATES = ("rate", "dropout", "recurrent_dropout", "stddev")
+
+
+def _no_dropout(model):
+    """Every dropout and noise rate of ``model``'s layers (nested ones and
+    RNN cells too) set to 0 on the loaded instances: the user's file is not
+    touched.  Returns how many rates were set."""
+    seen, count = set(), 0
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for name in _RATES:
+            value = getattr(layer, name, None)
+            if isinstance(value, (int, float)) and not isinstance(
+                    value, bool) and value:
+                try:
+                    setattr(layer, name, 0.0)
+                    count += 1
+                except AttributeError:  # a read-only property
+                    pass
+        for attr in ("cell", "layer", "forward_layer", "backward_layer"):
+            sub = getattr(layer, attr, None)
+            if sub is not None and hasattr(sub, "__dict__"):
+                stack.append(sub)
+        stack.extend(getattr(layer, "cells", None) or [])
+        try:
+            stack.extend(layer._flatten_layers(include_self=False))
+        except Exception:  # noqa: BLE001 -- not a layer container
+            pass
+    return count
+
+
+def train_step(model, args, weights_file, out_file, major):
+    """One forward in training mode (dropout and noise rates 0) with
+    ``loss = sum_i sum(output_i * r_i)`` (``r_i`` from ``weights_file``),
+    its gradient w.r.t. every trainable variable (``tf.GradientTape``), and
+    every variable after the step (BatchNorm's moving statistics move).
+    Writes ``out_i``, ``grad_k``, ``after_k`` and ``index`` (JSON:
+    ``{"grads": [path...], "after": [path...]}``, Keras's own paths)."""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    with np.load(weights_file, allow_pickle=False) as data:
+        rs = [data[f"r_{i}"] for i in range(len(data.files))]
+    _no_dropout(model)
+
+    def path(v):
+        return v.path if major >= 3 else v.name.split(":")[0]
+
+    with tf.GradientTape() as tape:
+        outs = model(args, training=True)
+        if isinstance(outs, dict):
+            outs = [outs[k] for k in sorted(outs)]
+        if not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64) * r)
+                         for o, r in zip(outs, rs)])
+    variables = list(model.trainable_variables)
+    grads = tape.gradient(loss, [getattr(v, "value", v) if major >= 3
+                                 else v for v in variables])
+    arrays = {f"out_{i}": np.asarray(o) for i, o in enumerate(outs)}
+    names = {"grads": [], "after": []}
+    for v, g in zip(variables, grads):
+        if g is None:
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            g = tf.convert_to_tensor(g)
+        arrays[f"grad_{len(names['grads'])}"] = np.asarray(g)
+        names["grads"].append(path(v))
+    for v in model.weights:
+        arrays[f"after_{len(names['after'])}"] = np.asarray(v)
+        names["after"].append(path(v))
+    arrays["index"] = np.array(json.dumps(names))
+    np.savez(out_file, **arrays)
 
 
 def _import_file(path):

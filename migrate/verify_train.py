@@ -1,0 +1,164 @@
+"""Train-mode parity: one step of the port in ``train()`` against Keras's
+``training=True`` (``verify(..., training=True)``, ``--verify --training``).
+
+Dropout and noise rates are set to 0 on both sides without touching the
+user's file (Keras: on the loaded layers, in the verify process; the port:
+on its modules).  BatchNorm then runs on batch statistics on both sides.
+The scalar loss is ``sum_i sum(output_i * r_i)`` with seeded ``r_i``, so
+every output element gets its own gradient.  Compared, each relative to
+the Keras value's scale (its largest magnitude):
+
+* the outputs;
+* the gradient of every parameter: Keras's gradients (``tf.GradientTape``,
+  keyed by the variables' Keras paths) are mapped with
+  :meth:`migrate.api.Conversion.map_arrays` -- the transforms of the
+  weights -- onto the state-dict keys;
+* the buffers after the step (BatchNorm's running statistics), mapped the
+  same way.  torch updates ``running_var`` with the *unbiased* batch
+  variance and Keras with the biased one; the difference is reported as
+  measured, not hidden (``buffers``).
+
+Parameters that get no Keras gradient (no Keras variable, such as the
+second bias torch's LSTM has) are listed in ``unmapped``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConversionError
+
+TOL = 1e-5
+_RATES = ("p", "rate", "stddev", "dropout", "recurrent_dropout")
+
+
+def no_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability and noise scale of ``model`` to 0;
+    returns how many were set."""
+    count = 0
+    for m in model.modules():
+        for name in _RATES:
+            value = getattr(m, name, None)
+            if isinstance(value, float) and value:
+                setattr(m, name, 0.0)
+                count += 1
+    return count
+
+
+def _rel(keras: np.ndarray, port: np.ndarray) -> dict:
+    k = np.asarray(keras, np.float64)
+    t = np.asarray(port, np.float64)
+    if k.shape != t.shape:
+        raise ConversionError(f"shape {t.shape} vs Keras {k.shape}")
+    err = float(np.abs(k - t).max()) if k.size else 0.0
+    scale = float(np.abs(k).max()) if k.size else 0.0
+    return {"max_abs_err": err, "max_rel_err": err / scale if scale else err}
+
+
+def run_keras_step(model_path, weights, major, inputs, rs, custom_objects=()):
+    """Keras's outputs, ``{path: gradient}`` and ``{path: value after}``."""
+    import importlib
+    v = importlib.import_module("migrate.verify")  # the module, not the
+    # function migrate.verify
+    if not v.verify_available():
+        raise v.VerifyUnavailable("cannot verify: TensorFlow is not "
+                                  "installed (pip install 'keras2torch"
+                                  "[verify]')")
+    with tempfile.TemporaryDirectory(prefix="keras2torch-train-") as tmp:
+        src, dst, rfile = (Path(tmp, n) for n in ("in.npz", "out.npz",
+                                                  "r.npz"))
+        np.savez(src, **{f"in_{i}": a for i, a in enumerate(inputs)})
+        np.savez(rfile, **{f"r_{i}": r for i, r in enumerate(rs)})
+        cmd = [sys.executable, str(v.RUNNER), os.fspath(model_path),
+               str(src), str(dst), "--major", str(major), "--train",
+               str(rfile)]
+        if weights:
+            cmd += ["--weights", os.fspath(weights)]
+        for path in custom_objects or ():
+            cmd += ["--custom-objects", os.path.abspath(path)]
+        server = v._server(major)
+        if server is not None:
+            server.run(cmd[2:])
+        else:
+            import subprocess
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env=v._keras_env(), timeout=900)
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                raise ConversionError(f"Keras could not run a training "
+                                      f"step: {v._keras_error(last)}")
+        with np.load(dst, allow_pickle=False) as data:
+            index = json.loads(str(data["index"]))
+            outs = [data[f"out_{i}"] for i in range(
+                sum(1 for f in data.files if f.startswith("out_")))]
+            grads = {p: data[f"grad_{i}"]
+                     for i, p in enumerate(index["grads"])}
+            after = {p: data[f"after_{i}"]
+                     for i, p in enumerate(index["after"])}
+    return outs, grads, after
+
+
+def port_step(conv, inputs, rs):
+    """The port's outputs (Keras layout), ``{key: grad}`` and buffers after
+    one training-mode forward and backward."""
+    model = conv.module().train()
+    no_dropout(model)
+    args = [torch.from_numpy(a).permute(*t.layout.perm)
+            for a, t in zip(inputs, conv.program.inputs)]
+    outs = model(*args)
+    if not isinstance(outs, tuple):
+        outs = (outs,)
+    keras_outs, loss = [], 0
+    for o, t, r in zip(outs, conv.program.outputs, rs):
+        back = [t.layout.perm.index(i) for i in range(len(t.layout.perm))]
+        o = o.permute(*back)
+        keras_outs.append(o.detach().numpy())
+        loss = loss + (o.double() * torch.from_numpy(r)).sum()
+    loss.backward()
+    grads = {k: p.grad.numpy() for k, p in model.named_parameters()
+             if p.grad is not None}
+    buffers = {k: b.numpy() for k, b in model.named_buffers()}
+    return keras_outs, grads, buffers
+
+
+def train_parity(conv, model_path, weights, major, inputs, seed=0,
+                 atol: float = TOL, custom_objects=()) -> dict:
+    """The ``training`` section of the parity report (see the module doc)."""
+    names = [t.name for t in conv.program.outputs]
+    rs = _weights_for(conv, inputs, np.random.default_rng(seed + 1))
+    k_outs, k_grads, k_after = run_keras_step(
+        model_path, weights, major, inputs, rs, custom_objects)
+    t_outs, t_grads, t_buffers = port_step(conv, inputs, rs)
+    outputs = [dict(name=n, **_rel(k, t))
+               for n, k, t in zip(names, k_outs, t_outs)]
+    mapped = conv.map_arrays(k_grads)
+    grads = {}
+    for key, g in t_grads.items():
+        if key in mapped:
+            grads[key] = _rel(mapped[key].numpy(), g)
+    unmapped = sorted(set(t_grads) - set(grads))
+    after = conv.map_arrays(k_after)
+    buffers = {key: _rel(after[key].numpy(), b)
+               for key, b in t_buffers.items() if key in after}
+    worst_out = max((o["max_rel_err"] for o in outputs), default=0.0)
+    worst_grad = max((g["max_rel_err"] for g in grads.values()),
+                     default=0.0)
+    return {
+        "dropout": "rates set to 0 on both sides",
+        "outputs": outputs, "max_rel_err": worst_out,
+        "gradients": grads, "max_grad_rel_err": worst_grad,
+        "unmapped": unmapped, "buffers": buffers,
+        "passed": worst_out <= atol and worst_grad <= atol}
+
+
+def _weights_for(conv, inputs, rng):
+    """Seeded loss weights, one array per output in Keras layout (shapes
+    from a no-grad forward of the port)."""
+    from .verify import run_port
+    return [rng.standard_normal(o.shape) for o in run_port(conv, inputs)]

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from ...layout import identity
 from ..base import HOLE, IN, Emit, Out
-from ..common import as_f32, lit
+from ..common import lit
 from ..registry import rule
-from .weights import HubWeights, input_ids
+from .weights import HubWeights, input_ids, stored, transposed
 
 REVERSIBLE_EMBEDDING = '''\
 class ReversibleEmbedding(nn.Embedding):
@@ -50,7 +50,7 @@ def reversible_embedding(call):
                     "only float32 logits are supported")
     w = HubWeights(call)
     table = w.array("", 0, (n, dim))
-    state = {"weight": lambda: as_f32(table.read())}
+    state = {"weight": stored(table)}
     helpers = {}
     if tied:
         module = f"nn.Embedding({n}, {dim})"
@@ -58,7 +58,7 @@ def reversible_embedding(call):
         module = f"ReversibleEmbedding({n}, {dim})"
         helpers["ReversibleEmbedding"] = REVERSIBLE_EMBEDDING
         back = w.array("", 1, (dim, n))
-        state["reverse_weight"] = lambda: as_f32(back.read().T)
+        state["reverse_weight"] = transposed(back)
     x = call.inputs[0]
     if call.node.kwargs.get("reverse", False) is True or (
             len(call.node.args) > 1 and call.node.args[1] is True):
@@ -104,4 +104,4 @@ def position_embedding(call):
     code = f"self.{call.attr}.weight[:{x.expr}.shape[-2]].expand_as({x.expr})"
     return Emit([Out([code], x.shape, x.layout)],
                 module=f"nn.Embedding({length}, {dim})",
-                state={"weight": lambda: as_f32(table.read())})
+                state={"weight": stored(table)})

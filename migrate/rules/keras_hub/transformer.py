@@ -7,7 +7,8 @@ code of that block, residuals written out, as in nanoGPT::
 
     def forward(self, x, padding_mask=None):
         ...
-        x = x + self.dropout(self.self_attention(self.self_attention_layer_norm(x), mask=mask))
+        h = self.self_attention(self.self_attention_layer_norm(x), mask=mask)
+        x = x + self.dropout(h)
 
 The attention is an ``Attention`` module (query, key, value and output
 projections around ``F.scaled_dot_product_attention``).  Keras fills masked
@@ -28,9 +29,10 @@ from __future__ import annotations
 from ...graph import TensorRef
 from ...layout import identity
 from ..base import Emit, Out, Tensor
-from ..common import as_f32, lit
+from ..common import lit
 from ..registry import rule
-from .weights import HubWeights
+from .weights import (HubWeights, dense_weight, heads_bias, heads_in,
+                      heads_out, stored)
 
 ATTENTION = '''\
 class Attention(nn.Module):
@@ -239,7 +241,7 @@ def _fold(lines):
     return out
 
 
-# -- weights --------------------------------------------------------------------
+# -- weights ---------------------------------------------------------------
 _DENSE = {"query": ("query_dense", "_query_dense"),
           "key": ("key_dense", "_key_dense"),
           "value": ("value_dense", "_value_dense"),
@@ -253,36 +255,30 @@ def _attention_state(w: HubWeights, sub: str, prefix: str, hidden: int,
         paths = tuple(f"{sub}/{n}" for n in names)
         if part == "attention_output":
             k = w.array(paths, 0, (heads, head_dim, hidden))
-            b = w.array(paths, 1, (hidden,))
-            state[f"{prefix}.{part}.weight"] = (
-                lambda k=k: as_f32(k.read().reshape(heads * head_dim, -1).T))
+            state[f"{prefix}.{part}.weight"] = heads_out(k)
+            state[f"{prefix}.{part}.bias"] = stored(w.array(paths, 1,
+                                                            (hidden,)))
         else:
             k = w.array(paths, 0, (hidden if part == "query" else context,
                                    heads, head_dim))
-            b = w.array(paths, 1, (heads, head_dim))
-            state[f"{prefix}.{part}.weight"] = (
-                lambda k=k: as_f32(k.read().reshape(k.shape[0], -1).T))
-        state[f"{prefix}.{part}.bias"] = (
-            lambda b=b: as_f32(b.read().reshape(-1)))
+            state[f"{prefix}.{part}.weight"] = heads_in(k)
+            state[f"{prefix}.{part}.bias"] = heads_bias(
+                w.array(paths, 1, (heads, head_dim)))
     return state
 
 
 def _norm_state(w: HubWeights, sub: str, prefix: str, hidden: int) -> dict:
-    g = w.array(sub, 0, (hidden,))
-    b = w.array(sub, 1, (hidden,))
-    return {f"{prefix}.weight": lambda: as_f32(g.read()),
-            f"{prefix}.bias": lambda: as_f32(b.read())}
+    return {f"{prefix}.weight": stored(w.array(sub, 0, (hidden,))),
+            f"{prefix}.bias": stored(w.array(sub, 1, (hidden,)))}
 
 
 def _dense_state(w: HubWeights, sub: str, prefix: str, n_in: int,
                  n_out: int) -> dict:
-    k = w.array(sub, 0, (n_in, n_out))
-    b = w.array(sub, 1, (n_out,))
-    return {f"{prefix}.weight": lambda: as_f32(k.read().T),
-            f"{prefix}.bias": lambda: as_f32(b.read())}
+    return {f"{prefix}.weight": dense_weight(w.array(sub, 0, (n_in, n_out))),
+            f"{prefix}.bias": stored(w.array(sub, 1, (n_out,)))}
 
 
-# -- the rules ------------------------------------------------------------------
+# -- the rules -------------------------------------------------------------
 def _tensor(call, position: int, name: str) -> Tensor | None:
     node = call.node
     value = node.args[position] if len(node.args) > position \

@@ -9,7 +9,8 @@ that disagrees is refused by name instead of binding the wrong array.
 from __future__ import annotations
 
 from ...weights import LazyArray, clean_weight_name
-from ..base import Call, Tensor
+from ..base import Call, Tensor, Transformed
+from ..common import as_f32
 
 
 class HubWeights:
@@ -48,3 +49,47 @@ def input_ids(call: Call, x: Tensor) -> str:
     """Token ids as an embedding takes them."""
     return x.expr if x.dtype.startswith(("int", "uint")) \
         else f"{x.expr}.long()"
+
+
+# -- state-dict producers (each says what it does to the variable) --------
+def stored(a: LazyArray) -> Transformed:
+    return Transformed(as_f32, [a])
+
+
+def dense_weight(k: LazyArray) -> Transformed:
+    """A Dense kernel (in, out) as nn.Linear's weight (out, in)."""
+    return Transformed(lambda x: as_f32(x.T), [k],
+                       "transposed (in, out) -> (out, in)")
+
+
+def heads_in(k: LazyArray) -> Transformed:
+    """A per-head projection kernel (in, heads, dim) as nn.Linear's weight
+    (heads * dim, in)."""
+    return Transformed(lambda x: as_f32(x.reshape(x.shape[0], -1).T), [k],
+                       "heads flattened, transposed (in, heads, dim) -> "
+                       "(heads * dim, in)")
+
+
+def heads_first_in(k: LazyArray) -> Transformed:
+    """A per-head kernel stored (heads, in, dim) (Gemma) as nn.Linear's
+    weight (heads * dim, in)."""
+    return Transformed(
+        lambda x: as_f32(x.transpose(0, 2, 1).reshape(-1, x.shape[1])), [k],
+        "(heads, in, dim) -> (heads * dim, in)")
+
+
+def heads_out(k: LazyArray) -> Transformed:
+    """An output kernel (heads, dim, out) as nn.Linear's weight
+    (out, heads * dim)."""
+    return Transformed(lambda x: as_f32(x.reshape(-1, x.shape[-1]).T), [k],
+                       "heads flattened, transposed (heads, dim, out) -> "
+                       "(out, heads * dim)")
+
+
+def heads_bias(b: LazyArray) -> Transformed:
+    return Transformed(lambda x: as_f32(x.reshape(-1)), [b],
+                       "heads flattened (heads, dim) -> (heads * dim,)")
+
+
+def transposed(a: LazyArray) -> Transformed:
+    return Transformed(lambda x: as_f32(x.T), [a], "transposed")

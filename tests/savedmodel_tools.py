@@ -130,3 +130,41 @@ def write_index(sm, items: dict, **kw) -> None:
 def variable_keys(sm) -> list[str]:
     return [k.decode() for k in index_items(sm)
             if k and k != b"_CHECKPOINTABLE_OBJECT_GRAPH"]
+
+
+def encode(fields: dict) -> bytes:
+    """A :class:`migrate.read.protobuf.Message`'s fields, written back."""
+    out = bytearray()
+    for number, values in fields.items():
+        for wire, value in values:
+            out += varint(number << 3 | wire)
+            if wire == 0:
+                out += varint(value)
+            elif wire == 2:
+                out += varint(len(value)) + bytes(value)
+            else:
+                out += int(value).to_bytes(8 if wire == 1 else 4, "little")
+    return bytes(out)
+
+
+def as_before_tf_2_5(sm) -> None:
+    """Move keras_metadata.pb into saved_model.pb's object graph, where
+    TF < 2.5 kept it (``SavedUserObject.metadata``)."""
+    meta = {n.int(2): n.bytes(5) for n in Message.parse(
+        (sm / "keras_metadata.pb").read_bytes(), "m").messages(1)}
+    model = Message.parse((sm / "saved_model.pb").read_bytes(), "s")
+    graph = Message.parse(model.fields[2][0][1], "s")
+    objects = Message.parse(graph.fields[7][0][1], "s")
+    nodes = []
+    for i, (wire, raw) in enumerate(objects.fields[1]):
+        node = Message.parse(raw, "s")
+        if i in meta and 4 in node.fields:
+            user = Message.parse(node.fields[4][0][1], "s")
+            user.fields[3] = [(2, meta[i])]
+            node.fields[4] = [(2, encode(user.fields))]
+        nodes.append((2, encode(node.fields)))
+    objects.fields[1] = nodes
+    graph.fields[7] = [(2, encode(objects.fields))]
+    model.fields[2] = [(2, encode(graph.fields))] + model.fields[2][1:]
+    (sm / "saved_model.pb").write_bytes(encode(model.fields))
+    (sm / "keras_metadata.pb").unlink()

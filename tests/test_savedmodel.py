@@ -26,8 +26,8 @@ from migrate.read.savedmodel import plain_json, read_metadata
 from migrate.read.tensor_bundle import read_table, snappy_decompress
 
 from conftest import HAS_TF, MODELS, fixture_dir
-from savedmodel_tools import (copy_savedmodel, field, index_items,
-                              snappy_literal, write_index, write_table)
+from savedmodel_tools import (as_before_tf_2_5, copy_savedmodel, field,
+                              index_items, snappy_literal, write_index)
 
 SM_CASES = sorted(d for d in MODELS.iterdir() if (d / "savedmodel").is_dir())
 KINDS = {"k2_sm_small_cnn", "k2_sm_bilstm_masked", "k2_sm_gru_stack",
@@ -204,3 +204,15 @@ def test_verify_loads_the_directory_in_keras(tmp_path, case):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "port" / "model.py").read_bytes() == (
         tmp_path / "h5" / "model.py").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["k2_sm_nested", "k2_sm_bilstm_masked"])
+def test_before_tf_2_5_the_metadata_is_in_saved_model_pb(tmp_path, case):
+    sm = copy_savedmodel(fixture_dir(case), tmp_path / "old")
+    as_before_tf_2_5(sm)
+    assert not (sm / "keras_metadata.pb").exists()
+    with migrate.convert(sm) as old, migrate.convert(
+            fixture_dir(case) / "model.h5") as h5:
+        assert old.source == h5.source
+        assert all(torch.equal(x, y) for x, y in zip(
+            dict(old.state_dict).values(), dict(h5.state_dict).values()))

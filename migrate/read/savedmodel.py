@@ -2,13 +2,15 @@
 2.15, and tf-keras since) without TensorFlow.
 
     my_model/
-      saved_model.pb        the TF graph: never read (its presence marks the
-                            directory)
+      saved_model.pb        the TF graph: its presence marks the directory;
+                            read only when keras_metadata.pb is missing
       keras_metadata.pb     SavedMetadata: the Keras config of the model and
                             of every layer
       variables/variables.index, variables.data-*   the checkpoint
 
-``keras_metadata.pb`` is a ``SavedMetadata`` protobuf: ``repeated
+``keras_metadata.pb`` (TF >= 2.5; before, the same metadata sat in the
+object graph of ``saved_model.pb``, read then) is a ``SavedMetadata``
+protobuf: ``repeated
 SavedObject nodes = 1``, each with ``node_id = 2``, ``node_path = 3``
 (``"root"``, ``"root.layer_with_weights-0"``, ``"root.layer-3.cell"``),
 ``identifier = 4`` (``_tf_keras_network``, ``_tf_keras_sequential``,
@@ -66,6 +68,7 @@ METADATA = "keras_metadata.pb"
 GRAPH_FILE = "saved_model.pb"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 METADATA_LIMIT = 256 << 20
+GRAPH_LIMIT = 1 << 30  # saved_model.pb, read only before TF 2.5
 _VALUE = "VARIABLE_VALUE"
 _MAX_NODES = 1 << 22
 
@@ -81,35 +84,37 @@ def read_metadata(path: str) -> tuple[dict, str]:
     ``keras_metadata.pb`` of the SavedModel directory ``path``, and the
     metadata's layer name at each node path."""
     meta = os.path.join(path, METADATA)
-    if not os.path.lexists(meta):
-        raise ConversionError(
-            f"{path}: not a Keras model: a TensorFlow SavedModel without "
-            f"Keras metadata ({METADATA}); only models saved by Keras "
-            "(model.save) can be converted")
-    real = safe_file(meta, path, f"{path}: {METADATA}")
-    if os.path.getsize(real) > METADATA_LIMIT:
-        raise ConversionError(f"{path}: {METADATA} over the "
-                              f"{METADATA_LIMIT >> 20} MiB limit")
-    with open(real, "rb") as f:
-        data = f.read()
-    label = f"{path}: {METADATA}"
+    if os.path.lexists(meta):
+        real = safe_file(meta, path, f"{path}: {METADATA}")
+        label = f"{path}: {METADATA}"
+        nodes = [(n.text(3), n.text(4), n.bytes(5)) for n in Message.parse(
+            _read_limited(real, label, METADATA_LIMIT), label).messages(1)]
+    else:  # TF < 2.5: in the object graph of saved_model.pb
+        label = f"{path}: {GRAPH_FILE}"
+        real = safe_file(os.path.join(path, GRAPH_FILE), path, label)
+        nodes = _legacy_metadata(_read_limited(real, label, GRAPH_LIMIT),
+                                 label)
+        if not nodes:
+            raise ConversionError(
+                f"{path}: not a Keras model: a TensorFlow SavedModel without "
+                f"Keras metadata ({METADATA}); only models saved by Keras "
+                "(model.save) can be converted")
     root, names = None, {}
-    for node in Message.parse(data, label).messages(1):
-        node_path = node.text(3)
+    for node_path, identifier, raw in nodes:
         if node_path == "root":
-            root = node
+            root = (identifier, raw)
         elif node_path.startswith("root."):
-            names[node_path] = node
+            names[node_path] = raw
     if root is None:
         raise ConversionError(f"{label}: no metadata for the root object")
-    info = _metadata_json(root, label)
+    info = _metadata_json(root[1], label)
     cls = info.get("class_name")
     entry = info.get("model_config")
     if not isinstance(entry, dict):
         if isinstance(info.get("config"), dict) and isinstance(cls, str):
             entry = {"class_name": cls, "config": info["config"]}
         else:
-            what = root.text(4) or "object"
+            what = root[0] or "object"
             raise ConversionError(
                 f"{label}: the saved {what} ({_short(cls)}) has no layer "
                 "graph in its metadata (a subclassed model?); only "
@@ -121,20 +126,61 @@ def read_metadata(path: str) -> tuple[dict, str]:
             "layer graph; only Sequential and Functional models can be "
             "read")
     version = info.get("keras_version")
-    layer_names = {p: _layer_name(n, label) for p, n in names.items()}
+    layer_names = {p: _layer_name(raw, label) for p, raw in names.items()}
     return entry, str(version) if isinstance(version, str) else "", \
         layer_names
 
 
-def _metadata_json(node: Message, label: str) -> dict:
-    value = load_json(node.bytes(5), f"{label}: metadata of "
-                                     f"{node.text(3)!r}")
+def _read_limited(path: str, label: str, limit: int) -> bytes:
+    if os.path.getsize(path) > limit:
+        raise ConversionError(f"{label}: over the {limit >> 20} MiB limit")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _legacy_metadata(data: bytes, label: str) -> list:
+    """``(node_path, identifier, metadata)`` of the Keras objects of a
+    ``saved_model.pb`` from before TF 2.5, which kept the metadata in its
+    object graph: ``SavedModel.meta_graphs = 2`` -> ``MetaGraphDef.
+    object_graph_def = 7`` -> ``SavedObjectGraph.nodes = 1``, each a
+    ``SavedObject`` (``children = 1``, ``user_object = 4``:
+    ``identifier = 1``, ``metadata = 3``); node paths as tf-keras makes
+    them (depth first from ``root``, the first path to a node wins)."""
+    graphs = Message.parse(data, label).messages(2)
+    if not graphs:
+        return []
+    objects = graphs[0].message(7)
+    nodes = objects.messages(1) if objects is not None else []
+    if len(nodes) > _MAX_NODES:
+        raise ConversionError(f"{label}: {len(nodes)} objects")
+    paths, todo = {0: "root"}, [0]
+    while todo and nodes:
+        current = todo.pop()
+        for ref in nodes[current].messages(1):
+            child = ref.signed(1)
+            if 0 <= child < len(nodes) and child not in paths:
+                paths[child] = f"{paths[current]}.{ref.text(2)}"
+                todo.append(child)
+    out = []
+    for i, node in enumerate(nodes):
+        user = node.message(4)
+        if user is None or not user.text(1).startswith("_tf_keras"):
+            continue
+        if not user.bytes(3):  # tf.saved_model.save of a Keras model
+            return []
+        if i in paths:
+            out.append((paths[i], user.text(1), user.bytes(3)))
+    return out
+
+
+def _metadata_json(raw: bytes, label: str) -> dict:
+    value = load_json(raw, f"{label}: metadata of the root object")
     return plain_json(value)
 
 
-def _layer_name(node: Message, label: str) -> str | None:
+def _layer_name(raw: bytes, label: str) -> str | None:
     try:
-        value = json.loads(node.bytes(5))
+        value = json.loads(raw)
     except (ValueError, RecursionError):
         return None
     name = value.get("name") if isinstance(value, dict) else None

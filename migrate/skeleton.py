@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from .emit.names import comment_text, identifier
-from .errors import ConversionError
+from .errors import ConversionError, UnsupportedLayers
 from .graph import Graph, Layer
 from .layout import identity
 from .rules import registry
@@ -74,6 +74,10 @@ class Wanted:
     calls: dict = field(default_factory=dict)
     existing: str | None = None  # the rule it would override (--layer)
     num_outputs: int = 1  # the most outputs a call of it has
+    # the built-in rule's key, when it exists: the other layers of the
+    # class are handed to it
+    builtin_key: str | None = None
+    refused: dict = field(default_factory=dict)  # layer -> why (its rule)
 
 
 def rule_skeleton(path, weights=None, *, layer: str | None = None,
@@ -104,7 +108,12 @@ def rule_skeleton(path, weights=None, *, layer: str | None = None,
                 f"{path}: every layer has a rule, there is nothing to "
                 "write (--layer NAME writes one that overrides a layer's "
                 "rule)")
-        _probe(graph, table, wanted, _recorded_shapes(path))
+        recorded = _recorded_shapes(path)
+        problems = _probe(graph, table, wanted, recorded)
+        if layer is None and _add_refused(graph, table, wanted, problems):
+            for w in wanted:
+                w.calls.clear()
+            _probe(graph, table, wanted, recorded)
     finally:
         src.close()
     if command is None:
@@ -137,7 +146,7 @@ def find_wanted(graph: Graph, table: dict, only: str | None = None
                                            layer.module))
             w.layers.append(layer)
             if have is not None:
-                w.existing = have.name
+                _existing(w, layer, have)
         raw = layer.config.get("activation")
         fn = function_name(raw)
         if (fn is None or (isinstance(raw, str) and raw in builtin)
@@ -151,8 +160,44 @@ def find_wanted(graph: Graph, table: dict, only: str | None = None
     return list(out.values())
 
 
+def _existing(w: Wanted, layer: Layer, have) -> None:
+    """``w`` overrides ``have``, the rule ``layer`` has now."""
+    w.existing = have.name
+    keys = [k for k in (layer.registered_name, layer.class_name)
+            if k and registry.RULES.get(k) is have]
+    w.builtin_key = keys[0] if keys else None
+
+
+def _add_refused(graph: Graph, table: dict, wanted: list[Wanted],
+                 problems: list) -> bool:
+    """Add an override for each layer whose rule refuses it (an option
+    the rule does not convert); True when there is one."""
+    by_name = {layer.name: layer for layer in graph.layers()}
+    keys = {w.key for w in wanted}
+    added = False
+    for name, _, why in problems:
+        layer = by_name.get(name)
+        have = registry.lookup(layer, table) if layer is not None else None
+        key = rule_key(layer) if layer is not None else None
+        if have is None or (key in keys and key not in {
+                w.key for w in wanted if w.refused}) or why.startswith(
+                "uses output "):
+            continue
+        w = next((w for w in wanted if w.key == key), None)
+        if w is None:
+            w = Wanted(key, "layer", layer.class_name, layer.module)
+            _existing(w, layer, have)
+            wanted.append(w)
+            keys.add(key)
+        if layer not in w.layers:
+            w.layers.append(layer)
+        w.refused[layer.name] = why
+        added = True
+    return added
+
+
 def _probe(graph: Graph, table: dict, wanted: list[Wanted],
-           recorded: dict) -> None:
+           recorded: dict) -> list:
     """Translate ``graph`` with a stand-in rule for each wanted layer class
     that records the shapes of its calls: inputs as the rules before it
     give them, outputs as Keras recorded them (and then passed on, so the
@@ -171,10 +216,13 @@ def _probe(graph: Graph, table: dict, wanted: list[Wanted],
                                              kind="activation")
     probe = dict(table)
     probe.update(stand_ins)
+    problems: list = []
     try:
         Translator(graph, Options("torch", None, probe)).run()
-    except Exception:  # what does not convert is the point; shapes are
-        pass  # recorded as far as it went
+    except UnsupportedLayers as exc:  # what does not convert is the
+        problems = list(exc.problems)  # point: shapes are recorded as far
+    except Exception:  # as it went
+        pass
     for w in wanted:  # calls the translation did not reach
         for node in graph.nodes:
             if node.layer in w.layers:
@@ -183,6 +231,7 @@ def _probe(graph: Graph, table: dict, wanted: list[Wanted],
                 ins = recorded.get(("in", *_keras_node(node)))
                 w.calls[node.id] = ([(s, "?") for s in ins or []],
                                     _recorded_outputs(node, recorded))
+    return problems
 
 
 def _stand_in(w: Wanted, real, recorded):
@@ -190,6 +239,7 @@ def _stand_in(w: Wanted, real, recorded):
         node = call.node
         ins = [(t.shape, t.dtype) for t in call.inputs]
         if real is not None:
+            w.calls[node.id] = (ins, _recorded_outputs(node, recorded))
             emit = real.convert(call)
             w.calls[node.id] = (ins, [o.shape for o in emit.outputs])
             return emit
@@ -319,10 +369,10 @@ def render(wanted: list[Wanted], command: str, model: str,
     blocks = [_layer_block(w, names) if w.kind == "layer"
               else _activation_block(w, names) for w in wanted]
     code = "".join(b.split("\n    fill_me_in(", 1)[0] for b in blocks)
-    names = ["Emit", "Out", "Refused", "activation_rule", "chain",
+    names = ["RULES", "Emit", "Out", "Refused", "activation_rule", "chain",
              "parameters", "rule"]
     used = [n for n in names if n in ("Refused", "Emit", "Out", "chain")
-            or f"{n}(" in code
+            or f"{n}(" in code or f"{n}[" in code
             or (n == "parameters" and "parameters(" in "".join(blocks))]
     imports = "from migrate.layout import identity\n" if (
         "identity(" in code) else ""
@@ -417,7 +467,7 @@ def _unique(base: str, taken: set) -> str:
 
 def _snake(text: str) -> str:
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", str(text).split(">")[-1])
-    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
     return identifier(name, "custom")
 
 
@@ -492,8 +542,15 @@ def _layer_block(w: Wanted, names: _Names) -> str:
     mod = f", module {comment_text(w.module)}" if w.module else ""
     lines = _comment(f"-- {comment_text(w.class_name)}{reg}{mod}")
     if w.existing:
-        lines += _comment(f"Replaces the built-in rule {comment_text(w.existing)} "
-                          "for this class (override=True).")
+        what = ("the built-in rule" if w.builtin_key
+                else "the rule")
+        lines += _comment(f"Replaces {what} {comment_text(w.existing)} "
+                          "for this class (override=True)"
+                          + (", which converts its other layers."
+                             if w.builtin_key else "."))
+    for name, why in w.refused.items():
+        lines += _comment(f"{comment_text(w.existing)} refuses "
+                          f"{comment_text(name)}: {comment_text(why)}")
     lines += _comment(f"Used by {len(w.layers)} layer(s); their calls (shapes "
                       "are Keras's, with the batch):")
     lines += _calls_comment(w)
@@ -507,9 +564,18 @@ def _layer_block(w: Wanted, names: _Names) -> str:
     else:
         lines.append("# No stored weights.")
     override = ", override=True" if w.existing else ""
-    lines += ["", "", f"@rule({ascii(w.key)}{override})", f"def {fn}(call):",
+    lines += ["", ""]
+    builtin = f"{fn}_builtin"
+    if w.builtin_key:
+        lines += [f"{builtin} = RULES[{ascii(w.builtin_key)}]  "
+                  "# keras2torch's rule", "", ""]
+    lines += [f"@rule({ascii(w.key)}{override})", f"def {fn}(call):",
               f'    """What {comment_text(w.class_name)} computes (one line, '
               'shown by `keras2torch rules`)."""']
+    if w.builtin_key:
+        names = ", ".join(ascii(layer.name) for layer in w.layers)
+        lines += [f"    if call.layer.name not in ({names},):  # the others",
+                  f"        return {builtin}.convert(call)"]
     local = set(_TAKEN)
     n_in = max((len(c[0]) for c in w.calls.values()), default=1) or 1
     if n_in == 1:

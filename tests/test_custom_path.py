@@ -239,11 +239,61 @@ def test_layer_option_writes_an_override(tmp_path):
     text = out.read_text()
     assert "@rule('Conv2D', override=True)" in text
     assert "Replaces the built-in rule conv2d" in text
+    assert "conv2d_builtin = RULES['Conv2D']" in text
     assert "filters = call.get('filters', 6)" in text
     assert "input (None, 5, 4, 3) float32 -> output (None, 5, 4, 6)" in text
     assert "GatedScale" not in text
     with pytest.raises(UnsupportedLayers, match="'conv' .*fill me in"):
         migrate.convert(model, rules=load_rule_files([out]))
+
+
+def test_a_layer_its_rule_refuses_gets_an_override(tmp_path):
+    """A built-in rule that refuses one layer (Dense with a layer object as
+    its activation): rules new writes an override for that layer, which
+    hands the class's other layers to the built-in rule."""
+    src = model_path("k3_custom_port", "keras")
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(members["config.json"])
+    for layer in config["config"]["layers"]:
+        if layer["config"].get("name") == "head":
+            layer["config"]["activation"] = {
+                "module": "keras.layers", "class_name": "ReLU",
+                "config": {}, "registered_name": None}
+    members["config.json"] = json.dumps(config).encode()
+    model = tmp_path / "refused.keras"
+    with zipfile.ZipFile(model, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    text = rule_skeleton(model)
+    assert f"@rule('{KEY}')" in text  # still there, and now also:
+    assert "# dense refuses head: activation=" in text
+    assert "dense_builtin = RULES['Dense']" in text
+    assert "@rule('Dense', override=True)" in text
+    assert "    if call.layer.name not in ('head',):  # the others\n" \
+        "        return dense_builtin.convert(call)" in text
+    assert "input (None, 120) float32 -> output ?" in text
+    (tmp_path / "rules.py").write_text(text)
+    rules = load_rule_files([tmp_path / "rules.py"])
+    rules.update({k: r for k, r in load_rule_files([ANSWER]).items()})
+    with pytest.raises(UnsupportedLayers, match="'head' .*fill me in"):
+        migrate.convert(model, rules=rules)
+
+
+def test_an_override_hands_the_other_layers_to_the_built_in_rule(tmp_path):
+    model = model_path("k3_custom_multi", "keras")
+    text = rule_skeleton(model, layer="proj", rules=load_rule_files(
+        [ROOT / "tests" / "data" / "custom_multi_rules.py"]))
+    assert "@rule('Dense', override=True)" in text and "PairMix" not in text
+    text = text.replace("    fill_me_in('the rule for Dense')\n",
+                        "    return dense_builtin.convert(call)\n")
+    (tmp_path / "rules.py").write_text(text)
+    rules = load_rule_files([ROOT / "tests" / "data" /
+                             "custom_multi_rules.py", tmp_path / "rules.py"])
+    conv = migrate.convert(model, rules=rules)
+    with np.load(fixture_dir("k3_custom_multi") / "reference.npz") as ref:
+        got = run_port(conv, [ref["in_0"], ref["in_1"]])[0]
+        assert float(np.abs(got - ref["out_0"]).max()) <= 1e-5
 
 
 def test_rules_new_errors(tmp_path):

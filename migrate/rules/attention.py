@@ -65,9 +65,9 @@ class MultiHeadAttention(nn.Module):
         q = self.query(query).unflatten(-1, heads).transpose(1, 2)
         k = self.key(key).unflatten(-1, heads).transpose(1, 2)
         v = self.value(value).unflatten(-1, heads).transpose(1, 2)
-        mask, causal = attention_mask(mask, q, k, use_causal_mask,
-                                      self.sliding_window,
-                                      return_attention_scores)
+        mask, causal = combined_mask(mask, q, k, use_causal_mask,
+                                     self.sliding_window,
+                                     return_attention_scores)
 {attend}
         out = out.transpose(1, 2).flatten(2)  # (B, T, heads * value_dim)
         if self.gate is not None:
@@ -76,9 +76,9 @@ class MultiHeadAttention(nn.Module):
         return (out, weights) if return_attention_scores else out
 '''
 
-ATTENTION_MASK = '''\
-def attention_mask(mask, q, k, use_causal_mask, sliding_window=None,
-                   explicit=False):
+COMBINED_MASK = '''\
+def combined_mask(mask, q, k, use_causal_mask, sliding_window=None,
+                  explicit=False):
     """(mask, causal) for attention of q (B, heads, T, dim) over k: the
     mask (B or 1, 1, T, S), True where a query step may attend, with the
     causal and sliding-window parts AND-ed in, or None; ``causal`` when
@@ -190,9 +190,9 @@ class GroupedQueryAttention(nn.Module):
         q = self.query(query).unflatten(-1, q_heads).transpose(1, 2)
         k = self.key(key).unflatten(-1, kv_heads).transpose(1, 2)
         v = self.value(value).unflatten(-1, kv_heads).transpose(1, 2)
-        mask, causal = attention_mask(mask, q, k, use_causal_mask,
-                                      self.sliding_window,
-                                      return_attention_scores)
+        mask, causal = combined_mask(mask, q, k, use_causal_mask,
+                                     self.sliding_window,
+                                     return_attention_scores)
 {attend}
         out = out.transpose(1, 2).flatten(2)  # (B, T, heads * head_dim)
         if self.gate is not None:
@@ -380,7 +380,7 @@ def multi_head_attention(call):
     version = 3 if call.keras_major >= 3 else 2
     helpers = {"MultiHeadAttention": MULTI_HEAD_ATTENTION.replace(
         "{attend}", _attend_code(version, "self.key_dim")),
-        "attention_mask": ATTENTION_MASK}
+        "combined_mask": COMBINED_MASK}
     state = _mha_state(call, heads, key_dim, value_dim, use_bias, gate)
 
     def seq(t):
@@ -533,7 +533,7 @@ def grouped_query_attention(call):
     module = f"GroupedQueryAttention({', '.join(args)})"
     helpers = {"GroupedQueryAttention": GROUPED_QUERY_ATTENTION.replace(
         "{attend}", _attend_code(3, "self.head_dim", grouped=True)),
-        "attention_mask": ATTENTION_MASK}
+        "combined_mask": COMBINED_MASK}
     # Keras's (in, heads, head_dim) kernels, as for MultiHeadAttention
     state = _mha_state(call, heads, head_dim, head_dim, use_bias, gate)
     call_args = [query.expr, value.expr]

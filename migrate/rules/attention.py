@@ -470,8 +470,7 @@ def _mha_state(call, heads, key_dim, value_dim, use_bias, gate) -> dict:
     for part, weights in parts.items():
         w = weights.bind(names)
 
-        def weight(w=w, part=part):
-            k = w["kernel"].read()
+        def weight(k, part=part):
             if part == "output":  # (heads, value_dim, *out) -> (out, in)
                 return as_f32(k.reshape(heads * value_dim, -1).T)
             return as_f32(k.reshape(k.shape[0], -1).T)  # (in, heads, dim)

@@ -32,7 +32,7 @@ from savedmodel_tools import (as_before_tf_2_5, copy_savedmodel, field,
 SM_CASES = sorted(d for d in MODELS.iterdir() if (d / "savedmodel").is_dir())
 KINDS = {"k2_sm_small_cnn", "k2_sm_bilstm_masked", "k2_sm_gru_stack",
          "k2_sm_two_io", "k2_sm_nested", "k2_sm_mobilenet_v2",
-         "k2_sm_transformer"}
+         "k2_sm_transformer", "k2_sm_trained"}
 
 
 def test_the_fixture_set_has_every_kind():

@@ -8,7 +8,9 @@ I/O errors, each error one line.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import textwrap
 
 import click
 
@@ -116,24 +118,53 @@ def rel(path) -> str:
     return p if r.startswith("..") else r
 
 
+def terminal_width() -> int | None:
+    """The terminal's width when stdout is one, else None (a pipe or a
+    file gets whole lines)."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
 def table(headers: list[str], rows: list[list[str]], styles=None,
-          max_last: int | None = None) -> str:
+          width: int | None = None, max_last: int | None = None) -> str:
     """A plain-text table; ``styles[i]`` (click.style kwargs) colours row
-    ``i`` when stdout is a terminal.  The last column is cut to
-    ``max_last`` characters."""
+    ``i`` when stdout is a terminal.  It fits ``width`` (default: the
+    terminal's, :func:`terminal_width`) by wrapping the widest columns;
+    with no width (stdout is not a terminal) every row is one whole line.
+    ``max_last`` cuts the last column to that many characters."""
+    rows = [[" ".join(c.split()) for c in r] for r in rows]
     if max_last is not None:
         rows = [r[:-1] + [_cut(r[-1], max_last)] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows])
               for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))
-             .rstrip()]
+    width = terminal_width() if width is None else width
+    if width:
+        widths = _fit(widths, width - 2 * (len(widths) - 1))
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    for i, r in enumerate(rows):
-        line = "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-        if colour and styles and styles[i]:
-            line = click.style(line, **styles[i])
-        lines.append(line)
+    lines = []
+    for i, r in enumerate([headers] + rows):
+        cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""]
+                 if len(c) > w else [c] for c, w in zip(r, widths)]
+        for k in range(max(len(c) for c in cells)):
+            line = "  ".join((c[k] if k < len(c) else "").ljust(w)
+                             for c, w in zip(cells, widths)).rstrip()
+            style = styles[i - 1] if styles and i else None
+            lines.append(click.style(line, **style) if colour and style
+                         else line)
     return "\n".join(lines)
+
+
+def _fit(widths: list[int], room: int, least: int = 12) -> list[int]:
+    """Column widths within ``room`` characters: the widest column gives
+    way first, none below ``least`` (or its own width)."""
+    widths = list(widths)
+    while sum(widths) > room:
+        i = max(range(len(widths)), key=lambda k: widths[k])
+        if widths[i] <= least:
+            break
+        widths[i] -= 1
+    return widths
 
 
 def _cut(text: str, n: int) -> str:

@@ -137,6 +137,8 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
         raise Failure(str(exc)) from None
     except UnsupportedLayers as exc:  # the model fails: exit 1
         raise Failure(str(exc)) from None
+    except UnsupportedLayers as exc:  # the model fails: exit 1
+        raise Failure(str(exc)) from None
     except ConversionError as exc:
         raise Error(str(exc)) from None
     except (OSError, MemoryError) as exc:
@@ -252,7 +254,7 @@ def _summary_table(results, verify):
                      fmt_err(p["max_abs_err"]) if p else "-", detail])
         styles.append(_STYLES[r.status])
     click.echo(table(["STATUS", "MODEL", "OUTPUT", "MAX ERR", "DETAIL"],
-                     rows, styles, max_last=100))
+                     rows, styles))
     counts = {s: sum(r.status == s for r in results)
               for s in ("ok", "fail", "error", "skipped")}
     click.echo(f"{len(results)} model(s): " + ", ".join(

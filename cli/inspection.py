@@ -134,7 +134,7 @@ def _table(found, parity) -> str:
     lines = [f"{found.model_name} ({found.format}, Keras "
              f"{found.keras_version or '?'}): {len(found.rows)} layer "
              f"calls, {found.params:,} parameters",
-             table(headers, rows, styles, max_last=100)]
+             table(headers, rows, styles)]
     if found.problems:
         lines.append(f"{len(found.problems)} layer(s) cannot be converted:")
         lines += [f"  {n} ({c}): {why}" for n, c, why in found.problems]

@@ -135,10 +135,6 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
             write_report(conv, outdir, model, weights, rules)
     except UnsupportedLayers as exc:  # the model fails: exit 1
         raise Failure(str(exc)) from None
-    except UnsupportedLayers as exc:  # the model fails: exit 1
-        raise Failure(str(exc)) from None
-    except UnsupportedLayers as exc:  # the model fails: exit 1
-        raise Failure(str(exc)) from None
     except ConversionError as exc:
         raise Error(str(exc)) from None
     except (OSError, MemoryError) as exc:

@@ -216,3 +216,13 @@ def test_before_tf_2_5_the_metadata_is_in_saved_model_pb(tmp_path, case):
         assert old.source == h5.source
         assert all(torch.equal(x, y) for x, y in zip(
             dict(old.state_dict).values(), dict(h5.state_dict).values()))
+
+
+def test_check_finds_savedmodel_directories(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copy_savedmodel(fixture_dir("k2_sm_two_io"), repo / "two")
+    monkeypatch.chdir(repo)
+    r = CliRunner().invoke(main, ["check", "--no-verify"])
+    assert r.exit_code == 0, r.output
+    assert "pass    two " in r.output and "1 model(s): 1 pass" in r.output

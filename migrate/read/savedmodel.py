@@ -97,8 +97,9 @@ def read_metadata(path: str) -> tuple[dict, str]:
         if not nodes:
             raise ConversionError(
                 f"{path}: not a Keras model: a TensorFlow SavedModel without "
-                f"Keras metadata ({METADATA}); only models saved by Keras "
-                "(model.save) can be converted")
+                f"Keras metadata ({METADATA}), as tf.saved_model.save and "
+                "Keras 3's model.export() write; convert the model's .keras "
+                "or .h5 file, or re-save it with tf.keras model.save()")
     root, names = None, {}
     for node_path, identifier, raw in nodes:
         if node_path == "root":

@@ -48,6 +48,7 @@ class Conversion:
     _params: dict = field(default_factory=dict, repr=False)
     # the extra rules used (--rules and rule packs): verify traces with them
     rules: dict | None = field(default=None, repr=False)
+    rules_used: list = field(default_factory=list)  # conversion.json "rules"
 
     @property
     def class_name(self) -> str:
@@ -165,6 +166,8 @@ def convert(path, weights=None, *, class_name: str | None = None,
             info["weights_path"] = os.fspath(weights)
         conv = Conversion(source, None, program, info, weights_format)
         conv.rules = rules
+        from .plugins import rules_used
+        conv.rules_used = rules_used(src.graph, rules)
         specs, conv._params = _check(conv)
         info["sha256"] = src.sha256  # hashed meanwhile, in a thread
         conv.state_dict = LazyStateDict(program.state, specs, src.close)

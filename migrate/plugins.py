@@ -108,3 +108,37 @@ def with_plugins(rules, plugins: bool = True) -> RuleTable:
     table = RuleTable(load_plugins() if plugins else {})
     table.update(rules or {})
     return table
+
+
+def rules_used(graph, rules) -> list[dict]:
+    """The rules from outside keras2torch (``--rules`` files, rule packs)
+    that ``graph``'s layers and activation functions are converted with:
+    ``[{"keras": key, "rule": function name, "source": pack or file}]``,
+    for conversion.json (a port made with them needs them to be made
+    again)."""
+    from .rules import registry
+    from .rules.activations import function_name
+    used: dict[str, dict] = {}
+    for layer in graph.layers():
+        found = [registry.lookup(layer, rules)]
+        fn = function_name(layer.config.get("activation"))
+        if fn is not None:
+            found.append((rules or {}).get(registry.activation_key(fn)))
+        for r in found:
+            if r is not None and r.pack:
+                used.setdefault(r.key, {"keras": r.key, "rule": r.name,
+                                        "source": _short(r.pack)})
+    return sorted(used.values(), key=lambda d: d["keras"])
+
+
+def _short(source: str) -> str:
+    """A rules file's path relative to the current directory when it is
+    below it (a pack's name as it is)."""
+    import os
+    if not source.endswith(".py"):
+        return source
+    try:
+        short = os.path.relpath(source)
+    except ValueError:
+        return source
+    return source if short.startswith("..") else short

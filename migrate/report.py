@@ -30,6 +30,8 @@ def build_report(conv) -> dict:
         "inputs": [_port(t) for t in p.inputs],
         "outputs": [_port(t) for t in p.outputs],
         "layers": layers,
+        # rules from --rules files and rule packs the port was made with
+        "rules": list(getattr(conv, "rules_used", [])),
         "permutes": list(p.permutes),
         "weights": conv.weight_map(),
         "warnings": list(p.warnings),

@@ -224,11 +224,18 @@ def test_the_readme_examples_convert(tmp_path):
         assert max_err(conv, case) <= 1e-5, (case, fmt)
 
 
-def test_cli_convert_with_the_filled_in_file(tmp_path):
+def test_cli_convert_with_the_filled_in_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
     r = run("convert", model_path("k3_custom_port", "keras"), "-o",
             tmp_path / "port", "--rules", ANSWER)
     assert r.exit_code == 0, r.output
     assert "def hard_swish" in (tmp_path / "port" / "model.py").read_text()
+    report = json.loads((tmp_path / "port" / "conversion.json").read_text())
+    assert report["rules"] == [  # what the port needs to be made again
+        {"keras": "activation:fixtures>hard_swish", "rule": "hard_swish",
+         "source": "tests/data/custom_port_rules.py"},
+        {"keras": KEY, "rule": "gated_scale",
+         "source": "tests/data/custom_port_rules.py"}]
 
 
 def test_layer_option_writes_an_override(tmp_path):
@@ -493,6 +500,9 @@ def test_an_installed_pack_is_loaded(site, tmp_path):
     assert KEY not in run("rules", "--no-plugins").output
     r = run("convert", model, "-o", tmp_path / "a")
     assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "a" / "conversion.json").read_text())
+    assert {d["source"] for d in report["rules"]} == {
+        "keras2torch-fixtures-pack"}
     r = run("convert", model, "-o", tmp_path / "b", "--no-plugins")
     assert r.exit_code == 1 and "GatedScale" in r.output
     assert run("inspect", model).exit_code == 0

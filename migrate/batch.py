@@ -344,10 +344,14 @@ def _unguarded_main() -> str | None:
 
 
 # -- running ----------------------------------------------------------------
-def _worker_init() -> None:
+def _worker_init(workers: int = 1) -> None:
     import torch
     from .verify import keep_keras_running
     torch.set_num_threads(1)
+    # each worker's Keras process gets its share of the CPUs: N of them
+    # with every CPU each would only take turns
+    os.environ["KERAS2TORCH_KERAS_THREADS"] = str(
+        max(1, (os.cpu_count() or 1) // workers))
     keep_keras_running()  # one Keras process per worker, not per model
 
 
@@ -397,7 +401,7 @@ def run_jobs(fn, jobs_list: list, *, jobs: int | None = None,
     if own:
         executor = cf.ProcessPoolExecutor(
             max_workers=min(jobs, total), mp_context=_context(),
-            initializer=_worker_init)
+            initializer=_worker_init, initargs=(min(jobs, total),))
     try:
         futures = {executor.submit(fn, job): i
                    for i, job in enumerate(jobs_list)}

@@ -266,6 +266,10 @@ def keep_keras_running() -> None:
     global _persistent
     if not _persistent:
         atexit.register(_close_servers)
+        # a pool's worker exits through multiprocessing, which runs its
+        # finalizers but not atexit
+        import multiprocessing.util
+        multiprocessing.util.Finalize(None, _close_servers, exitpriority=10)
     _persistent = True
 
 

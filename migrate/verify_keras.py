@@ -352,6 +352,23 @@ def _save_taps(path, records):
     np.savez(path, **arrays)
 
 
+def end_with_parent(interval: float = 1.0) -> None:
+    """Exit when the process that started this one is gone, even if
+    stdin stays open (a process forked from it before it died may still
+    hold the pipe), so no TensorFlow process outlives its session."""
+    import threading
+    import time
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="end-with-parent"
+                     ).start()
+
+
 def serve(major):
     """Answer requests until stdin closes (see the module doc)."""
     import contextlib
@@ -359,13 +376,19 @@ def serve(major):
     import io
     import json
     import traceback
+    end_with_parent()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    threads = int(os.environ.get("KERAS2TORCH_KERAS_THREADS") or 0)
     os.dup2(2, 1)  # prints from Keras or the model go to stderr
     if major < 3:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
         import tf_keras as keras
     else:
         import keras
+    if threads > 0:  # one of several Keras processes: share the CPUs
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -72,8 +72,10 @@ def _specs():
 SPECS = _specs()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def builders(tmp_path_factory):
+    """One Keras builder process per backend (~1.8 GB each), ended when
+    this module's tests are done, not at the end of the whole suite."""
     work = tmp_path_factory.mktemp("applications")
     started = {}
 

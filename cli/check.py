@@ -92,6 +92,9 @@ def check(paths, verify, atol, diff, fmt, config_path, exclude, rule_files,
     if not any(f.is_model for f in found):  # as ruff: a warning, exit 0
         click.echo(f"warning: {nothing_found(paths, found, skipped)}; "
                    "nothing checked", err=True)
+    from .common import parallel_note
+    parallel_note(jobs, verify is not False and verify_available(),
+                  sum(f.is_model for f in found))
     bar = Progress(sum(f.is_model for f in found), "checking", quiet)
     try:
         report = lib.check(paths, verify=verify, atol=atol, config=config,

@@ -118,6 +118,26 @@ def rel(path) -> str:
     return p if r.startswith("..") else r
 
 
+def parallel_note(jobs: int, verify: bool, models: int) -> None:
+    """Say on stderr why ``-j N --verify`` cannot verify N models at once
+    here: each worker runs its own Keras process (TensorFlow started once
+    per worker, ~1.8 GB), and they share the CPUs (each gets
+    cpu_count // N threads)."""
+    cpus = os.cpu_count() or 1
+    n = cpus if jobs == 0 else jobs
+    if not verify or n <= 1 or models <= 1:
+        return
+    if n > cpus:
+        click.echo(f"note: -j {n} with --verify on {cpus} CPU(s): {n} Keras "
+                   f"processes take turns on {cpus} CPU(s), no faster than "
+                   f"-j {cpus}", err=True)
+    elif models <= n:
+        click.echo(f"note: -j {n} with --verify for {models} model(s): "
+                   "each worker starts TensorFlow for one model, which "
+                   "can take longer than verifying them in one process",
+                   err=True)
+
+
 def terminal_width() -> int | None:
     """The terminal's width when stdout is one, else None (a pipe or a
     file gets whole lines)."""

@@ -212,6 +212,8 @@ def _batch(models, outdir, *, class_name, layout, weights_format, verify,
     found = expand_sources(models, skipped)
     if not any(f.is_model for f in found):  # converting nothing: an error
         raise Error(nothing_found(models, found, skipped))
+    from .common import parallel_note
+    parallel_note(jobs, verify, sum(1 for f in found if not f.skip))
     bar = Progress(sum(1 for f in found if not f.skip), "converting", quiet)
     try:
         results = migrate.convert_many(found, outdir, jobs=jobs,

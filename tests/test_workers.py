@@ -68,3 +68,18 @@ def test_pool_workers_share_the_cpus_between_their_keras_processes():
 def test_application_builders_end_with_their_module():
     text = (ROOT / "tests" / "test_applications.py").read_text()
     assert '@pytest.fixture(scope="module")\ndef builders(' in text
+
+
+def test_parallel_verify_says_why_it_is_no_faster(monkeypatch, capsys):
+    from cli.common import parallel_note
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    parallel_note(4, True, 10)
+    assert capsys.readouterr().err == (
+        "note: -j 4 with --verify on 2 CPU(s): 4 Keras processes take "
+        "turns on 2 CPU(s), no faster than -j 2\n")
+    parallel_note(2, True, 2)
+    assert "each worker starts TensorFlow" in capsys.readouterr().err
+    for args in ((2, True, 10), (4, False, 10), (1, True, 10),
+                 (0, True, 1)):
+        parallel_note(*args)
+        assert capsys.readouterr().err == ""

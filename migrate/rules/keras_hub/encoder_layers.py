@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from ...layout import identity
 from ..base import IN, Emit, Out
-from ..common import as_f32, lit
+from ..common import lit
 from ..registry import rule
 from .embeddings import REVERSIBLE_EMBEDDING
 from .transformer import (_dense_state, _fold, _norm_state, activation_step,
                           helper_name)
-from .weights import HubWeights, input_ids
+from .weights import HubWeights, input_ids, stored, transposed
 
 TOKEN_AND_POSITION = '''\
 class TokenAndPositionEmbedding(nn.Module):
@@ -70,13 +70,12 @@ def token_and_position_embedding(call):
     w = HubWeights(call)
     table = w.array("token_embedding", 0, (vocab, width))
     positions = w.array("position_embedding", 0, (length, width))
-    state = {"token_embedding.weight": lambda: as_f32(table.read()),
-             "position_embedding.weight": lambda: as_f32(positions.read())}
+    state = {"token_embedding.weight": stored(table),
+             "position_embedding.weight": stored(positions)}
     helpers = {}
     if not tied:
         back = w.array("token_embedding", 1, (width, vocab))
-        state["token_embedding.reverse_weight"] = (
-            lambda: as_f32(back.read().T))
+        state["token_embedding.reverse_weight"] = transposed(back)
         helpers["ReversibleEmbedding"] = REVERSIBLE_EMBEDDING
     base = "TokenAndPositionEmbedding"
     code = _token_and_position_code(tied)

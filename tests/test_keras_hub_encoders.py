@@ -1,0 +1,96 @@
+"""The keras-hub encoder family: DistilBERT, RoBERTa, XLM-RoBERTa,
+ELECTRA, ALBERT, FNet (backbones and text classifiers) and the layers
+TokenAndPositionEmbedding, SinePositionEncoding, FNetEncoder.
+
+Parity of every fixture is in test_parity (stored references); here: each
+expansion is the graph keras-hub builds (the stored ``keras_graph.json``),
+the ports' structure (ALBERT's shared layers, FNet's Fourier mixing),
+refusals, and ``--verify`` when keras-hub is installed.
+"""
+import pytest
+
+import migrate
+from conftest import MODELS
+from migrate.errors import ConversionError
+from migrate.read.expand import expand
+from test_keras_hub import (_saved_config,
+                            test_expansion_is_the_graph_keras_hub_builds,
+                            test_verify_runs_keras_hub)
+
+CASES = ["k3_hub_distil_bert_backbone", "k3_hub_distil_bert_classifier",
+         "k3_hub_roberta_backbone", "k3_hub_roberta_classifier",
+         "k3_hub_xlm_roberta_backbone", "k3_hub_xlm_roberta_classifier",
+         "k3_hub_electra_backbone", "k3_hub_electra_same_dim",
+         "k3_hub_albert_backbone", "k3_hub_albert_classifier",
+         "k3_hub_f_net_backbone", "k3_hub_f_net_classifier"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_expansion(case):
+    test_expansion_is_the_graph_keras_hub_builds(case)
+
+
+@pytest.mark.parametrize("case", CASES + ["k3_hub_encoder_layers"])
+def test_verify(case):
+    test_verify_runs_keras_hub(case)
+
+
+test_verify = pytest.mark.keras(pytest.mark.slow(test_verify))
+
+
+def test_albert_runs_each_shared_layer_as_one_module():
+    """Two groups of two layers, each group run twice: four
+    TransformerEncoder modules, each called twice, weights stored once."""
+    conv = migrate.convert(MODELS / "k3_hub_albert_backbone" / "model.keras")
+    src = conv.source
+    assert src.count("class TransformerEncoder(nn.Module)") == 1
+    for group in (0, 1):
+        for inner in (0, 1):
+            name = f"group_{group}_inner_layer_{inner}"
+            assert src.count(f"self.{name} = TransformerEncoder(") == 1
+            assert src.count(f"self.{name}(") == 2, name
+    blocks = {k.split(".")[0] for k in conv.state_dict if "inner" in k}
+    assert len(blocks) == 4
+
+
+def test_f_net_mixes_with_torch_fft():
+    conv = migrate.convert(MODELS / "k3_hub_f_net_classifier" / "model.keras")
+    src = conv.source
+    assert src.count("class FNetEncoder(nn.Module)") == 1
+    assert "torch.fft.fft2(x).real" in src
+    assert "Attention" not in src
+    assert [t.name for t in conv.program.inputs] == ["segment_ids",
+                                                    "token_ids"]
+
+
+def test_roberta_classifier_head():
+    conv = migrate.convert(
+        MODELS / "k3_hub_roberta_classifier" / "model.keras")
+    src = conv.source
+    assert "self.pooled_dropout = nn.Dropout(0.1)" in src
+    assert "torch.tanh(self.pooled_dense(" in src
+    assert "token_and_position_embedding" not in src  # RoBERTa's name
+    assert "self.embeddings = TokenAndPositionEmbedding(100, 40, 16)" in src
+
+
+@pytest.mark.parametrize("case,key,value", [
+    ("k3_hub_albert_backbone", "num_groups", 3),
+    ("k3_hub_albert_backbone", "num_inner_repetitions", 0),
+    ("k3_hub_albert_backbone", "embedding_dim", 10 ** 12),
+    ("k3_hub_electra_backbone", "vocab_size", None),
+    ("k3_hub_distil_bert_backbone", "num_layers", 10 ** 9),
+    ("k3_hub_roberta_backbone", "dropout", 1.5),
+    ("k3_hub_f_net_backbone", "num_segments", -2),
+    ("k3_hub_f_net_backbone", "intermediate_dim", "32")])
+def test_bad_constructor_arguments_are_refused_by_name(case, key, value):
+    saved = _saved_config(case)
+    saved["config"][key] = value
+    with pytest.raises(ConversionError, match=key):
+        expand(saved, "m.keras")
+
+
+def test_classifier_without_backbone_is_refused():
+    saved = _saved_config("k3_hub_distil_bert_classifier")
+    del saved["config"]["backbone"]
+    with pytest.raises(ConversionError, match="backbone"):
+        expand(saved, "m.keras")

@@ -59,8 +59,8 @@ def test_f_net_mixes_with_torch_fft():
     assert src.count("class FNetEncoder(nn.Module)") == 1
     assert "torch.fft.fft2(x).real" in src
     assert "Attention" not in src
-    assert [t.name for t in conv.program.inputs] == ["segment_ids",
-                                                    "token_ids"]
+    names = [t.name for t in conv.program.inputs]
+    assert names == ["segment_ids", "token_ids"]
 
 
 def test_roberta_classifier_head():
@@ -94,3 +94,25 @@ def test_classifier_without_backbone_is_refused():
     del saved["config"]["backbone"]
     with pytest.raises(ConversionError, match="backbone"):
         expand(saved, "m.keras")
+
+
+def test_keras_mask_also_masks_the_encoders_queries():
+    """A TransformerEncoder on a Keras-masked input (TokenAndPositionEmbedding
+    with mask_zero): Keras's attention masks the padded queries as well as
+    the keys (test_parity holds the values); the fixed sinusoid and the
+    two embedding variants are module classes."""
+    conv = migrate.convert(MODELS / "k3_hub_encoder_layers" / "model.keras")
+    src = conv.source
+    assert src.count("query_mask=mask") == 2
+    assert "class SinePositionEncoding(nn.Module)" in src
+    assert "SinePositionEncoding(500.0)" in src
+    assert "self.token_embedding = ReversibleEmbedding(" in src
+    keys = set(conv.state_dict)
+    assert "embeddings.token_embedding.reverse_weight" in keys
+    assert "embeddings_2.position_embedding.weight" in keys
+
+
+def test_padding_mask_input_leaves_queries_unmasked():
+    src = migrate.convert(
+        MODELS / "k3_hub_roberta_backbone" / "model.keras").source
+    assert "query_mask" not in src

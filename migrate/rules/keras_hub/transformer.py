@@ -106,7 +106,8 @@ def helper_name(call, base: str, code: str) -> str:
 
 # -- the block class ----------------------------------------------------------
 def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
-                causal: bool, attn_mask: bool) -> str:
+                causal: bool, attn_mask: bool, query_mask: bool = False
+                ) -> str:
     kind = "TransformerDecoder" if decoder else "TransformerEncoder"
     parts = (["causal self-attention" if causal else "self-attention"]
              + (["cross-attention to the encoder"] if cross else [])
@@ -124,9 +125,14 @@ def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
         args.append("attention_mask=None")
     if cross:
         args.append("encoder_padding_mask=None")
+    if query_mask:
+        args.append("query_mask=None")
     masks = ("``padding_mask`` (B, T) is 1 at real tokens, 0 at padding"
              + ("; ``encoder_padding_mask`` (B, S) the same for the encoder"
-                if cross else "") + ".")
+                if cross else "")
+             + ("; ``query_mask`` (B, T), the input's Keras mask, also "
+                "stops its padded steps attending (they attend to nothing, "
+                "as in Keras)" if query_mask else "") + ".")
     lines = [f"class {name}(nn.Module):", f'    """{doc}', "", f"    {masks}"]
     lines = _wrap_doc(lines) + ['    """', ""]
     init = ["hidden_dim", "num_heads", "intermediate_dim"]
@@ -169,6 +175,10 @@ def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
         fw += ["if attention_mask is not None:  # (B, T, T)",
                "    am = attention_mask[:, None].bool()",
                "    mask = am if mask is None else mask & am"]
+    if query_mask:
+        fw += ["if query_mask is not None:  # (B, 1, T, 1)",
+               "    q = query_mask[:, None, :, None].bool()",
+               "    mask = q if mask is None else mask & q"]
     if cross:
         fw += ["encoder_mask = None",
                "if encoder_padding_mask is not None:  # (B, 1, 1, S)",
@@ -350,7 +360,16 @@ def _block(call, decoder: bool) -> Emit:
     if cross:
         enc = call.want(call.index(enc), identity(3))
     base = "TransformerDecoder" if decoder else "TransformerEncoder"
-    code = _block_code(base, decoder, pre, act, cross, causal, am is not None)
+    # Keras's MultiHeadAttention also masks the queries by the Keras mask
+    # of its query (keras-hub's encoder passes its input, masked or not;
+    # its decoder's self-attention query carries none).
+    query = None
+    if not decoder and x.masked:
+        if x.mask is None:
+            call.refuse("mask", "the input's Keras mask is not available")
+        query = x.mask
+    code = _block_code(base, decoder, pre, act, cross, causal, am is not None,
+                       query is not None)
     name = helper_name(call, base, code)
     code = code.replace(base, name, 1)
     helpers = {"Attention": ATTENTION, name: code}
@@ -401,6 +420,8 @@ def _block(call, decoder: bool) -> Emit:
         enc_padding = _mask_arg(call, enc, enc_pad)
         if enc_padding is not None:
             call_args.append(f"encoder_padding_mask={enc_padding}")
+    if query is not None:
+        call_args.append(f"query_mask={query}")
     step = f"self.{call.attr}({', '.join(call_args)})"
     return Emit([Out([step], x.shape, identity(3), masked=True)],
                 module=module, state=state, helpers=helpers)

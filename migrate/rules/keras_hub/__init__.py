@@ -8,3 +8,4 @@ keras-hub is never imported: everything here is written from its source
 from . import embeddings, transformer  # noqa: F401  (layer rules)
 from . import bert, gpt2  # noqa: F401  (backbones and tasks)
 from . import encoder_layers, encoders, fnet  # noqa: F401  (encoder family)
+from . import llama  # noqa: F401  (Llama, Llama 3, Mistral, Qwen)

@@ -34,8 +34,8 @@ class ReversibleEmbedding(nn.Embedding):
 
 
 def _reversible_variables(cfg):
-    return ["embeddings"] + ([] if cfg.get("tie_weights", True)
-                             else ["reverse_embeddings"])
+    return ["embeddings"] + ([] if cfg.get("tie_weights", True) in (
+        True, None) else ["reverse_embeddings"])
 
 
 @rule("ReversibleEmbedding", "keras_hub>ReversibleEmbedding",
@@ -44,11 +44,14 @@ def reversible_embedding(call):
     """nn.Embedding; `reverse=True`: `F.linear(x, weight)`, tied logits"""
     cfg = call.config
     n, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
-    tied = bool(cfg.get("tie_weights", True))
+    w = HubWeights(call)
+    tied = cfg.get("tie_weights", True)
+    if tied is None:  # a config that does not say (keras-hub's Llama
+        tied = "vars/1" not in w.arrays  # drops tie_word_embeddings)
+    tied = bool(tied)
     if cfg.get("reverse_dtype") not in (None, "float32"):
         call.refuse(f"reverse_dtype={cfg['reverse_dtype']!r}",
                     "only float32 logits are supported")
-    w = HubWeights(call)
     table = w.array("", 0, (n, dim))
     state = {"weight": stored(table)}
     helpers = {}

@@ -698,7 +698,8 @@ def _activation_block(w: Wanted, names: _Names) -> str:
     lines += ["", "", f"@activation_rule({ascii(w.class_name)})",
               f"def {fn}(x):",
               f'    """What {comment_text(w.class_name)} computes."""',
-              f"    fill_me_in({ascii('the activation rule for ' + w.class_name)})",
+              "    fill_me_in("
+              f"{ascii('the activation rule for ' + w.class_name)})",
               "    # Then return it as an expression of x.expr (a string) or "
               "an Emit, e.g.:",
               '    # return f"F.relu({x.expr})"']

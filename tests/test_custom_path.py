@@ -73,7 +73,8 @@ def fill_in(text: str) -> str:
              ("weight_1 = weights['weight_1']", "scale = weights['scale']"),
              (f"    fill_me_in('the rule for {KEY}')\n", body),
              ("    fill_me_in('the activation rule for fixtures>hard_swish')"
-              "\n", '    return f"{x.expr} * F.relu6({x.expr} + 3.0) / 6.0"\n')]
+              "\n",
+              '    return f"{x.expr} * F.relu6({x.expr} + 3.0) / 6.0"\n')]
     for old, new in edits:
         if "weight_" in old and old not in text:
             continue  # named weights (.h5): the skeleton has their names
@@ -353,8 +354,8 @@ def test_activation_without_a_rule_is_refused_with_the_way():
 def test_activation_rule_inline_or_helper(body, inline, tmp_path):
     from migrate.rules import Emit, Out, chain
     from migrate.rules.registry import Rule, activation_key
-    fn = eval(f"lambda x: {body}", {"Emit": Emit, "Out": Out,
-                                     "chain": chain})
+    fn = eval(f"lambda x: {body}",
+              {"Emit": Emit, "Out": Out, "chain": chain})
     fn.__name__ = "hard_swish"
     key = activation_key("fixtures>hard_swish")
     rules = dict(_gated_only(), **{key: Rule(key, fn, kind="activation")})
@@ -379,7 +380,7 @@ def test_activation_rule_may_not_hold_weights():
         migrate.convert(model_path("k3_custom_port", "keras"), rules=rules)
 
 
-# -- hostile model files --------------------------------------------------------
+# -- hostile model files ----------------------------------------------------
 def _hostile_model(tmp_path, canary: Path) -> Path:
     """k3_custom_port with names and values that would run code if they
     reached the rule file unescaped."""
@@ -447,7 +448,7 @@ def test_hostile_names_never_become_code(tmp_path):
     assert r.exit_code == 0 and not canary.exists()
 
 
-# -- rule packs (entry-point group keras2torch.rules) --------------------------
+# -- rule packs (entry-point group keras2torch.rules) -----------------------
 _COUNTER = itertools.count()
 
 

@@ -448,6 +448,30 @@ def test_hostile_names_never_become_code(tmp_path):
     assert r.exit_code == 0 and not canary.exists()
 
 
+def test_hostile_weight_names_never_become_code(tmp_path):
+    """An .h5 names its weights: a name made to close the list of names
+    and run code stays a string literal (and an escaped comment)."""
+    import h5py
+    canary = tmp_path / "pwned"
+    model = tmp_path / "hostile.h5"
+    shutil.copy(model_path("k2_custom_port", "h5"), model)
+    evil = f"gate'])\n__import__('pathlib').Path({str(canary)!r}).touch()\n#"
+    with h5py.File(model, "a") as f:
+        f["model_weights/gated/gated"].move("gate:0", evil + ":0")
+        f["model_weights/gated"].attrs["weight_names"] = np.array(
+            [f"gated/{evil}:0".encode(), b"gated/scale:0"])
+    text = rule_skeleton(model)
+    tree = ast.parse(text)
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and ast.unparse(n.func).endswith(("touch", "Path",
+                                                   "__import__"))]
+    out = tmp_path / "rules.py"
+    out.write_text(text)
+    with pytest.raises(UnsupportedLayers, match="fill me in"):
+        migrate.convert(model, rules=load_rule_files([out]))
+    assert not canary.exists()
+
+
 # -- rule packs (entry-point group keras2torch.rules) -----------------------
 _COUNTER = itertools.count()
 

@@ -362,6 +362,7 @@ class Translator:
         if layer.config.get("trainable") is False:
             emit.init_lines.append("self.{attr}.requires_grad_(False)"
                                    "  # Keras: trainable=False")
+        emit.init_lines.extend(_frozen_lines(emit.state))
         self.modules[layer.name] = ModuleDecl(
             attr, emit.module or "", layer.name,
             [line.format(attr=attr) for line in emit.init_lines])
@@ -556,6 +557,21 @@ __all__ = ["Options", "Program", "translate", "channels_first",
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else ""
+
+
+def _frozen_lines(state: dict) -> list[str]:
+    """``requires_grad_(False)`` for the parameters Keras does not have
+    (``Transformed(..., frozen=True)``: torch's second LSTM bias), so that
+    training moves only what Keras trains."""
+    lines = []
+    for key, producer in state.items():
+        if getattr(producer, "frozen", False):
+            ref = ("self.{attr}." + key if all(
+                p.isidentifier() for p in key.split(".")) else
+                f'self.{{attr}}.get_parameter("{key}")')
+            lines.append(f"{ref}.requires_grad_(False)  # "
+                         f"{producer.description}")
+    return lines
 
 
 def _guarded(producer: Callable, layer) -> Callable:

@@ -162,17 +162,26 @@ def train_step(model, args, weights_file, out_file, major):
     def path(v):
         return v.path if major >= 3 else v.name.split(":")[0]
 
-    with tf.GradientTape() as tape:
-        outs = model(args, training=True)
-        if isinstance(outs, dict):
-            outs = [outs[k] for k in sorted(outs)]
-        if not isinstance(outs, (list, tuple)):
-            outs = [outs]
-        loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64) * r)
-                         for o, r in zip(outs, rs)])
     variables = list(model.trainable_variables)
-    grads = tape.gradient(loss, [getattr(v, "value", v) if major >= 3
-                                 else v for v in variables])
+    sources = [v.value if major >= 3 else v for v in variables]
+
+    def step(args):
+        with tf.GradientTape() as tape:
+            outs = model(args, training=True)
+            if isinstance(outs, dict):
+                outs = [outs[k] for k in sorted(outs)]
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64) * r)
+                             for o, r in zip(outs, rs)])
+        return outs, tape.gradient(loss, sources)
+
+    try:
+        outs, grads = step(args)
+    except Exception as exc:  # noqa: BLE001 -- channels_first on CPU
+        if "NHWC" not in str(exc):
+            raise
+        outs, grads = tf.function(step, jit_compile=True)(args)
     arrays = {f"out_{i}": np.asarray(o) for i, o in enumerate(outs)}
     names = {"grads": [], "after": []}
     for v, g in zip(variables, grads):

@@ -9,8 +9,8 @@ arrays, and what that function does in words::
 
 A plain zero-argument callable still works (keras-hub rules, user rules):
 its variables are found by running it with the reads recorded
-(:func:`migrate.weights.record`) and its transform is described as "as
-stored".
+(:func:`migrate.weights.record`, zeros instead of the file) and its
+transform is reported as not described -- never guessed.
 
 The same producers serve two purposes, with no second copy of any
 transform: producing the weights (the variables read from the file) and
@@ -26,20 +26,27 @@ from .errors import ConversionError
 from .weights import LazyArray, MissingVariable, record, substitute
 
 AS_STORED = "as stored"
+# a plain callable says nothing about its transform; "as stored" would be a
+# guess
+UNDESCRIBED = "not described (a plain producer: the rule gives no Transformed)"
 
 
 class Transformed:
     """A state-dict value computed from stored variables:
     ``fn(*(s.read() for s in sources))``, with ``description`` saying in
-    words what ``fn`` does (shown in ``conversion.json``)."""
+    words what ``fn`` does (shown in ``conversion.json``).  ``frozen``:
+    a parameter Keras does not have, kept out of training."""
 
-    __slots__ = ("fn", "sources", "description")
+    __slots__ = ("fn", "sources", "description", "frozen")
 
     def __init__(self, fn: Callable, sources: Sequence[LazyArray],
-                 description: str = AS_STORED):
+                 description: str = AS_STORED, *, frozen: bool = False):
         self.fn = fn
         self.sources = list(sources)
         self.description = description
+        # a parameter Keras does not have (torch's second LSTM bias): the
+        # port does not train it (requires_grad_(False) in model.py)
+        self.frozen = frozen
 
     def __call__(self):
         return self.fn(*(s.read() for s in self.sources))
@@ -58,7 +65,7 @@ def description(entry: Callable) -> str:
     """What the entry's producer does to the variables, in words (the
     transforms of derived source arrays first)."""
     inner = producer_of(entry)
-    text = getattr(inner, "description", AS_STORED)
+    text = getattr(inner, "description", UNDESCRIBED)
     before = [s.transform for s in getattr(inner, "sources", ())
               if s.transform]
     if before:

@@ -10,7 +10,7 @@ needs its inputs in, and returns
   only when the state dict is materialised): preferably
   ``Transformed(fn, [variables], "what fn does")`` (:mod:`migrate.weightmap`),
   which keeps the way back to the Keras variables; a plain callable works
-  too, described as "as stored",
+  too (its transform then reported as not described),
 * the forward code of each output, as a chain of steps.
 
 Forward code uses placeholders, not variable names: ``call.x(i)`` is input

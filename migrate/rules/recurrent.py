@@ -640,7 +640,8 @@ def rnn_state(spec: RnnSpec, weights: LayerWeights, prefix: str = "",
                                f", recurrent) biases" + regate)
         if row == 1:  # Keras has one bias: torch's second one stays zero
             return Transformed(lambda: np.zeros(b.shape, np.float32), [],
-                               "zeros (Keras has a single bias)")
+                               "zeros, not trained: Keras has one bias",
+                               frozen=True)
         return Transformed(lambda b: as_f32(gates_of(b)), [b],
                            regate[2:] if reorder else "as stored")
 

@@ -107,8 +107,10 @@ def _pooled(g: Functional, x: Ref, hidden: int, inputs: dict) -> dict:
 
 @expander("keras_hub>ElectraBackbone", "keras_nlp>ElectraBackbone")
 def electra_backbone(cfg: dict) -> dict:
-    vocab, hidden = dim(cfg, "vocab_size"), dim(cfg, "hidden_dim")
-    width = dim(cfg, "embedding_dim")
+    # keras-hub names it vocab_size here (vocabulary_size elsewhere)
+    vocab = dim(cfg, "vocab_size" if "vocab_size" in cfg
+                else "vocabulary_size")
+    hidden, width = dim(cfg, "hidden_dim"), dim(cfg, "embedding_dim")
     heads, inter = dim(cfg, "num_heads"), dim(cfg, "intermediate_dim")
     dropout = rate(cfg, "dropout", 0.1)
     g = Functional(cfg, "electra_backbone")

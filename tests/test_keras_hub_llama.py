@@ -17,6 +17,7 @@ GRAPHS = ["k3_hub_mistral_causal_lm", "k3_hub_qwen_backbone"]
 # Llama 3 with tied embeddings does not reload in keras-hub 0.32 (its
 # get_config drops tie_word_embeddings), so Keras cannot verify that file.
 RELOADABLE = ["k3_hub_llama_backbone", "k3_hub_mistral_causal_lm",
+              "k3_hub_gemma_backbone", "k3_hub_gemma2_causal_lm",
               "k3_hub_qwen_backbone"]
 
 
@@ -58,3 +59,32 @@ def test_verify_runs_keras_hub(case):
     conv = migrate.convert(MODELS / case / "model.keras")
     parity = migrate.verify(MODELS / case / "model.keras", conv)
     assert parity["passed"], parity
+
+
+def test_gemma2_options_are_written():
+    conv = migrate.convert(MODELS / "k3_hub_gemma2_causal_lm" / "model.keras")
+    src = conv.source
+    # one block class for the windowed layers, one for the others
+    assert "class GemmaDecoderBlock(nn.Module)" in src
+    assert "class GemmaDecoderBlock2(nn.Module)" in src
+    assert "sliding_window=3" in src and "logit_soft_cap=20.0" in src
+    assert "torch.tanh(scores / cap) * cap" in src
+    assert "self.post_ffw_norm" in src and "self.post_attention_norm" in src
+    assert "torch.tanh(" in src.split("def forward")[-1]  # final soft cap
+    assert any(k.endswith("post_ffw_norm.weight") for k in conv.state_dict)
+    entry = next(e for e in conv.weight_map()
+                 if e["torch"].endswith("pre_ffw_norm.weight"))
+    assert "1 + scale" in entry["transform"]
+
+
+def test_keras_rms_normalization_is_not_gemmas():
+    """Keras's own RMSNormalization multiplies by scale, Gemma's by
+    1 + scale: the module of the class decides which rule converts it."""
+    from migrate.graph import Layer
+    from migrate.rules.registry import lookup
+    keras_norm = Layer("n", "RMSNormalization", {}, "keras.layers")
+    gemma_norm = Layer("n", "RMSNormalization", {},
+                       "keras_hub.src.models.gemma.rms_normalization",
+                       "RMSNormalization")
+    assert lookup(keras_norm).name == "rms_norm"
+    assert lookup(gemma_norm).name == "gemma_rms_norm"

@@ -113,6 +113,11 @@ def lookup(layer: Layer, extra: dict[str, Rule] | None = None) -> Rule | None:
     if layer.is_op:
         keys.append(op_key(layer))
     else:
+        # keras-hub's internal classes register under their bare names
+        # (``RMSNormalization``, as Keras's own): its module tells them apart
+        package = (layer.module or "").split(".", 1)[0]
+        if package in ("keras_hub", "keras_nlp"):
+            keys.append(f"keras_hub>{layer.class_name}")
         keys.append(layer.class_name)
     for table in tables:
         for key in keys:

@@ -79,10 +79,10 @@ def is_savedmodel(path: str) -> bool:
         os.path.join(path, GRAPH_FILE))
 
 
-def read_metadata(path: str) -> tuple[dict, str]:
-    """The root model's ``{"class_name", "config"}`` and Keras version from
-    ``keras_metadata.pb`` of the SavedModel directory ``path``, and the
-    metadata's layer name at each node path."""
+def read_metadata(path: str) -> tuple[dict, str, dict]:
+    """The root model's ``{"class_name", "config"}``, its Keras version
+    and the metadata's layer name at each node path (``"root.layer-1"``)
+    of the SavedModel directory ``path``."""
     meta = os.path.join(path, METADATA)
     if os.path.lexists(meta):
         real = safe_file(meta, path, f"{path}: {METADATA}")
@@ -190,7 +190,8 @@ def _layer_name(raw: bytes, label: str) -> str | None:
 
 def plain_json(value):
     """tf-keras's encoded tuples and shapes as the lists ``.h5`` holds
-    (iteratively: the depth of a config is checked later, not here)."""
+    (recursively; JSON too deep for that is refused here, the config's
+    depth limit is checked later)."""
     def convert(v):
         if isinstance(v, dict):
             cls = v.get("class_name")

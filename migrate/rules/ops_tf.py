@@ -1,7 +1,8 @@
 """TensorFlow functions that community model code calls on symbolic
 tensors in tf.keras (``TFOpLambda``): split, unstack, gather, repeat,
 where, reflect padding, bias_add, squared_difference, the euclidean norm,
-and ``tf.shape`` with the arithmetic on its pieces that feeds a reshape.
+and ``tf.shape`` with the arithmetic on its pieces that feeds a reshape
+or a ``tf.image.resize``.
 
 They extend the tables of :mod:`migrate.rules.ops` (same reading of calls,
 same whitelist: a symbol or option not listed is refused by name).
@@ -325,9 +326,7 @@ def repeat(call, op: Op) -> Emit:
     if op.options.get("axis") is None:
         call.refuse("axis=None", "repeat along one axis (TensorFlow "
                     "flattens the tensor for axis=None)")
-    axis = _one_axis(call, op, x)
-    if axis == 0:
-        call.refuse("axis=0", "repeating the batch axis")
+    axis = _one_axis(call, op, x)  # axis 0 too: kecam repeats windows
     if isinstance(reps, list) and len(reps) == 1:
         reps = reps[0]
     if not (isinstance(reps, int) and not isinstance(reps, bool)
@@ -412,6 +411,22 @@ def pad(call, op: Op) -> Emit:
     return Emit([Out(chain(code), shape, x.layout, x.dtype)])
 
 
+def resize(call, op: Op) -> Emit:
+    """tf.image.resize to a size read from tf.shape (``shape[1:3]``, or
+    a list of pieces) that the model file knows: as a constant size."""
+    size = op.options.get("size")
+    pieces = size if isinstance(size, list) else [size]
+    if any(isinstance(v, Ref) for v in pieces):
+        known = []
+        for v in pieces:
+            value = _value_of(call, v.i)[1] if isinstance(v, Ref) else v
+            known += list(value) if isinstance(value, tuple) else [value]
+        if len(known) != 2 or not all(isinstance(v, int) for v in known):
+            call.refuse("size", "a (height, width) the model file knows")
+        op = Op(op.name, op.operands, dict(op.options, size=known))
+    return _RESIZE(call, op)
+
+
 def _tf_spellings(op: Op) -> Op:
     if op.name == "shape" and op.options.get("out_type") not in (
             None, "int32", "int64"):
@@ -421,6 +436,7 @@ def _tf_spellings(op: Op) -> Op:
 
 _RESHAPE = IMPLEMENTATIONS["reshape"]
 _PAD = IMPLEMENTATIONS["pad"]
+_RESIZE = IMPLEMENTATIONS["resize"]
 for _name, _impl in list(IMPLEMENTATIONS.items()):
     IMPLEMENTATIONS[_name] = _with_python_numbers(_impl)
 IMPLEMENTATIONS.update({
@@ -429,6 +445,6 @@ IMPLEMENTATIONS.update({
     "squared_difference": _with_python_numbers(squared_difference),
     "bias_add": bias_add, "tf_einsum": tf_einsum,
     "reshape": _with_python_numbers(reshape),
-    "pad": pad,
+    "pad": pad, "resize": resize,
 })
 TF_FIXES.append(_tf_spellings)

@@ -36,7 +36,7 @@ import torch
 from .errors import ConversionError
 
 TOL = 1e-5
-_RATES = ("p", "rate", "stddev", "dropout", "recurrent_dropout")
+_RATES = ("p", "rate", "stddev")  # and every "...dropout" attribute
 
 
 def no_dropout(model: torch.nn.Module) -> int:
@@ -44,9 +44,9 @@ def no_dropout(model: torch.nn.Module) -> int:
     returns how many were set."""
     count = 0
     for m in model.modules():
-        for name in _RATES:
-            value = getattr(m, name, None)
-            if isinstance(value, float) and value:
+        for name, value in list(vars(m).items()):
+            if (name in _RATES or name.endswith("dropout")) and isinstance(
+                    value, float) and value:
                 setattr(m, name, 0.0)
                 count += 1
     return count

@@ -111,6 +111,9 @@ class Graph:
     nodes: list[Node]  # topological order; InputLayers are not nodes
     keras_version: str = ""
     source_format: str = ""
+    # the library class a model was expanded from ("GPT2CausalLM"), which
+    # names the port's class; "" for Sequential / Functional models
+    class_name: str = ""
 
     @property
     def keras_major(self) -> int:

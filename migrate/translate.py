@@ -133,7 +133,9 @@ class Translator:
         outputs, returns = self._outputs()
         self._flush()
         self.body = self.masks.drop_unused(self.body, returns)
-        name = self.options.class_name or class_identifier(self.graph.name)
+        name = self.options.class_name or (
+            self.graph.class_name if self.graph.class_name.isidentifier()
+            else class_identifier(self.graph.name))
         return Program(
             model_name=self.graph.name, class_name=name, inputs=inputs,
             outputs=outputs, modules=list(self.modules.values()),

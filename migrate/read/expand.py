@@ -86,4 +86,6 @@ def expand(entry: dict, label: str) -> dict | None:
         raise ConversionError(
             f"{label}: {entry.get('class_name')}: its config cannot be read "
             f"({type(exc).__name__}: {exc})") from None
-    return dict(out, expanded_from=entry.get("class_name"))
+    # the class the port is named after: the table's own spelling of it
+    # (the key matched one of ours), never a string read from the file
+    return dict(out, expanded_from=key_of(entry).split(">", 1)[1])

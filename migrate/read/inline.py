@@ -71,7 +71,8 @@ def build_graph(spec: ModelSpec, label: str, keras_version: str = "",
         name=spec.name, inputs=builder.inputs,
         outputs=[GraphOutput(n, r) for n, r in zip(names, outputs)],
         nodes=builder.nodes, keras_version=keras_version,
-        source_format=source_format)
+        source_format=source_format,
+        class_name=str(spec.entry.get("expanded_from") or ""))
     _share_layers(graph, label)
     _count_outputs(graph, label)
     _check_unique(graph, label)

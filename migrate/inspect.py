@@ -297,7 +297,8 @@ TORCH = {
     "custom_scale": "`x * scale`",
     "recurrent": "batch-first `nn.LSTM` / `nn.GRU` / `nn.RNN` (other "
                  "cells and dropout: a subclass of it, masks and states: "
-                 "a `run_rnn` helper in model.py)",
+                 "a `run_rnn` helper in model.py, one call of the RNN for "
+                 "padding at the end, a step loop for other masks)",
     "bidirectional": "one `bidirectional=True` RNN, or the two directions "
                      "in an `nn.ModuleDict`",
     "time_distributed": "the inner layer's code on `x.flatten(0, 1)`, "
@@ -307,13 +308,16 @@ TORCH = {
                "for the layers after",
     "conv_lstm": "a `ConvLSTM` module in model.py",
     "multi_head_attention": "a `MultiHeadAttention` module in model.py "
-                            "(four `nn.Linear`, explicit scaled dot-product "
-                            "attention)",
+                            "(four `nn.Linear`, "
+                            "`F.scaled_dot_product_attention`; explicit "
+                            "scores when they are returned)",
     "grouped_query_attention": "a `GroupedQueryAttention` module in "
                                "model.py (`MultiHeadAttention`'s, key and "
                                "value heads shared by groups of query "
                                "heads)",
-    "attention": "`q @ k.transpose(1, 2)` scores and an `attend` helper",
+    "attention": "a `dot_attend` helper (`F.scaled_dot_product_attention`"
+                 "); concat scores, or returned scores: explicit scores and "
+                 "an `attend` helper",
     "additive_attention": "`tanh(q + k)` scores and an `attend` helper",
     "keras_op": "the matching `torch` / tensor operation",
     "tf_op_lambda": "the matching `torch` / tensor operation",

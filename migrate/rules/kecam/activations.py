@@ -14,19 +14,23 @@ from ..registry import activation_rule
 
 @activation_rule("kecamCommon>hard_swish")
 def hard_swish(x):
+    """F.hardswish (kecam hard_swish: x * relu6(x + 3) / 6)"""
     return f"F.hardswish({x.expr})"
 
 
 @activation_rule("kecamCommon>hard_sigmoid_torch")
 def hard_sigmoid_torch(x):
+    """F.hardsigmoid (kecam hard_sigmoid_torch)"""
     return f"F.hardsigmoid({x.expr})"
 
 
 @activation_rule("kecamCommon>mish")
 def mish(x):
+    """F.mish"""
     return f"F.mish({x.expr})"
 
 
 @activation_rule("kecamCommon>phish")
 def phish(x):
+    """torch.tanh(F.gelu(x)) * x"""
     return f"{x.expr} * torch.tanh(F.gelu({x.expr}))"

@@ -13,4 +13,5 @@ from ..registry import rule
 @rule("beit>PatchConv2DWithResampleWeights", variables=_conv_variables,
       prefers=_conv_layout)
 def patch_conv2d(call):
+    """nn.Conv2d, as Conv2D"""
     return _conv(call, 2)

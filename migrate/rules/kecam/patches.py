@@ -27,6 +27,7 @@ def _pair(value, what, call):
 
 @rule("kecamCommon>CompatibleExtractPatches", variables=lambda cfg: [])
 def compatible_extract_patches(call):
+    """F.unfold, patches in (kh, kw, C) order as tf.image.extract_patches"""
     if call.get("force_conv", False):
         call.refuse("force_conv=True", "the unfold-as-conv variant (its "
                     "kernel is stored as a weight); the default unfold "

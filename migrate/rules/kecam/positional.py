@@ -97,6 +97,7 @@ def _scores(call):
 @rule("levit>MultiHeadPositionalEmbedding",
       variables=lambda cfg: ["positional_embedding"], masks="propagate")
 def multi_head_positional_embedding(call):
+    """nn.Module PositionalBias in model.py (bias table indexed by offsets)"""
     x = _scores(call)
     heads = x.shape[1] if x.rank == 4 else 0
     qq, kk = x.shape[-2:]
@@ -134,6 +135,7 @@ def multi_head_positional_embedding(call):
 @rule("beit>MultiHeadRelativePositionalEmbedding",
       variables=lambda cfg: ["positional_embedding"], masks="propagate")
 def multi_head_relative_positional_embedding(call):
+    """nn.Module RelativePositionBias in model.py (BEiT relative index)"""
     x = _scores(call)
     if x.rank != 4:
         call.refuse(f"rank {x.rank}", "attention scores (B, heads, Q, K)")

@@ -56,6 +56,7 @@ class RelativeLogits(nn.Module):
 @rule("botnet>RelativePositionalEmbedding",
       variables=lambda cfg: ["r_height", "r_width"])
 def relative_positional_embedding(call):
+    """nn.Module RelativeLogits in model.py (per-axis matmuls, rel_to_abs)"""
     x = call.inputs[0]
     if x.rank != 5 or any(d is None for d in x.shape[1:]):
         call.refuse(f"input shape {x.shape}", "queries (B, heads, H, W, D) "

@@ -56,17 +56,20 @@ def _names(*names):
 @rule("resmlp>ChannelAffine", variables=_names("weight", "bias"),
       masks="propagate")
 def channel_affine(call):
+    """nn.Module Affine in model.py (x * weight + bias)"""
     return _affine(call, "weight", bool(call.get("use_bias", True)))
 
 
 @rule("nfnets>ZeroInitGain", variables=lambda cfg: ["gain"] + (
     ["bias"] if cfg.get("use_bias", False) else []), masks="propagate")
 def zero_init_gain(call):
+    """nn.Module Affine in model.py (scalar gain and bias)"""
     return _affine(call, "gain", bool(call.get("use_bias", False)))
 
 
 @rule("volo>BiasLayer", variables=lambda cfg: ["bias"], masks="propagate")
 def bias_layer(call):
+    """nn.Parameter added to x"""
     b = call.weights(["bias"])["bias"]
     x, shape, bias = broadcast_param(call, 0, b, True)
     module = f"nn.Parameter(torch.zeros({', '.join(map(str, shape))}))"

@@ -17,6 +17,7 @@ from .common import broadcast_param
 
 @rule("volo>ClassToken", variables=lambda cfg: ["tokens"])
 def class_token(call):
+    """torch.cat of an nn.Parameter expanded over the batch"""
     x = call.inputs[0]
     if x.rank != 3:
         call.refuse(f"rank {x.rank}", "ClassToken of a (batch, tokens, "
@@ -41,6 +42,7 @@ def class_token(call):
 @rule("volo>PositionalEmbedding",
       variables=lambda cfg: ["positional_embedding"], masks="propagate")
 def positional_embedding(call):
+    """nn.Parameter added to x"""
     w = call.weights(["positional_embedding"])["positional_embedding"]
     x, shape, weight = broadcast_param(call, 0, w, True)
     module = f"nn.Parameter(torch.zeros({', '.join(map(str, shape))}))"

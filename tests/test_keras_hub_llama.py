@@ -88,3 +88,17 @@ def test_keras_rms_normalization_is_not_gemmas():
                        "RMSNormalization")
     assert lookup(keras_norm).name == "rms_norm"
     assert lookup(gemma_norm).name == "gemma_rms_norm"
+
+
+@pytest.mark.parametrize("case", ["k3_hub_vit_backbone",
+                                  "k3_hub_vit_classifier"])
+def test_vit_expansion_is_the_graph_keras_hub_builds(case):
+    _same_graph(case)
+
+
+def test_vit_port_takes_channels_first_images():
+    conv = migrate.convert(MODELS / "k3_hub_vit_classifier" / "model.keras")
+    assert conv.program.inputs[0].torch_shape == (None, 3, 16, 16)
+    src = conv.source
+    assert "for block in self.encoder_layers:" in src
+    assert "self.class_token" in src and "nn.Conv2d(num_channels" in src

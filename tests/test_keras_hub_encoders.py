@@ -11,12 +11,11 @@ import pytest
 import torch
 
 import migrate
-from conftest import MODELS
+from conftest import MODELS, needs_tf
 from migrate.errors import ConversionError
 from migrate.read.expand import expand
-from test_keras_hub import (_saved_config,
-                            test_expansion_is_the_graph_keras_hub_builds,
-                            test_verify_runs_keras_hub)
+import test_keras_hub as hub_tests  # (a module: its tests not collected here)
+_saved_config = hub_tests._saved_config
 
 CASES = ["k3_hub_distil_bert_backbone", "k3_hub_distil_bert_classifier",
          "k3_hub_roberta_backbone", "k3_hub_roberta_classifier",
@@ -28,15 +27,17 @@ CASES = ["k3_hub_distil_bert_backbone", "k3_hub_distil_bert_classifier",
 
 @pytest.mark.parametrize("case", CASES)
 def test_expansion(case):
-    test_expansion_is_the_graph_keras_hub_builds(case)
+    hub_tests.test_expansion_is_the_graph_keras_hub_builds(case)
 
 
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.slow
+@pytest.mark.skipif(not hub_tests.HAS_HUB,
+                    reason="keras-hub is not installed")
 @pytest.mark.parametrize("case", CASES + ["k3_hub_encoder_layers"])
 def test_verify(case):
-    test_verify_runs_keras_hub(case)
-
-
-test_verify = pytest.mark.keras(pytest.mark.slow(test_verify))
+    hub_tests.test_verify_runs_keras_hub(case)
 
 
 def test_albert_runs_each_shared_layer_as_one_module():

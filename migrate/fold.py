@@ -183,6 +183,17 @@ def _tail(code: str):
     return head, f"{var} = {var}{rest}"
 
 
+# a number, or a tuple of numbers, in forward code: a value a block's
+# instances may differ in (F.pad(x, (0, 1, 0, 1)), x.reshape(-1, 144, 1, 1))
+_NUM = r"\d+(?:\.\d*)?(?:e-?\d+)?"
+_LITERAL = re.compile(rf"(?<![\w.]){_NUM}(?![\w.])|\((?:\s*{_NUM}\s*,)+"
+                      rf"\s*(?:{_NUM}\s*)?\)")
+
+
+def _literals_ok(fragment: str) -> bool:
+    return "'" not in fragment and '"' not in fragment
+
+
 def _is_binop(line: str) -> bool:
     try:
         return isinstance(ast.parse(line).body[0].value, ast.BinOp)
@@ -418,6 +429,7 @@ class Region:
     mods: list[str]  # module attrs, in order of first use
     globals_: list[int]  # other values read, in order of first read
     size: int  # statements + modules
+    consts: list = field(default_factory=list)  # numbers in its forward
 
 
 @dataclass
@@ -557,7 +569,8 @@ class Folder:
             out = []
             for part in s.parts:
                 if isinstance(part, str):
-                    out.append(part)
+                    out.append(_LITERAL.sub("\x00c", part)
+                               if _literals_ok(part) else part)
                 elif part[0] == "m":
                     if part[1] not in mods:
                         if any(u < a or u >= b
@@ -591,8 +604,11 @@ class Folder:
             slot_keys.append((t, lines))
         key = (tuple(canon), tuple(slot_keys), len(globs),
                canon.index(canon[-1]) if canon else 0)
+        consts = [v for st in stmts for part in st.parts
+                  if isinstance(part, str) and _literals_ok(part)
+                  for v in _LITERAL.findall(part)]
         return Region(a, b, c_in, c_out, key, mods, globs,
-                      (b - a) + len(mods))
+                      (b - a) + len(mods), consts)
 
     def _choose(self) -> list[Region]:
         """Greedy: the region shape whose instances save most lines first,
@@ -633,8 +649,8 @@ class Folder:
                     # a helper module per layer (keras-hub): the loop
                     # reads best, before any pairing of layers
                     save = 3 * len(inst) - 4
-                elif all(self._prefix(r) for r in inst):
-                    save += 3 * len(inst)  # the Keras names agree
+                elif all(self._whole(r) for r in inst):
+                    save += 6 * len(inst)  # each is a whole Keras block
                 if save > best_save:
                     best, best_save = inst, save
             if best is None:
@@ -791,7 +807,7 @@ class Folder:
         if not pa[0] or not pb[0]:
             return True
         if len(pa) == 1 and len(pb) == 1:  # layer1, layer2: the index
-            return _stem(pa[0]) == _stem(pb[0])
+            return _stage(pa[0]) == _stage(pb[0])
         return pa[0] == pb[0]  # conv2_block1, conv2_block2: the stage
 
     def _needs_loop(self, run: list[Region]) -> bool:
@@ -801,6 +817,21 @@ class Folder:
     def _bare_args(self, r: Region) -> str:
         s = self.stmts[r.start]
         return "".join(_canon_part(x, r) for x in s.parts[5:])
+
+    def _whole(self, r: Region) -> bool:
+        """The region holds every module of one Keras block: the common
+        name up to its last numbered part (``block_1_expand`` ->
+        ``block_1``) names no module outside it."""
+        toks = self._prefix(r).split("_")
+        while toks and not re.search(r"\d", toks[-1]):
+            toks.pop()
+        if not toks:
+            return False
+        block = "_".join(toks)
+        inside = set(r.mods)
+        return not any((d.keras_name == block
+                        or d.keras_name.startswith(block + "_"))
+                       for a, d in self.decls.items() if a not in inside)
 
     def _prefix(self, r: Region) -> str:
         names = [self.decls[m].keras_name for m in r.mods]
@@ -842,7 +873,7 @@ class Folder:
                 alias[s.writes[0]] = alias.get(s.alias_of, s.alias_of)
         lines = []
         pending_loop = None
-        body = _rejoin(body)
+        body = _rejoin(body, keep=self.returns)
         for s in body:
             if getattr(s, "alias_of", None) is not None:
                 continue
@@ -866,13 +897,20 @@ class Folder:
         return ClassSpec(self, rs, names, helpers)
 
 
-def _rejoin(body: list, anywhere: bool = False, width: int = 71) -> list:
+def _rejoin(body: list, anywhere: bool = False, width: int = 71,
+            keep=()) -> list:
     """Join a statement into the next one that reads its value once (as
     a call argument or a method's receiver): statements split by
     :func:`_split_tails` in the model's forward, and with ``anywhere``
     (a block's forward) any stateless statement after another, as the
     translator composes them, when the line fits ``width``."""
     out = []
+    reads: dict[int, int] = {}
+    for s in body:
+        for v in s.reads:
+            reads[v] = reads.get(v, 0) + 1
+    for v in keep:
+        reads[v] = reads.get(v, 0) + 1
     for s in body:
         prev = out[-1] if out else None
         joined = None
@@ -881,6 +919,7 @@ def _rejoin(body: list, anywhere: bool = False, width: int = 71) -> list:
                 and not getattr(prev, "indent", False)
                 and not getattr(s, "indent", False)
                 and s.reads.count(prev.writes[0]) == 1
+                and reads.get(prev.writes[0], 0) == 1
                 and (getattr(s, "tail", False) or anywhere and not s.mods)):
             joined = _substitute(prev, s)
         if joined is not None and anywhere:
@@ -969,6 +1008,13 @@ def _render(parts, var, mod) -> str:
     return "".join(out)
 
 
+def _stage(token: str) -> str:
+    """``block4b`` -> ``block4`` (stage 4, block b); ``layer3`` ->
+    ``layer``."""
+    m = re.fullmatch(r"([A-Za-z_]*\d+)[a-z]", token)
+    return m.group(1) if m else _stem(token)
+
+
 def _stem(token: str) -> str:
     return token.rstrip("0123456789")
 
@@ -994,6 +1040,10 @@ def _run_name(prefixes: list[str], n: int, bare: bool) -> str:
         return prefixes[0] or ("layer" if bare else "block")
     if not all(prefixes):
         return "layers" if bare else "blocks"
+    stages = {_stage(p) for p in prefixes}
+    if len(stages) == 1 and all(re.fullmatch(r"[A-Za-z_]*\d+[a-z]", p)
+                                for p in prefixes):
+        return stages.pop()  # block4b, block4c -> block4
     toks = [p.split("_") for p in prefixes]
     out = []
     for group in zip(*toks):
@@ -1097,6 +1147,22 @@ class ClassSpec:
                     params.append((base, values))
                 text.append(by_values[values])
             self.code.append("".join(text))
+        # numbers in forward that differ: arguments kept as attributes
+        self.forward_values = []  # per number: its text in forward
+        self.attrs = []  # params forward reads as self.<name>
+        for i, v0 in enumerate(first.consts):
+            values = tuple(r.consts[i] for r in rs)
+            if len(set(values)) == 1:
+                self.forward_values.append(v0)
+                continue
+            if values not in by_values:
+                base = pnames.name(("c", i), "value")
+                by_values[values] = base
+                params.append((base, values))
+            name = by_values[values]
+            if name not in self.attrs:
+                self.attrs.append(name)
+            self.forward_values.append(f"self.{name}")
         self.params = params
         self.index = {id(r): i for i, r in enumerate(rs)}
         self.base = self._class_name()
@@ -1177,6 +1243,8 @@ class ClassSpec:
                 lines.append("        " + re.sub(
                     rf"\bself\.{re.escape(m)}\b", f"self.{self.slots[k]}",
                     extra))
+        for name in self.attrs:
+            lines.append(f"        self.{name} = {name}")
         body, gnames = self._forward(r)
         lines.append("")
         lines.append("    def forward(" + ", ".join(["self", "x"] + gnames)
@@ -1189,7 +1257,7 @@ class ClassSpec:
         longest path from input to output, ``identity`` for the input
         where a branch also reads it, producer names elsewhere."""
         f = self.folder
-        stmts = f.stmts[r.start:r.end]
+        stmts = self._with_values(f.stmts[r.start:r.end])
         gnames = []
         names = {}
         ns = Namespace({"x", "identity", "self"})
@@ -1233,7 +1301,8 @@ class ClassSpec:
                 names[w] = ns.name(("v", w), hint or f.names[w], "t")
         del holder
         second = ordered[1] if len(ordered) > 1 else None
-        for s in _rejoin(self._shortcut_last(stmts, main, names), True):
+        for s in _rejoin(self._shortcut_last(stmts, main, names), True,
+                         keep=[r.c_out]):
             # x still holds the input until the next main value is written
             early = second in s.writes and names[r.c_in] != "x"
             text = _render(s.parts, lambda v: "x" if early and v == r.c_in
@@ -1243,6 +1312,18 @@ class ClassSpec:
         lines.append(f"return {names[r.c_out]}")
         return lines, gnames
 
+
+    def _with_values(self, stmts: list[Stmt]) -> list[Stmt]:
+        """Copies of the statements with each number as the block writes
+        it (the instances' common value, or ``self.<argument>``)."""
+        values = iter(self.forward_values)
+        out = []
+        for st in stmts:
+            parts = [_LITERAL.sub(lambda m: next(values), x)
+                     if isinstance(x, str) and _literals_ok(x) else x
+                     for x in st.parts]
+            out.append(replace(st, parts=parts))
+        return out
 
     def _shortcut_last(self, stmts: list[Stmt], main: set, names) -> list:
         """The block's statements with each off-main-path statement moved
@@ -1273,5 +1354,67 @@ class ClassSpec:
 
 def fold(program: Program, bool_vars: set[str] | None = None) -> Program:
     """The program with its repeated blocks folded into classes (the flat
-    program itself when nothing repeats)."""
-    return Folder(program, bool_vars or set()).run()
+    program itself when nothing repeats, or when a folded forward would
+    read a name it does not define: folding never guesses)."""
+    out = Folder(program, bool_vars or set()).run()
+    if out is program:
+        return out
+    known = set(dir(__builtins__) if not isinstance(__builtins__, dict)
+                else __builtins__) | {"F", "torch", "nn", "self"}
+    known |= set(program.helpers) | {
+        n for code in program.helpers.values()
+        for n in re.findall(r"^(?:def|class) (\w+)", code, re.M)}
+    sources = list(out.classes)
+    body = "\n".join(out.body + ["return " + ", ".join(out.returns)])
+    args = ", ".join(["self"] + [t.var for t in out.inputs])
+    sources.append(f"def forward({args}):\n" + "\n".join(
+        "    " + ln for ln in body.split("\n")))
+    for code in sources:
+        if not _names_defined(code, known):
+            return program
+    return out
+
+
+def _names_defined(code: str, known: set) -> bool:
+    """Every function in ``code`` reads only its arguments, names it
+    assigned before, and ``known`` names."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        defined = {a.arg for a in fn.args.args} | known
+        if not _block_defined(fn.body, defined):
+            return False
+    return True
+
+
+def _block_defined(stmts, defined: set) -> bool:
+    for st in stmts:
+        if isinstance(st, ast.For):
+            if not _loads(st.iter, defined):
+                return False
+            inner = defined | {n.id for n in ast.walk(st.target)
+                               if isinstance(n, ast.Name)}
+            if not _block_defined(st.body, inner):
+                return False
+            defined |= inner
+            continue
+        value = getattr(st, "value", None)
+        if value is not None and not _loads(value, defined):
+            return False
+        for t in getattr(st, "targets", []):
+            defined |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return True
+
+
+def _loads(node, defined: set) -> bool:
+    bound = {n.id for sub in ast.walk(node)
+             if isinstance(sub, (ast.comprehension, ast.Lambda))
+             for n in ast.walk(sub) if isinstance(n, ast.Name)}
+    bound |= {a.arg for sub in ast.walk(node) if isinstance(sub, ast.Lambda)
+              for a in sub.args.args}
+    return all(n.id in defined or n.id in bound for n in ast.walk(node)
+               if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))

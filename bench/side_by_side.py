@@ -212,11 +212,13 @@ def _load_in_order(hand: nn.Module, tensors: list[torch.Tensor]) -> None:
             p.copy_(t)
 
 
-def hand_model(name: str, port: nn.Module) -> nn.Module:
+def hand_model(name: str, port: nn.Module, path: Path) -> nn.Module:
     """The hand-written model of ``name`` with the port's weights."""
     state = port.state_dict()
-    if name == "resnet50":
-        return resnet_hand.load_port(state)
+    if name == "resnet50":  # resnet_hand renames the unfolded port's keys
+        import migrate
+        flat = migrate.convert(path, flat=True).module().state_dict()
+        return resnet_hand.load_port(flat)
     tensors = [v for k, v in state.items() if "num_batches" not in k]
     if name.startswith("bilstm"):
         hand = HandBiLSTM(masked=name == "bilstm_masked")
@@ -290,10 +292,12 @@ def main(argv=None) -> None:
             for name, res in keras_subprocess(tmp, "time", names,
                                               args).items():
                 results[name].update(res)
+        if args.json:  # Keras's times, in case the rest fails
+            args.json.write_text(json.dumps(results, indent=1))
         import migrate
         for name in names:
             port = migrate.convert(tmp / f"{name}.keras").module().eval()
-            hand = hand_model(name, port)
+            hand = hand_model(name, port, tmp / f"{name}.keras")
             x = port_input(name, np.load(tmp / f"{name}.npy"))
             want = np.load(tmp / f"{name}.out.npy")
             with torch.inference_mode():
@@ -375,7 +379,8 @@ def plot(results: dict, names, path: Path) -> None:
         ax.set_yticklabels(runners if ax is axes[0] else [], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("ms (minimum)", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (minimum, log scale)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}", file=sys.stderr)

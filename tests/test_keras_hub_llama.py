@@ -102,3 +102,14 @@ def test_vit_port_takes_channels_first_images():
     src = conv.source
     assert "for block in self.encoder_layers:" in src
     assert "self.class_token" in src and "nn.Conv2d(num_channels" in src
+
+
+def test_bart_expansion_is_the_graph_keras_hub_builds():
+    _same_graph("k3_hub_bart_seq2seq_lm")
+
+
+def test_bart_port_shares_one_token_embedding():
+    conv = migrate.convert(MODELS / "k3_hub_bart_seq2seq_lm" / "model.keras")
+    assert [k for k in conv.state_dict if "token_embedding" in k] == \
+        ["token_embedding.weight"]
+    assert "encoder_padding_mask=" in conv.source  # cross-attention mask

@@ -154,3 +154,30 @@ def test_verify_runs_keras_hub(case):
     conv = migrate.convert(MODELS / case / "model.keras")
     parity = migrate.verify(MODELS / case / "model.keras", conv)
     assert parity["passed"], parity
+
+
+HUB_FIXTURES = sorted(p.name for p in MODELS.glob("k3_hub_*"))
+
+
+@pytest.mark.parametrize("case", HUB_FIXTURES)
+def test_weight_map_names_keras_variables(case):
+    """Every state-dict key maps to the Keras variable(s) it comes from,
+    by the path Keras gives them (``variable.path``)."""
+    conv = migrate.convert(MODELS / case / "model.keras")
+    entries = conv.weight_map()
+    assert entries and all(e["keras_variables"] for e in entries), [
+        e["torch"] for e in entries if not e["keras_variables"]]
+
+
+def test_gpt2_variable_paths_are_keras_own():
+    # as Keras 3 lists them for this model (``[v.path for v in lm.weights]``)
+    conv = migrate.convert(MODELS / "k3_hub_gpt2_causal_lm" / "model.keras")
+    paths = {v for e in conv.weight_map() for v in e["keras_variables"]}
+    for want in ("token_embedding/embeddings",
+                 "position_embedding/embeddings",
+                 "transformer_layer_0/self_attention/query/kernel",
+                 "transformer_layer_1/self_attention/attention_output/bias",
+                 "transformer_layer_0/self_attention_layer_norm/gamma",
+                 "transformer_layer_1/feedforward_output_dense/kernel",
+                 "layer_norm/beta"):
+        assert want in paths, want

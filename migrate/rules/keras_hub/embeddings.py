@@ -44,7 +44,7 @@ def reversible_embedding(call):
     """nn.Embedding; `reverse=True`: `F.linear(x, weight)`, tied logits"""
     cfg = call.config
     n, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
-    w = HubWeights(call)
+    w = HubWeights(call, own=["embeddings", "reverse_embeddings"])
     tied = cfg.get("tie_weights", True)
     if tied is None:  # a config that does not say (keras-hub's Llama
         tied = "vars/1" not in w.arrays  # drops tie_word_embeddings)
@@ -102,7 +102,7 @@ def position_embedding(call):
                     "(0..T-1) are supported")
     x = call.want(0, identity(x.rank))
     dim = x.shape[-1]
-    w = HubWeights(call)
+    w = HubWeights(call, own=["embeddings"])
     table = w.array("", 0, (length, dim))
     code = f"self.{call.attr}.weight[:{x.expr}.shape[-2]].expand_as({x.expr})"
     return Emit([Out([code], x.shape, x.layout)],

@@ -173,7 +173,7 @@ def gemma_rms_norm(call):
     x = call.want(0, identity(call.inputs[0].rank))
     hidden = x.shape[-1]
     eps = float(call.config.get("epsilon", 1e-6))
-    w = HubWeights(call)
+    w = HubWeights(call, own=["scale"])
     return Emit([Out([f"self.{call.attr}({x.expr})"], x.shape, x.layout)],
                 module=f"nn.RMSNorm({hidden}, eps={lit(eps)})",
                 state={"weight": _plus_one(w.array("", 0, (hidden,)))},
@@ -216,7 +216,7 @@ def gemma_decoder_block(call):
     code = code.replace("GemmaAttention(", f"{attn_name}(")
     helpers = {"RotaryEmbedding": ROTARY.replace("{adjust}", ""),
                attn_name: attention, name: code}
-    w = HubWeights(call)
+    w = HubWeights(call, norm=("scale",))
     half = inter // 2
     state = {}
     for part, heads in (("query", nq), ("key", nkv), ("value", nkv)):

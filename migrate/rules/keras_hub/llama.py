@@ -140,7 +140,7 @@ def rms_layer_norm(call):
     x = call.want(0, identity(call.inputs[0].rank))
     hidden = x.shape[-1]
     eps = float(call.config.get("epsilon", 1e-6))
-    w = HubWeights(call)
+    w = HubWeights(call, own=["scale"])
     return Emit([Out([f"self.{call.attr}({x.expr})"], x.shape, x.layout)],
                 module=f"nn.RMSNorm({hidden}, eps={lit(eps)})",
                 state={"weight": stored(w.array("", 0, (hidden,)))})
@@ -272,7 +272,7 @@ def rope_decoder(call):
     if call._conv.helpers.get("RotaryEmbedding", rotary) != rotary:
         call.refuse("rope", "two different Llama 3 RoPE adjustments in one "
                     "model")
-    w = HubWeights(call)
+    w = HubWeights(call, norm=("scale",))
     bias = family == "qwen"
     att = "_self_attention_layer"
     state = {}

@@ -115,7 +115,7 @@ def vit_patching(call):
                     f"layer was built for {size}")
     patches = (size[0] // patch[0]) * (size[1] // patch[1])
     positions = patches + (1 if token else 0)
-    w = HubWeights(call)
+    w = HubWeights(call, own=["class_token"])
     state = {"patch_embedding.weight": _conv_weight(w.array(
         "patch_embedding", 0, (*patch, channels, hidden)))}
     if bias:

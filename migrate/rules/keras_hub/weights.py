@@ -13,11 +13,44 @@ from ..base import Call, Tensor, Transformed
 from ..common import as_f32
 
 
+# sub-layer attribute -> the name Keras gives that sub-layer (its variables'
+# path: ``transformer_layer_0/self_attention/query/kernel``)
+_SUBLAYER = {"self_attention_layer": "self_attention",
+             "cross_attention_layer": "cross_attention",
+             "query_dense": "query", "key_dense": "key",
+             "value_dense": "value", "output_dense": "attention_output",
+             "gating_ffw": "ffw_gating", "gating_ffw_2": "ffw_gating_2",
+             "layer_norm_1": "ln_1", "layer_norm_2": "ln_2"}
+
+
 class HubWeights:
-    def __init__(self, call: Call):
+    """``own``: the names of the layer's own variables by position
+    (``["embeddings"]``); ``norm``: its norms' variable names
+    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms)."""
+
+    def __init__(self, call: Call, own=(), norm=("gamma", "beta")):
         self.call = call
+        self.own = list(own)
+        self.norm = tuple(norm)
         self.arrays = {clean_weight_name(e.key): e.array
                        for e in call.layer.weights.entries}
+
+    def keras_path(self, sub: str, index: int) -> str:
+        """The variable's path as Keras 3 names it (``variable.path``)."""
+        parts = [p.lstrip("_") for p in sub.split("/") if p]
+        if parts and parts[0] == "encoder_layers":  # ViT's block list
+            parts = parts[1:]
+        names = [_SUBLAYER.get(p, p) for p in parts]
+        last = parts[-1] if parts else ""
+        if not parts:
+            var = self.own[index] if index < len(self.own) else f"var{index}"
+        elif "norm" in last or last.startswith("ln"):
+            var = self.norm[index] if index < len(self.norm) else "var"
+        elif "embedding" in last:
+            var = ("embeddings", "reverse_embeddings")[min(index, 1)]
+        else:
+            var = ("kernel", "bias")[min(index, 1)]
+        return "/".join([self.call.layer.keras_name] + names + [var])
 
     def has(self, sub: str) -> bool:
         prefix = f"{sub}/"
@@ -37,6 +70,8 @@ class HubWeights:
             self.call.refuse("weights", f"no stored variable {key!r} "
                              f"(the file has {have[:6]}"
                              f"{' ...' if len(have) > 6 else ''})")
+        if not found.path:
+            found.path = self.keras_path(sub, index)
         if shape is not None and tuple(found.shape) != tuple(
                 int(d) for d in shape):
             self.call.refuse("weights", f"{key!r} has shape "

@@ -18,6 +18,9 @@ the Keras value's scale (its largest magnitude):
   variance and Keras with the biased one; the difference is reported as
   measured, not hidden (``buffers``).
 
+A gradient below 1e-5 of the model's largest (``vanishing``: a key
+projection's bias under softmax gets exactly zero, both sides rounding
+noise) is measured against that largest gradient instead of its own scale.
 Parameters that hold no Keras variable (the second bias torch's LSTM
 has) are listed in ``unmapped``; parameters whose Keras gradient did not
 come back under the weight map's path (``missing``) fail the check.
@@ -36,6 +39,7 @@ import torch
 from .errors import ConversionError
 
 TOL = 1e-5
+VANISHING = 1e-5  # a gradient this small next to the largest one is zero
 _RATES = ("p", "rate", "stddev")  # and every "...dropout" attribute
 
 
@@ -139,10 +143,19 @@ def train_parity(conv, model_path, weights, major, inputs, seed=0,
     outputs = [dict(name=n, **_rel(k, t))
                for n, k, t in zip(names, k_outs, t_outs)]
     mapped = conv.map_arrays(k_grads)
-    grads = {}
+    top = max((float(np.abs(g).max()) for g in k_grads.values() if g.size),
+              default=0.0)
+    grads, vanishing = {}, []
     for key, g in t_grads.items():
         if key in mapped:
-            grads[key] = _rel(mapped[key].numpy(), g)
+            keras = mapped[key].numpy()
+            grads[key] = _rel(keras, g)
+            if keras.size and np.abs(keras).max() < VANISHING * top:
+                # zero in exact arithmetic (a key bias under softmax): both
+                # sides give rounding noise, measured against the largest
+                # gradient instead of its own scale
+                vanishing.append(key)
+                grads[key]["max_rel_err"] = (grads[key]["max_abs_err"] / top)
     held = {r["torch"] for r in conv.weight_map() if r["keras_variables"]}
     # no Keras variable (torch's second LSTM bias): nothing to compare with
     unmapped = sorted(k for k in set(t_grads) - set(grads) if k not in held)
@@ -158,7 +171,8 @@ def train_parity(conv, model_path, weights, major, inputs, seed=0,
         "dropout": "rates set to 0 on both sides",
         "outputs": outputs, "max_rel_err": worst_out,
         "gradients": grads, "max_grad_rel_err": worst_grad,
-        "unmapped": unmapped, "missing": missing, "buffers": buffers,
+        "unmapped": unmapped, "missing": missing, "vanishing": vanishing,
+        "buffers": buffers,
         "passed": worst_out <= atol and worst_grad <= atol and not missing}
 
 

@@ -377,6 +377,24 @@ def describe_rules(extra: dict | None = None) -> list[dict]:
                      if user_file else f"{module}.{fn.__name__}")
         out.append({"keras": keys, "torch": torch_text, "rule": rule_name,
                     "source": table[keys[0]].pack or "builtin"})
+    return out + _expanders()
+
+
+def _expanders() -> list[dict]:
+    """The model classes saved as their constructor arguments that are
+    expanded into their graph (keras-hub Backbones and tasks)."""
+    from .read.expand import EXPANDERS, find
+    find({"registered_name": "keras_hub>GPT2Backbone"})  # registers them
+    groups: dict = {}
+    for key, fn in EXPANDERS.items():
+        if not key.startswith("keras_nlp>"):  # older names of the same
+            groups.setdefault(fn, []).append(key)
+    out = []
+    for fn, keys in groups.items():
+        module = fn.__module__.replace("migrate.rules.", "")
+        out.append({"keras": keys, "torch": "its layer graph, as keras-hub "
+                    "builds it (model class, expanded from its arguments)",
+                    "rule": f"{module}.{fn.__name__}", "source": "builtin"})
     return out
 
 

@@ -46,8 +46,8 @@ class PortTensor:
     dtype: str
     vocab: int | None = None  # ids below this feed an Embedding
     batch: int | None = None  # the only batch size Keras accepts
-
     role: str | None = None  # "padding": a padding mask (1 = real token)
+
     @property
     def torch_shape(self) -> tuple:
         return self.layout.torch_shape(self.keras_shape)
@@ -230,12 +230,6 @@ class Translator:
                  and n.layer.config.get("input_dim")]
         return min(sizes) if sizes else None
 
-    def _preferred(self, ref: TensorRef, rank: int, dtype: str) -> Layout:
-        """The layout the first layout-minded consumer of ``ref`` wants."""
-        if rank < 3 or not dtype.startswith("float"):
-            return identity(rank)
-        consumers = self.graph.consumers()
-        frontier, seen = [ref], set()
     def _role(self, ref: TensorRef) -> str | None:
         """"padding" for an input passed as a padding mask (keras-hub's
         ``padding_mask=`` / ``decoder_padding_mask=`` arguments)."""
@@ -245,6 +239,12 @@ class Translator:
                 return "padding"
         return None
 
+    def _preferred(self, ref: TensorRef, rank: int, dtype: str) -> Layout:
+        """The layout the first layout-minded consumer of ``ref`` wants."""
+        if rank < 3 or not dtype.startswith("float"):
+            return identity(rank)
+        consumers = self.graph.consumers()
+        frontier, seen = [ref], set()
         while frontier:
             nxt = []
             for r in frontier:

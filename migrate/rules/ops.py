@@ -884,6 +884,9 @@ def keras_op(call):
 
 
 keras_op.__name__ = "keras_op"
+# Keras 3 ops do not carry Keras masks: ``x + y`` on a masked ``x`` is an
+# unmasked tensor (``Operation.symbolic_call`` attaches none, and the
+# backend's eager ops return new tensors without ``_keras_mask``).
 for _module, _classes in _K3_MODULES.items():
     for _cls in _classes:
         rule(f"keras.src.ops.{_module}.{_cls}", masks="drop")(keras_op)

@@ -236,8 +236,13 @@ def run(families, work: Path, log=print) -> list[dict]:
 def table(results: list[dict]) -> str:
     lines = ["| family | kecam model | params | result | max abs err |",
              "|---|---|---:|---|---:|"]
+    seen = {r["family"] for r in results}
+    results = results + [{"family": f, "constructor": c, "missing_run": True}
+                         for f, (c, _) in FAMILIES.items() if f not in seen]
     for r in sorted(results, key=lambda r: r["family"].lower()):
-        if not r.get("built"):
+        if r.get("missing_run"):
+            result, err = "not measured in this run", ""
+        elif not r.get("built"):
             result, err = f"does not build: {r['error'][:90]}", ""
         elif r.get("passed"):
             result, err = "converts, matches", f"{r['max_abs_err']:.1e}"
@@ -261,14 +266,20 @@ def main(argv=None) -> None:
     ap.add_argument("--serve", metavar="DIR")
     ap.add_argument("--only", help="comma-separated family names")
     ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--from-json", type=Path, help="only print the table")
+    ap.add_argument("--from-json", type=Path, nargs="+",
+                    help="only print the table (several files: the later "
+                    "row of a family wins)")
     ap.add_argument("--readme", action="store_true",
                     help="replace the README table with the results")
     args = ap.parse_args(argv)
     if args.serve:
         return serve(Path(args.serve))
     if args.from_json:
-        results = json.loads(args.from_json.read_text())
+        rows = {}
+        for path in args.from_json:
+            for r in json.loads(path.read_text()):
+                rows[r["family"]] = r
+        results = list(rows.values())
     else:
         families = args.only.split(",") if args.only else list(FAMILIES)
         with tempfile.TemporaryDirectory() as work:

@@ -113,3 +113,25 @@ def test_bart_port_shares_one_token_embedding():
     assert [k for k in conv.state_dict if "token_embedding" in k] == \
         ["token_embedding.weight"]
     assert "encoder_padding_mask=" in conv.source  # cross-attention mask
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["k3_hub_gpt2_causal_lm",
+                                  "k3_hub_llama3_causal_lm",
+                                  "k3_hub_gemma2_causal_lm",
+                                  "k3_hub_vit_classifier"])
+def test_keras_hub_ports_export_with_a_dynamic_batch(case):
+    import torch
+    from torch.export import Dim, export
+    conv = migrate.convert(MODELS / case / "model.keras")
+    model = conv.module().eval()
+    args = []
+    for t in conv.program.inputs:
+        shape = [3] + [8 if d is None else d for d in t.torch_shape[1:]]
+        args.append(torch.ones(shape, dtype=torch.int32)
+                    if t.dtype.startswith("int") else torch.randn(shape))
+    batch = Dim("batch", min=1, max=64)
+    program = export(model, tuple(args),
+                     dynamic_shapes=tuple({0: batch} for _ in args))
+    small = [a[:2] for a in args]
+    assert torch.allclose(program.module()(*small), model(*small))

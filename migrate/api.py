@@ -82,7 +82,9 @@ class Conversion:
         name`` without ``:0`` in tf.keras) and the transform, in words:
         ``[{torch, keras_layer, keras_variables, transform}]``."""
         from .weightmap import weight_map
-        return weight_map(self.program.state, list(self.state_dict.specs))
+        specs = getattr(self.state_dict, "specs", None)  # a plain dict:
+        keys = list(specs if specs is not None else self.state_dict)  # tests
+        return weight_map(self.program.state, keys)
 
     def map_arrays(self, arrays: dict) -> dict[str, torch.Tensor]:
         """``{keras_variable_path: array}`` -> ``{state_dict_key: tensor}``

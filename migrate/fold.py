@@ -651,6 +651,9 @@ class Folder:
                     save = 3 * len(inst) - 4
                 elif all(self._whole(r) for r in inst):
                     save += 6 * len(inst)  # each is a whole Keras block
+                # a block does not start halfway through a flat line (the
+                # relu of x = F.relu(shortcut + x) ends the block before)
+                save -= sum(self.stmts[r.start].tail for r in inst)
                 if save > best_save:
                     best, best_save = inst, save
             if best is None:

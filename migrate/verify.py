@@ -425,10 +425,10 @@ def run_traced(model_path, weights, conversion, inputs, rules=None):
         outs = (outs,)
     values: dict[str, dict[int, np.ndarray]] = {}
     for (node, i), o, t in zip(tr.taps, outs, tr.program.outputs):
-        if i < 0:
-            continue
+        if i < 0 or not isinstance(o, torch.Tensor):  # a Python value
+            continue  # (a tf.shape piece) is no layer output to compare
         back = [t.layout.perm.index(j) for j in range(len(t.layout.perm))]
-        values.setdefault(node, {})[i] = o.permute(*back).numpy()
+        values.setdefault(node, {})[i] = o.permute(*back).detach().numpy()
     decls = {m.keras_name: m.attr for m in tr.program.modules}
     rows = [(n.id, n.layer.name, n.layer.class_name, decls.get(n.layer.name))
             for n in tr.graph.nodes]

@@ -72,7 +72,8 @@ def test_cli_table_and_json():
     r = run("inspect", CNN)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0] == "small_cnn (keras, Keras 3.15.1): 9 layer calls"
+    assert lines[0] == ("small_cnn (keras, Keras 3.15.1): 9 layer calls, "
+                        "493 parameters")
     assert lines[1].split() == ["LAYER", "CLASS", "OUTPUT", "SHAPE",
                                 "PARAMS", "RULE", "TORCH"]
     assert re.match(r"conv1 +Conv2D +\(B, 7, 6, 8\) +224 +conv2d +"

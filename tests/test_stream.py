@@ -287,7 +287,7 @@ def test_thousand_layer_sequential_converts(tmp_path):
     synth = _synth()
     path = tmp_path / "deep.keras"
     synth.write_dense_stack(path, [4] * 1001)
-    conv = migrate.convert(path)
+    conv = migrate.convert(path, flat=True)  # one line per layer
     compile(conv.source, "model.py", "exec")
     assert conv.source.count("nn.Linear(4, 4)") == 1000
     x = torch.randn(2, 4)

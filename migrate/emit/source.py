@@ -72,8 +72,7 @@ def _class(p: Program) -> str:
         if m.attr != m.keras_name:
             note = f"  # Keras: {comment_text(m.keras_name)}"
         lines += wrap(f"self.{m.attr} = {m.code}", 8, note)
-        for extra in m.init_lines:
-            lines += wrap(extra, 8)
+        lines += _extras(m.init_lines)
     lines.append("")
     args = ", ".join(["self"] + [t.var for t in p.inputs])
     lines += wrap(f"def forward({args}):", 4)
@@ -81,6 +80,27 @@ def _class(p: Program) -> str:
         lines += _statement(stmt, 8)
     lines += wrap(_return(p), 8)
     return "\n".join(lines) + "\n"
+
+
+def _extras(init_lines: list[str]) -> list[str]:
+    """A module's extra ``__init__`` lines; a run of lines that end in the
+    same comment gets it once, above the run."""
+    out: list[str] = []
+    i = 0
+    while i < len(init_lines):
+        code, sep, note = init_lines[i].partition("  # ")
+        j = i + 1
+        while sep and j < len(init_lines) and \
+                init_lines[j].partition("  # ")[1:] == (sep, note):
+            j += 1
+        if j - i > 1:
+            out.append(" " * 8 + "# " + note.strip())
+            for line in init_lines[i:j]:
+                out += wrap(line.partition("  # ")[0], 8)
+        else:
+            out += wrap(init_lines[i], 8)
+        i = j
+    return out
 
 
 def _return(p: Program) -> str:

@@ -94,7 +94,10 @@ def run_rnn(rnn, x, mask=None, initial_state=None, return_sequences=False,
 
 
 def is_end_padded(mask):
-    """Each row of ``mask`` (B, T) is True up to its length, then False."""
+    """Each row of ``mask`` (B, T) is True up to its length, then False
+    (a tensor with no values, on the meta device, takes the step loop)."""
+    if mask.is_meta:
+        return False
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 

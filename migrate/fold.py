@@ -721,7 +721,7 @@ class Folder:
         gone_mods: set[str] = set()
         for run in runs:
             name = attrs.name(("run", run[0].start), _run_name(
-                [self._prefix(r) for r in run], len(run),
+                [_common_prefix(r.mods) for r in run], len(run),
                 classes[run[0].key] is None))
             ctor = []
             for i, r in enumerate(run):
@@ -872,13 +872,21 @@ class Folder:
         name (aliases are resolved)."""
         alias = {}
         for s in body:
-            if getattr(s, "alias_of", None) is not None:
+            if getattr(s, "alias_of", None) is not None and not (
+                    s.writes[0] in self.returns and len(self.returns) > 1):
                 alias[s.writes[0]] = alias.get(s.alias_of, s.alias_of)
         lines = []
         pending_loop = None
         body = _rejoin(body, keep=self.returns)
         for s in body:
             if getattr(s, "alias_of", None) is not None:
+                if s.writes[0] in self.returns and len(self.returns) > 1:
+                    # one of several outputs keeps its name (pooled_output,
+                    # sequence_output): the docstring tells them apart
+                    y = self.names[s.writes[0]]
+                    x = self.names[alias.get(s.alias_of, s.alias_of)]
+                    if y != x:
+                        lines.append(f"{y} = {x}")
                 continue
             text = _render(s.parts, lambda v: self.names[alias.get(v, v)],
                            lambda m: f"self.{m}")

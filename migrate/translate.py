@@ -113,6 +113,13 @@ class Translator:
         for out in graph.outputs:
             self.uses[out.ref] = self.uses.get(out.ref, 0) + 1
         self.output_refs = {out.ref for out in graph.outputs}
+        # outputs named other than their layer (dict keys, an expander's
+        # "logits"): the variable takes that name
+        layer_of = {n.id: n.layer.name for n in graph.nodes}
+        self.output_names = {out.ref: out.name for out in graph.outputs
+                             if out.name != layer_of.get(out.ref.node)}
+        self.input_refs = {gi.ref for gi in graph.inputs}
+        self.token_input = _token_input(graph)  # its embedding is x
         # a node whose output is its input unchanged (a transpose the
         # layout absorbs, a linear activation) -> the tensor it shares a
         # variable, and so a use count, with
@@ -393,6 +400,15 @@ class Translator:
                     and (emit.outputs[0].dtype == "bool")
                     == (self.tensors[first].dtype == "bool"))
         reuse = last_use and TensorRef(node.id, 0) not in self.output_refs
+        # Ids embedded are no longer ids: the value takes its layer's name,
+        # or ``x`` for the token ids (nanoGPT's ``x = self.wte(idx)``).
+        embeds = (reuse and first is not None and len(emit.outputs) == 1
+                  and first in self.input_refs
+                  and not self.tensors[first].dtype.startswith(
+                      ("float", "bool"))
+                  and emit.outputs[0].dtype.startswith("float"))
+        if embeds:
+            reuse = False
         hints = [h for names, _ in emit.pre for h in names]
         tmps = [self.vars.name(("tmp", node.id, k), hint, "t")
                 for k, hint in enumerate(hints)]
@@ -404,10 +420,15 @@ class Translator:
                 var = tmps[direct[0]]
             elif reuse:
                 var = in_vars[0]
+            elif embeds and first == self.token_input and \
+                    self.vars.free("x") and ref not in self.output_refs:
+                self.token_input = None  # once
+                var = self.vars.name(ref, "x", "t")
             else:
                 base = node.layer.keras_name if len(emit.outputs) == 1 \
                     else f"{node.layer.keras_name}_{i}"
-                var = self.vars.name(ref, base, "t")
+                var = self.vars.name(ref, self.output_names.get(ref, base),
+                                     "t")
             outs.append((ref, var, out))
         for key in keys:
             self.uses[key] = self.uses.get(key, 1) - 1
@@ -554,6 +575,21 @@ def translate(graph: Graph, options: Options | None = None) -> Program:
 
 __all__ = ["Options", "Program", "translate", "channels_first",
            "comment_text", "keras3_run_order"]
+
+
+_TOKEN_NAMES = ("token_ids", "input_ids", "tokens", "ids", "idx")
+
+
+def _token_input(graph: Graph) -> TensorRef | None:
+    """The input holding token ids: the integer input keras-hub (or
+    Hugging Face, or nanoGPT) names so, else the only integer input that
+    is not a padding mask."""
+    ints = [gi for gi in graph.inputs if not gi.dtype.startswith(
+        ("float", "bool")) and not gi.name.endswith("padding_mask")]
+    named = [gi for gi in ints if gi.name in _TOKEN_NAMES]
+    if named:
+        return named[0].ref
+    return ints[0].ref if len(ints) == 1 else None
 
 
 def _first_line(exc: BaseException) -> str:

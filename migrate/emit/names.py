@@ -104,6 +104,9 @@ class Namespace:
     def reserve(self, name: str) -> None:
         self._taken.add(name)
 
+    def free(self, name: str) -> bool:
+        return name not in self._taken
+
 
 def comment_text(text: str) -> str:
     """A Keras name as it may appear in a comment or docstring: ASCII,

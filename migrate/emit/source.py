@@ -56,7 +56,12 @@ def _class(p: Program) -> str:
               else "Keras layout")
     doc.append(f"Inputs, {layout}:")
     for t in p.inputs:
-        doc.append(f"    {t.var}: {_shape(t.torch_shape)} {t.dtype}")
+        what = ""
+        if getattr(t, "role", None) == "padding":
+            what = ", 1 at tokens, 0 at padding"
+        elif getattr(t, "vocab", None):
+            what = f", ids in [0, {t.vocab})"
+        doc.append(f"    {t.var}: {_shape(t.torch_shape)} {t.dtype}{what}")
     doc.append("Outputs:")
     for t in p.outputs:  # by the names forward() returns them under
         name = t.var if t.var.isidentifier() else identifier(t.name)

@@ -67,6 +67,10 @@ def build_graph(spec: ModelSpec, label: str, keras_version: str = "",
     builder = _Builder(label)
     outputs = builder.call(spec, None)
     names = _output_names(spec)
+    named = spec.entry.get("port_output_names")  # an expander's: "logits"
+    if isinstance(named, list) and len(named) == len(names) and all(
+            isinstance(n, str) and n.isidentifier() for n in named):
+        names = named
     graph = Graph(
         name=spec.name, inputs=builder.inputs,
         outputs=[GraphOutput(n, r) for n, r in zip(names, outputs)],
@@ -359,7 +363,12 @@ def _output_names(spec: ModelSpec) -> list[str]:
     if spec.kind == "sequential":
         layers = [m for m in spec.members if not m.is_input]
         return [layers[-1].name if layers else spec.members[0].name]
-    leaves = _leaves(spec.config.get("output_layers"), spec, None)
+    struct = spec.config.get("output_layers")
+    leaves = _leaves(struct, spec, None)
+    if isinstance(struct, dict) and all(  # dict outputs: by their keys
+            isinstance(k, str) and k.isidentifier() and _is_triple(v)
+            for k, v in struct.items()) and len(struct) == len(leaves):
+        return sorted(struct)
     return [leaf.layer for leaf in leaves]
 
 

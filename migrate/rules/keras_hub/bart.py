@@ -69,4 +69,4 @@ def bart_seq2seq_lm(cfg: dict) -> dict:
     logits = g.layer("ReversibleEmbedding", "token_embedding",
                      {SHARED: f"{name}/token_embedding"}, hidden,
                      reverse=True)
-    return g.build(logits, refs)
+    return g.build(logits, refs, names=["logits"])

@@ -54,7 +54,8 @@ def _roberta_like(cfg: dict, default_name: str, embedding_name: str,
         x = _encoder(g, f"transformer_layer_{i}", x, padding_mask,
                      inter=inter, heads=heads, dropout=dropout,
                      activation="gelu", eps=eps)
-    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask})
+    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask},
+                   names=["sequence_output"])
 
 
 @expander("keras_hub>DistilBertBackbone", "keras_nlp>DistilBertBackbone")

@@ -109,9 +109,11 @@ class Functional:
         self.layers[name] = _Layer(name, entry)
 
     # -- the config ----------------------------------------------------------
-    def build(self, outputs, inputs=None) -> dict:
+    def build(self, outputs, inputs=None, names=None) -> dict:
         """The Functional entry; ``inputs`` as keras-hub passes them (a dict
-        of input name -> Ref; by default every input, in creation order)."""
+        of input name -> Ref; by default every input, in creation order);
+        ``names``, what the port calls its outputs where the layer's name
+        would mislead (a tied embedding's reverse call gives ``logits``)."""
         if inputs is None:
             inputs = {n: Ref(n) for n, layer in self.layers.items()
                       if layer.entry["class_name"] == "InputLayer"}
@@ -131,7 +133,8 @@ class Functional:
                 "config": {"name": self.name, "trainable": True,
                            "layers": entries,
                            "input_layers": _triples(inputs),
-                           "output_layers": _triples(outputs)}}
+                           "output_layers": _triples(outputs)},
+                **({"port_output_names": list(names)} if names else {})}
 
     def _order(self, outputs) -> list[str]:
         """Keras's order of a Functional's operations: nodes visited depth

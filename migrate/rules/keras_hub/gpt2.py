@@ -32,7 +32,8 @@ def gpt2_backbone(cfg: dict) -> dict:
             x, decoder_padding_mask=padding_mask)
     x = g.layer("LayerNormalization", "layer_norm",
                 {"axis": [-1], "epsilon": 1e-05}, x)
-    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask})
+    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask},
+                   names=["sequence_output"])
 
 
 def causal_lm(cfg: dict, default_name: str) -> dict:
@@ -48,7 +49,7 @@ def causal_lm(cfg: dict, default_name: str) -> dict:
     logits = g.layer("ReversibleEmbedding", "token_embedding",
                      {SHARED: f"{name}/token_embedding"}, hidden,
                      reverse=True)
-    return g.build(logits, inputs)
+    return g.build(logits, inputs, names=["logits"])
 
 
 @expander("keras_hub>GPT2CausalLM", "keras_nlp>GPT2CausalLM")

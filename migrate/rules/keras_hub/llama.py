@@ -354,7 +354,8 @@ def _decoder_backbone(cfg: dict, family: str, default_name: str,
                     decoder_padding_mask=padding_mask)
     x = g.layer(norm, "sequence_output_layernorm", {"epsilon": eps}, x,
                 module=norm_module, registered=norm)
-    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask})
+    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask},
+                   names=["sequence_output"])
 
 
 @expander("keras_hub>LlamaBackbone", "keras_nlp>LlamaBackbone")

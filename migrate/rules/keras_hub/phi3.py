@@ -159,8 +159,7 @@ rule(*_keys("Phi3LayerNorm"))(rms_layer_norm)
 
 @rule(*_keys("Phi3Decoder"), masks="consume")
 def phi3_decoder(call):
-    """nn.Module: a Phi-3 decoder block class (RMSNorm, RoPE or su-scaled
-    RoPE, GQA, SwiGLU)"""
+    """nn.Module: a Phi-3 decoder block class (RMSNorm, RoPE, GQA, SwiGLU)"""
     cfg = call.config
     node = call.node
     for key in ("attention_cache", "attention_cache_update_index",

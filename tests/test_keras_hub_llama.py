@@ -14,11 +14,13 @@ from test_keras_hub import test_expansion_is_the_graph_keras_hub_builds \
     as _same_graph
 
 GRAPHS = ["k3_hub_mistral_causal_lm", "k3_hub_qwen_backbone"]
+GRAPHS += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm"]
 # Llama 3 with tied embeddings does not reload in keras-hub 0.32 (its
 # get_config drops tie_word_embeddings), so Keras cannot verify that file.
 RELOADABLE = ["k3_hub_llama_backbone", "k3_hub_mistral_causal_lm",
               "k3_hub_gemma_backbone", "k3_hub_gemma2_causal_lm",
               "k3_hub_qwen_backbone"]
+RELOADABLE += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm"]
 
 
 @pytest.mark.parametrize("case", GRAPHS)
@@ -118,6 +120,7 @@ def test_bart_port_shares_one_token_embedding():
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["k3_hub_gpt2_causal_lm",
                                   "k3_hub_llama3_causal_lm",
+                                  "k3_hub_phi3_causal_lm",
                                   "k3_hub_gemma2_causal_lm",
                                   "k3_hub_vit_classifier"])
 def test_keras_hub_ports_export_with_a_dynamic_batch(case):

@@ -184,3 +184,38 @@ def test_gpt2_variable_paths_are_keras_own():
                  "transformer_layer_1/feedforward_output_dense/kernel",
                  "layer_norm/beta"):
         assert want in paths, want
+
+
+_RESNET = {"input_conv_filters": [8, 16], "input_conv_kernel_sizes": [3, 3],
+           "stackwise_num_filters": [64, 8], "stackwise_num_blocks": [1, 2],
+           "stackwise_num_strides": [1, 2],
+           "block_type": "bottleneck_block_vd",
+           "image_shape": [32, 32, 3], "name": "res_net_backbone"}
+
+
+def _resnet(**kw):
+    return {"class_name": "ResNetBackbone",
+            "registered_name": "keras_hub>ResNetBackbone",
+            "config": dict(_RESNET, **kw)}
+
+
+def test_resnet_vd_shortcut_is_average_pooled():
+    # keras-hub's _vd blocks pool the shortcut (an unnamed layer: Keras's
+    # counter names it) before a stride-1 1x1 conv
+    names = {x["name"]: x for x in _layers(expand(_resnet(), "m"))}
+    pool = names["average_pooling2d"]
+    assert pool["config"]["strides"] == [2, 2]
+    assert names["stack1_block0_0_conv"]["config"]["strides"] == [1, 1]
+    assert names["stack1_block0_0_conv"]["inbound_nodes"][0]["args"][0][
+        "config"]["keras_history"][0] == "average_pooling2d"
+    assert "average_pooling2d_1" not in names  # stride 1: no pooling
+
+
+@pytest.mark.parametrize("bad", [{"block_type": "bottleneck_block_v3"},
+                                 {"use_pre_activation": "yes"},
+                                 {"stackwise_num_blocks": [1]},
+                                 {"data_format": "channels_middle"}])
+def test_resnet_refuses_unknown_options_by_name(bad):
+    with pytest.raises(ConversionError) as err:
+        expand(_resnet(**bad), "m")
+    assert next(iter(bad)).split("_")[0] in str(err.value)

@@ -22,6 +22,7 @@ from migrate.read.expand import expand
 
 CASES = ["k3_hub_gpt2_backbone", "k3_hub_gpt2_causal_lm",
          "k3_hub_bert_backbone", "k3_hub_bert_classifier"]
+CASES += ["k3_hub_resnet_v1_classifier", "k3_hub_resnet_v2_backbone"]
 IGNORED = {"dtype", "trainable", "_shared_layer"}
 
 
@@ -162,9 +163,11 @@ HUB_FIXTURES = sorted(p.name for p in MODELS.glob("k3_hub_*"))
 @pytest.mark.parametrize("case", HUB_FIXTURES)
 def test_weight_map_names_keras_variables(case):
     """Every state-dict key maps to the Keras variable(s) it comes from,
-    by the path Keras gives them (``variable.path``)."""
+    by the path Keras gives them (``variable.path``); BatchNorm's
+    ``num_batches_tracked`` is torch's own counter (no Keras variable)."""
     conv = migrate.convert(MODELS / case / "model.keras")
-    entries = conv.weight_map()
+    entries = [e for e in conv.weight_map()
+               if not e["torch"].endswith(".num_batches_tracked")]
     assert entries and all(e["keras_variables"] for e in entries), [
         e["torch"] for e in entries if not e["keras_variables"]]
 
@@ -181,3 +184,38 @@ def test_gpt2_variable_paths_are_keras_own():
                  "transformer_layer_1/feedforward_output_dense/kernel",
                  "layer_norm/beta"):
         assert want in paths, want
+
+
+_RESNET = {"input_conv_filters": [8, 16], "input_conv_kernel_sizes": [3, 3],
+           "stackwise_num_filters": [64, 8], "stackwise_num_blocks": [1, 2],
+           "stackwise_num_strides": [1, 2],
+           "block_type": "bottleneck_block_vd",
+           "image_shape": [32, 32, 3], "name": "res_net_backbone"}
+
+
+def _resnet(**kw):
+    return {"class_name": "ResNetBackbone",
+            "registered_name": "keras_hub>ResNetBackbone",
+            "config": dict(_RESNET, **kw)}
+
+
+def test_resnet_vd_shortcut_is_average_pooled():
+    # keras-hub's _vd blocks pool the shortcut (an unnamed layer: Keras's
+    # counter names it) before a stride-1 1x1 conv
+    names = {x["name"]: x for x in _layers(expand(_resnet(), "m"))}
+    pool = names["average_pooling2d"]
+    assert pool["config"]["strides"] == [2, 2]
+    assert names["stack1_block0_0_conv"]["config"]["strides"] == [1, 1]
+    assert names["stack1_block0_0_conv"]["inbound_nodes"][0]["args"][0][
+        "config"]["keras_history"][0] == "average_pooling2d"
+    assert "average_pooling2d_1" not in names  # stride 1: no pooling
+
+
+@pytest.mark.parametrize("bad", [{"block_type": "bottleneck_block_v3"},
+                                 {"use_pre_activation": "yes"},
+                                 {"stackwise_num_blocks": [1]},
+                                 {"data_format": "channels_middle"}])
+def test_resnet_refuses_unknown_options_by_name(bad):
+    with pytest.raises(ConversionError) as err:
+        expand(_resnet(**bad), "m")
+    assert next(iter(bad)).split("_")[0] in str(err.value)

@@ -1,0 +1,183 @@
+"""ResNet: ResNetBackbone and ResNetImageClassifier, as keras-hub 0.32
+builds them (``keras_hub/src/models/resnet/resnet_backbone.py``).
+
+The backbone is a Functional graph of plain Keras layers (Conv2D,
+BatchNormalization, ReLU, Add, pooling), so the expander only writes that
+graph -- ResNet v1 (post-activation) and v2 (``use_pre_activation``), basic
+and bottleneck blocks and their ``_vd`` variants (an average-pooled
+shortcut) -- and the Keras layer rules convert it; the port takes images
+channels-first.
+"""
+from __future__ import annotations
+
+from ...read.expand import expander
+from .config import backbone, dim, rate
+from .functional import Functional, Ref
+
+BLOCKS = ("basic_block", "bottleneck_block", "basic_block_vd",
+          "bottleneck_block_vd")
+
+
+class _Net:
+    def __init__(self, g: Functional, fmt: str):
+        self.g, self.fmt = g, fmt
+        self.axis = -1 if fmt == "channels_last" else 1
+        self.pools = 0
+
+    def conv(self, x, name, filters, kernel, strides=1, padding="valid"):
+        return self.g.layer("Conv2D", name, {
+            "filters": filters, "kernel_size": [kernel, kernel],
+            "strides": [strides, strides], "padding": padding,
+            "data_format": self.fmt, "dilation_rate": [1, 1], "groups": 1,
+            "activation": "linear", "use_bias": False}, x)
+
+    def bn(self, x, name):
+        return self.g.layer("BatchNormalization", name, {
+            "axis": self.axis, "momentum": 0.9, "epsilon": 1e-5,
+            "center": True, "scale": True}, x)
+
+    def relu(self, x, name):
+        return self.g.layer("Activation", name, {"activation": "relu"}, x)
+
+    def pad(self, x, name, p):
+        return self.g.layer("ZeroPadding2D", name, {
+            "padding": [[p, p], [p, p]], "data_format": self.fmt}, x)
+
+    def avg_pool(self, x, stride):
+        # keras-hub leaves it unnamed: Keras's own counter names it
+        name = "average_pooling2d" + (f"_{self.pools}" if self.pools else "")
+        self.pools += 1
+        return self.g.layer("AveragePooling2D", name, {
+            "pool_size": [2, 2], "strides": [stride, stride],
+            "padding": "same", "data_format": self.fmt}, x)
+
+    def block(self, x, name, filters, stride, shortcut_conv, pre, kind):
+        bottleneck = kind.startswith("bottleneck")
+        vd = kind.endswith("_vd")
+        out = 4 * filters if bottleneck else filters
+        preact = None
+        if pre:
+            preact = self.relu(self.bn(x, f"{name}_pre_activation_bn"),
+                               f"{name}_pre_activation_relu")
+        if shortcut_conv:
+            s = preact if preact is not None else x
+            if vd and preact is None and stride > 1:
+                s = self.avg_pool(x, stride)
+            s = self.conv(s, f"{name}_0_conv", out, 1, 1 if vd else stride)
+            if not pre:
+                s = self.bn(s, f"{name}_0_bn")
+        else:
+            s = x
+        y = preact if preact is not None else x
+        i = 1
+        if bottleneck:
+            y = self.relu(self.bn(self.conv(y, f"{name}_1_conv", filters, 1),
+                                  f"{name}_1_bn"), f"{name}_1_relu")
+            i = 2
+        if stride > 1:
+            y = self.pad(y, f"{name}_{i}_pad", 1)
+        y = self.conv(y, f"{name}_{i}_conv", filters, 3, stride,
+                      "valid" if stride > 1 else "same")
+        y = self.relu(self.bn(y, f"{name}_{i}_bn"), f"{name}_{i}_relu")
+        i += 1
+        y = self.conv(y, f"{name}_{i}_conv", out, 1 if bottleneck else 3, 1,
+                      "valid" if bottleneck else "same")
+        if pre:
+            return self.g.layer("Add", f"{name}_out", {}, [s, y])
+        y = self.bn(y, f"{name}_{i}_bn")
+        y = self.g.layer("Add", f"{name}_add", {}, [s, y])
+        return self.relu(y, f"{name}_out")
+
+
+def _ints(cfg, key):
+    v = cfg.get(key)
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"{key} = {v!r} is not a list of ints")
+    return [dim({"d": x}, "d") for x in v]
+
+
+def _image_shape(cfg):
+    shape = cfg.get("image_shape", [None, None, 3])
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise ValueError(f"image_shape = {shape!r} is not (H, W, C)")
+    for v in shape:
+        if v is not None:
+            dim({"d": v}, "d")
+    return shape
+
+
+@expander("keras_hub>ResNetBackbone")
+def resnet_backbone(cfg: dict) -> dict:
+    stem_filters = _ints(cfg, "input_conv_filters")
+    stem_kernels = _ints(cfg, "input_conv_kernel_sizes")
+    filters = _ints(cfg, "stackwise_num_filters")
+    blocks = _ints(cfg, "stackwise_num_blocks")
+    strides = _ints(cfg, "stackwise_num_strides")
+    if len(stem_filters) != len(stem_kernels) or not \
+            len(filters) == len(blocks) == len(strides):
+        raise ValueError("the stackwise / input_conv lists differ in length")
+    kind = cfg.get("block_type")
+    if kind not in BLOCKS:
+        raise ValueError(f"block_type = {kind!r} (not one of {BLOCKS})")
+    pre = cfg.get("use_pre_activation", False)
+    if not isinstance(pre, bool):
+        raise ValueError(f"use_pre_activation = {pre!r}")
+    fmt = cfg.get("data_format") or "channels_last"
+    if fmt not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format = {fmt!r}")
+    shape = _image_shape(cfg)
+    g = Functional(cfg, "res_net_backbone")
+    net = _Net(g, fmt)
+    images = g.input("input_layer", tuple(shape), "float32")
+    x = net.pad(images, "conv1_pad", (stem_kernels[0] - 1) // 2)
+    x = net.conv(x, "conv1_conv", stem_filters[0], stem_kernels[0], 2)
+    for i in range(1, len(stem_filters)):
+        x = net.relu(net.bn(x, f"conv{i}_bn"), f"conv{i}_relu")
+        x = net.conv(x, f"conv{i + 1}_conv", stem_filters[i],
+                     stem_kernels[i], 1, "same")
+    n = len(stem_filters)
+    if pre:
+        pad = [[0, 0], [1, 1], [1, 1], [0, 0]] if fmt == "channels_last" \
+            else [[0, 0], [0, 0], [1, 1], [1, 1]]
+        x = g.op("Pad", x, constant_values=float("-inf"))
+        g.layers[x.layer].entry["config"].update(mode="constant",
+                                                 pad_width=pad)
+    else:
+        x = net.relu(net.bn(x, f"conv{n}_bn"), f"conv{n}_relu")
+        x = net.pad(x, "pool1_pad", 1)
+    x = g.layer("MaxPooling2D", "pool1_pool", {
+        "pool_size": [3, 3], "strides": [2, 2], "padding": "valid",
+        "data_format": fmt}, x)
+    for s in range(len(filters)):
+        for b in range(blocks[s]):
+            x = net.block(x, f"stack{s}_block{b}", filters[s],
+                          strides[s] if b == 0 else 1,
+                          b == 0 and (kind != "basic_block" or s > 0),
+                          pre, kind)
+    if pre:
+        x = net.relu(net.bn(x, "post_bn"), "post_relu")
+    return g.build(x, images)
+
+
+@expander("keras_hub>ResNetImageClassifier")
+def resnet_image_classifier(cfg: dict) -> dict:
+    entry = backbone(cfg)
+    inner = entry.get("config", {})
+    g = Functional(cfg, cfg.get("name") or "res_net_image_classifier")
+    images = g.input("input_layer", tuple(_image_shape(inner)), "float32")
+    x = g.model(entry, images)
+    fmt = inner.get("data_format") or "channels_last"
+    pooling = cfg.get("pooling", "avg")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling = {pooling!r} (keras-hub: 'avg' or "
+                         "'max')")
+    cls = "GlobalAveragePooling2D" if pooling == "avg" \
+        else "GlobalMaxPooling2D"
+    x = g.layer(cls, "pooler", {"data_format": fmt, "keepdims": False}, x)
+    x = g.layer("Dropout", "output_dropout", {"rate": rate(cfg, "dropout")},
+                x)
+    activation = cfg.get("activation")
+    x = g.layer("Dense", "predictions", {
+        "units": dim(cfg, "num_classes"),
+        "activation": activation or "linear"}, x)
+    return g.build(x, images)

@@ -15,12 +15,14 @@ from test_keras_hub import test_expansion_is_the_graph_keras_hub_builds \
 
 GRAPHS = ["k3_hub_mistral_causal_lm", "k3_hub_qwen_backbone"]
 GRAPHS += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm"]
+GRAPHS += ["k3_hub_gemma3_backbone"]  # its CausalLM: backbone(inputs=...)
 # Llama 3 with tied embeddings does not reload in keras-hub 0.32 (its
 # get_config drops tie_word_embeddings), so Keras cannot verify that file.
 RELOADABLE = ["k3_hub_llama_backbone", "k3_hub_mistral_causal_lm",
               "k3_hub_gemma_backbone", "k3_hub_gemma2_causal_lm",
               "k3_hub_qwen_backbone"]
 RELOADABLE += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm"]
+RELOADABLE += ["k3_hub_gemma3_backbone", "k3_hub_gemma3_causal_lm"]
 
 
 @pytest.mark.parametrize("case", GRAPHS)
@@ -138,3 +140,28 @@ def test_keras_hub_ports_export_with_a_dynamic_batch(case):
                      dynamic_shapes=tuple({0: batch} for _ in args))
     small = [a[:2] for a in args]
     assert torch.allclose(program.module()(*small), model(*small))
+
+
+def test_gemma3_local_and_global_layers_are_written():
+    conv = migrate.convert(MODELS / "k3_hub_gemma3_backbone" / "model.keras")
+    src = conv.source
+    assert src.count("class Gemma3DecoderBlock(nn.Module)") == 1
+    assert "class Gemma3DecoderBlock2(nn.Module)" in src  # the global one
+    assert "self.query_norm = nn.RMSNorm(head_dim, eps=1e-06)" in src
+    assert "max_wavelength=1000000.0" in src  # layer 5 is global
+    assert "sliding_window=4" in src
+    lm = migrate.convert(MODELS / "k3_hub_gemma3_causal_lm" / "model.keras")
+    assert "scaling_factor=2.0" in lm.source
+    assert "scaling_factor=8.0" in lm.source
+    assert "query_norm" not in lm.source
+    assert "torch.tanh(scores / cap) * cap" in lm.source
+
+
+def test_gemma3_vision_tower_is_refused_by_name():
+    from migrate.errors import ConversionError
+    from migrate.read.expand import expand
+    entry = {"class_name": "Gemma3Backbone",
+             "registered_name": "keras_hub>Gemma3Backbone",
+             "config": {"vision_encoder": {"class_name": "Gemma3Vision"}}}
+    with pytest.raises(ConversionError, match="vision_encoder"):
+        expand(entry, "m")

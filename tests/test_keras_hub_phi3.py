@@ -23,7 +23,7 @@ def test_phi3_backbone_port_reads_like_llama():
 def test_phi3_su_rope_picks_its_factors_by_the_input_length():
     conv = migrate.convert(MODELS / "k3_hub_phi3_causal_lm" / "model.keras")
     src = conv.source
-    assert "inv_freq = self.long_inv_freq if T > 4 else" in src
+    assert "long = torch.full((), T, device=x.device) > 4" in src
     # sqrt(1 + log(64 / 4) / log(4)) = sqrt(3)
     assert "angles.cos() * 1.73205080757" in src
     assert "torch.tensor([2.0, 7.5])" in src
@@ -45,3 +45,23 @@ def test_phi3_unknown_rope_scaling_is_refused_by_name():
     saved["config"]["rope_scaling_type"] = "longrope"
     with pytest.raises(ConversionError, match="rope_scaling_type"):
         expand(saved, "m.keras")
+
+
+def test_phi3_su_rope_exports_with_a_dynamic_length_on_both_sides():
+    """The short/long choice is a tensor op: one exported program serves
+    sequences shorter and longer than pretraining_sequence_length."""
+    import torch
+    conv = migrate.convert(MODELS / "k3_hub_phi3_causal_lm" / "model.keras")
+    model = conv.module().eval()
+    names = [t.var for t in conv.program.inputs]
+    T = torch.export.Dim("T", min=2, max=32)
+
+    def inputs(n):
+        return {"padding_mask": torch.ones(2, n, dtype=torch.int64),
+                "token_ids": torch.randint(0, 100, (2, n))}
+    args = tuple(inputs(8)[k] for k in names)
+    ep = torch.export.export(model, args,
+                             dynamic_shapes=tuple({1: T} for _ in names))
+    for n in (3, 9):  # short factors, long factors
+        a = tuple(inputs(n)[k] for k in names)
+        torch.testing.assert_close(ep.module()(*a), model(*a))

@@ -14,7 +14,8 @@ keras-hub facts this follows (0.32.0, TensorFlow backend):
 * ``Phi3SuScaledRotaryEmbedding`` divides the frequencies by the long
   factors when ``start_index + sequence length`` exceeds
   ``pretraining_sequence_length`` and by the short ones otherwise -- at
-  run time, from the input's length -- and scales cos and sin by
+  run time, from the input's length (a tensor ``torch.where``, so that
+  ``torch.export`` with a dynamic length keeps both) -- and scales cos and sin by
   ``sqrt(1 + log(s) / log(pretraining_sequence_length))``, ``s =
   max_sequence_length / pretraining_sequence_length`` (1 when s <= 1).
 """
@@ -64,8 +65,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x):
         T = x.shape[-2]
-        inv_freq = self.long_inv_freq if T > {pretraining} else \\
-            self.short_inv_freq
+        # a tensor test, not an if: an exported port keeps both choices
+        long = torch.full((), T, device=x.device) > {pretraining}
+        inv_freq = torch.where(long, self.long_inv_freq, self.short_inv_freq)
         positions = torch.arange(T, dtype=torch.float32, device=x.device)
         angles = torch.outer(positions, inv_freq)  # (T, head_dim / 2)
         angles = torch.cat((angles, angles), dim=-1)

@@ -124,6 +124,9 @@ def test_bart_port_shares_one_token_embedding():
                                   "k3_hub_llama3_causal_lm",
                                   "k3_hub_phi3_causal_lm",
                                   "k3_hub_gemma2_causal_lm",
+                                  "k3_hub_gemma3_backbone",
+                                  "k3_hub_gemma3_causal_lm",
+                                  "k3_hub_resnet_v1_classifier",
                                   "k3_hub_vit_classifier"])
 def test_keras_hub_ports_export_with_a_dynamic_batch(case):
     import torch

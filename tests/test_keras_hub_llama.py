@@ -65,6 +65,21 @@ def test_verify_runs_keras_hub(case):
     assert parity["passed"], parity
 
 
+@pytest.mark.keras
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_HUB, reason="keras-hub is not installed")
+@pytest.mark.parametrize("case", ["k3_hub_gemma2_causal_lm",
+                                  "k3_hub_gemma3_causal_lm",
+                                  "k3_hub_phi3_causal_lm"])
+def test_keras_hub_ports_train_as_keras(case):
+    """Training mode: outputs and every gradient, Gemma's ``1 + scale``
+    norm weights included (their gradients map without the offset)."""
+    conv = migrate.convert(MODELS / case / "model.keras")
+    parity = migrate.verify(MODELS / case / "model.keras", conv,
+                            training=True)
+    assert parity["training"]["passed"], parity["training"]
+
+
 def test_gemma2_options_are_written():
     conv = migrate.convert(MODELS / "k3_hub_gemma2_causal_lm" / "model.keras")
     src = conv.source

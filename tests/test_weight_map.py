@@ -85,3 +85,23 @@ def test_partial_arrays_map_only_their_entries():
         assert "weights" in conv.report
         with pytest.raises(migrate.ConversionError):
             conv.map_arrays({"conv1/kernel": np.zeros((1, 2))})
+
+
+def test_gradients_map_through_the_linear_part_of_a_transform():
+    """A Keras gradient is mapped without the transform's offset: Gemma's
+    norm weight is ``1 + scale``, so d/dweight is d/dscale, not 1 + it
+    (the training-parity check compares gradients this way)."""
+    from migrate.verify_train import map_gradients
+    conv = migrate.convert(MODELS / "k3_hub_gemma_backbone" / "model.keras")
+    stored = _stored(conv)
+    rng = np.random.default_rng(0)
+    grads = {k: rng.standard_normal(np.shape(v)).astype(np.float32)
+             for k, v in stored.items()}
+    mapped = map_gradients(conv, grads)
+    scale = grads["final_normalization/scale"]
+    np.testing.assert_allclose(
+        mapped["final_normalization.weight"].numpy(), scale, rtol=1e-6)
+    # a linear transform maps as map_arrays does (kernel: transposed)
+    plain = conv.map_arrays(grads)
+    key = "decoder_blocks.0.attention.query.weight"
+    torch.testing.assert_close(mapped[key], plain[key])

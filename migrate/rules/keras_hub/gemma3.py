@@ -316,7 +316,8 @@ def gemma3_backbone(cfg: dict) -> dict:
     x = g.layer("RMSNormalization", "final_normalization", {"epsilon": eps},
                 x, module="keras_hub.src.models.gemma3.gemma3_layers",
                 registered="RMSNormalization")
-    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask})
+    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask},
+                   names=["sequence_output"])
 
 
 @expander("keras_hub>Gemma3CausalLM")

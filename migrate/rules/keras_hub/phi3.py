@@ -270,7 +270,8 @@ def phi3_backbone(cfg):
     x = g.layer("Phi3LayerNorm", "sequence_output_layernorm",
                 {"epsilon": eps}, x, module=NORM_MODULE,
                 registered="Phi3LayerNorm")
-    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask})
+    return g.build(x, {"token_ids": token_ids, "padding_mask": padding_mask},
+                   names=["sequence_output"])
 
 
 @expander("keras_hub>Phi3CausalLM")

@@ -156,7 +156,7 @@ def resnet_backbone(cfg: dict) -> dict:
                           pre, kind)
     if pre:
         x = net.relu(net.bn(x, "post_bn"), "post_relu")
-    return g.build(x, images)
+    return g.build(x, images, names=["features"])
 
 
 @expander("keras_hub>ResNetImageClassifier")

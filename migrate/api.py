@@ -98,6 +98,28 @@ class Conversion:
                           lambda key, value: to_tensor(key, value,
                                                        specs[key]))
 
+    def map_gradients(self, arrays: dict) -> dict[str, torch.Tensor]:
+        """``{keras_variable_path: gradient}`` -> ``{state_dict_key:
+        tensor}`` through the linear part of each weight's transform: the
+        same transposes and reshapes as :meth:`map_arrays`, without an
+        offset (Gemma's norm weight is ``1 + scale``: its gradient is the
+        scale's).  For gradients and optimizer moments; values (a fine-tuned
+        copy) go through :meth:`map_arrays`."""
+        import numpy as np
+        # The transforms compute in float32, where 1 + g rounds g: scaled by
+        # one power of two (exact) so that the largest array is 2**20, each
+        # keeps float32's precision next to the offset.
+        top = max((float(np.abs(g).max()) for g in arrays.values()
+                   if np.size(g)), default=0.0)
+        scale = 2.0 ** (20 - np.ceil(np.log2(top))) if top > 0 else 1.0
+        mapped = self.map_arrays({k: np.asarray(g, np.float32)
+                                  * np.float32(scale)
+                                  for k, g in arrays.items()})
+        zero = self.map_arrays({k: np.zeros(np.shape(g), np.float32)
+                                for k, g in arrays.items()})
+        return {k: (v - zero[k]) / scale if k in zero else v / scale
+                for k, v in mapped.items()}
+
     def module_class(self) -> type:
         """The generated ``nn.Module`` subclass (source executed in a fresh
         namespace; it is our own generated code, not the model file's)."""

@@ -142,7 +142,7 @@ def train_parity(conv, model_path, weights, major, inputs, seed=0,
     t_outs, t_grads, t_buffers = port_step(conv, inputs, rs)
     outputs = [dict(name=n, **_rel(k, t))
                for n, k, t in zip(names, k_outs, t_outs)]
-    mapped = map_gradients(conv, k_grads)
+    mapped = conv.map_gradients(k_grads)
     top = max((float(np.abs(g).max()) for g in k_grads.values() if g.size),
               default=0.0)
     grads, vanishing = {}, []
@@ -174,26 +174,6 @@ def train_parity(conv, model_path, weights, major, inputs, seed=0,
         "unmapped": unmapped, "missing": missing, "vanishing": vanishing,
         "buffers": buffers,
         "passed": worst_out <= atol and worst_grad <= atol and not missing}
-
-
-def map_gradients(conv, grads: dict) -> dict:
-    """Keras gradients ``{variable_path: array}`` as the port's
-    ``{state_dict_key: tensor}``.  A gradient maps through the linear part
-    of its weight's transform: the transforms are affine (transposes,
-    reshapes, gate reorders, Gemma's ``1 + scale``), so ``map(g) - map(0)``
-    is that part applied to ``g``."""
-    # The transforms compute in float32, where 1 + g rounds g: scaled by
-    # one power of two (exact) so that the largest gradient is 2**20, every
-    # gradient keeps float32's precision next to the offset.
-    top = max((float(np.abs(g).max()) for g in grads.values()
-               if np.size(g)), default=0.0)
-    scale = 2.0 ** (20 - np.ceil(np.log2(top))) if top > 0 else 1.0
-    mapped = conv.map_arrays({k: np.asarray(g, np.float32) * np.float32(scale)
-                              for k, g in grads.items()})
-    zero = conv.map_arrays({k: np.zeros_like(g, np.float32)
-                            for k, g in grads.items()})
-    return {k: (v - zero[k]) / scale if k in zero else v / scale
-            for k, v in mapped.items()}
 
 
 def _weights_for(conv, inputs, rng):

@@ -91,13 +91,12 @@ def test_gradients_map_through_the_linear_part_of_a_transform():
     """A Keras gradient is mapped without the transform's offset: Gemma's
     norm weight is ``1 + scale``, so d/dweight is d/dscale, not 1 + it
     (the training-parity check compares gradients this way)."""
-    from migrate.verify_train import map_gradients
     conv = migrate.convert(MODELS / "k3_hub_gemma_backbone" / "model.keras")
     stored = _stored(conv)
     rng = np.random.default_rng(0)
     grads = {k: rng.standard_normal(np.shape(v)).astype(np.float32)
              for k, v in stored.items()}
-    mapped = map_gradients(conv, grads)
+    mapped = conv.map_gradients(grads)
     scale = grads["final_normalization/scale"]
     np.testing.assert_allclose(
         mapped["final_normalization.weight"].numpy(), scale, rtol=1e-6)

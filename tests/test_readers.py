@@ -497,7 +497,9 @@ def test_keras3_dict_inputs_and_outputs_flatten_in_key_order():
         "output_layers": {"second": ["e", 0, 0], "first": ["d", 0, 0]}}}
     g = _graph(cfg)
     assert [i.name for i in g.inputs] == ["aa", "zz"]
-    assert [o.name for o in g.outputs] == ["d", "e"]
+    # outputs in key order, named by their keys (the port returns them so)
+    assert [o.name for o in g.outputs] == ["first", "second"]
+    assert [g.node(o.ref.node).layer.name for o in g.outputs] == ["d", "e"]
     assert g.node("d").kwargs == {}
 
 

@@ -15,8 +15,8 @@ keras-hub facts this follows (0.32.0, TensorFlow backend):
   factors when ``start_index + sequence length`` exceeds
   ``pretraining_sequence_length`` and by the short ones otherwise -- at
   run time, from the input's length (a tensor ``torch.where``, so that
-  ``torch.export`` with a dynamic length keeps both) -- and scales cos and sin by
-  ``sqrt(1 + log(s) / log(pretraining_sequence_length))``, ``s =
+  ``torch.export`` with a dynamic length keeps both) -- and scales cos
+  and sin by ``sqrt(1 + log(s) / log(pretraining_sequence_length))``, ``s =
   max_sequence_length / pretraining_sequence_length`` (1 when s <= 1).
 """
 from __future__ import annotations

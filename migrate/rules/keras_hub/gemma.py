@@ -25,7 +25,9 @@ What sets Gemma apart, each followed here:
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 
+from ...errors import ConversionError
 from ...layout import identity
 from ...read.expand import expander
 from ..base import Emit, Out, Tensor, Transformed
@@ -38,15 +40,31 @@ from .llama import ROTARY
 from .transformer import _fold, _indent, helper_name
 from .weights import HubWeights, dense_weight, heads_first_in, heads_out
 
+
+@dataclass(frozen=True)
+class Family:
+    """What one Gemma generation's generated block and attention classes
+    look like."""
+    title: str         # in the docstrings: "Gemma", "Gemma 3"
+    block: str         # class names
+    attention: str
+    rope_args: bool    # rotary wavelength and scaling are arguments
+    window: int        # the block's default sliding window
+    halve: bool        # the GeGLU is intermediate_dim // 2 wide
+
+
+GEMMA = Family("Gemma", "GemmaDecoderBlock", "GemmaAttention",
+               rope_args=False, window=4096, halve=True)
+
 _ATTENTION_HEAD = '''\
-class GemmaAttention(nn.Module):
-    """Gemma's grouped-query attention with rotary positions, scaled by
-    ``head_dim ** -0.5``.  ``mask`` broadcasts to (B, heads, T, T), True
-    where a query step may attend to a key step; a query that may attend
-    to nothing gets zeros, as in Keras."""
+class {name}(nn.Module):
+    """{title}'s grouped-query attention with rotary positions{qk_doc},
+    scores scaled by ``head_dim ** -0.5``.  ``mask`` broadcasts to
+    (B, heads, T, T), True where a query step may attend to a key step; a
+    query that may attend to nothing gets zeros, as in Keras."""
 
     def __init__(self, hidden_dim, num_query_heads, num_key_value_heads,
-                 head_dim, dropout=0.0{cap_arg}):
+                 head_dim, {rope_arg}dropout=0.0{cap_arg}):
         super().__init__()
         self.num_query_heads = num_query_heads
         self.num_key_value_heads = num_key_value_heads
@@ -56,15 +74,15 @@ class GemmaAttention(nn.Module):
         self.query = nn.Linear(hidden_dim, num_query_heads * head_dim,
                                bias=False)
         self.key = nn.Linear(hidden_dim, kv_dim, bias=False)
-        self.value = nn.Linear(hidden_dim, kv_dim, bias=False)
+        self.value = nn.Linear(hidden_dim, kv_dim, bias=False){qk_init}
         self.attention_output = nn.Linear(num_query_heads * head_dim,
                                           hidden_dim, bias=False)
-        self.rotary_embedding = RotaryEmbedding(head_dim)
+        self.rotary_embedding = RotaryEmbedding({rotary_args})
 
     def forward(self, x, mask):
         q = self.query(x).unflatten(-1, (self.num_query_heads, -1))
         k = self.key(x).unflatten(-1, (self.num_key_value_heads, -1))
-        v = self.value(x).unflatten(-1, (self.num_key_value_heads, -1))
+        v = self.value(x).unflatten(-1, (self.num_key_value_heads, -1)){qk_fw}
         q = self.rotary_embedding(q.transpose(1, 2))  # (B, h, T, d)
         k = self.rotary_embedding(k.transpose(1, 2))
         v = v.transpose(1, 2)
@@ -73,6 +91,11 @@ class GemmaAttention(nn.Module):
         v = v.repeat_interleave(groups, dim=1)
         p = self.dropout if self.training else 0.0
 '''
+_QK_INIT = '''
+        self.query_norm = nn.RMSNorm(head_dim, eps=1e-06)
+        self.key_norm = nn.RMSNorm(head_dim, eps=1e-06)'''
+_QK_FW = '''
+        q, k = self.query_norm(q), self.key_norm(k)  # per head'''
 _SDPA = '''\
         empty = ~mask.any(-1, keepdim=True)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty,
@@ -83,7 +106,7 @@ _SDPA = '''\
 _CAPPED = '''\
         scores = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
         cap = self.logit_soft_cap
-        scores = torch.tanh(scores / cap) * cap  # Gemma 2's soft cap
+        scores = torch.tanh(scores / cap) * cap  # the soft cap
         scores = scores.masked_fill(~mask, -1e9)
         weights = scores.softmax(dim=-1).masked_fill(~mask, 0.0)
         y = F.dropout(weights, p, self.training) @ v
@@ -91,18 +114,31 @@ _CAPPED = '''\
 '''
 
 
-def _attention_code(capped: bool) -> str:
-    code = _ATTENTION_HEAD.replace(
-        "{cap_arg}", ",\n                 logit_soft_cap=None" if capped
-        else "").replace(
-        "{cap_init}", "\n        self.logit_soft_cap = logit_soft_cap"
-        if capped else "")
+def _attention_code(family: Family, capped: bool, qk_norm: bool) -> str:
+    fill = {
+        "{name}": family.attention, "{title}": family.title,
+        "{qk_doc}": " on per-head\n    RMS-normalised queries and keys"
+        if qk_norm else "",
+        "{rope_arg}": "max_wavelength=10000.0, scaling_factor=1.0,\n"
+        "                 " if family.rope_args else "",
+        "{cap_arg}": ",\n                 logit_soft_cap=None" if capped
+        else "",
+        "{cap_init}": "\n        self.logit_soft_cap = logit_soft_cap"
+        if capped else "",
+        "{qk_init}": _QK_INIT if qk_norm else "",
+        "{rotary_args}": "head_dim, max_wavelength,\n"
+        "                                                scaling_factor"
+        if family.rope_args else "head_dim",
+        "{qk_fw}": _QK_FW if qk_norm else ""}
+    code = _ATTENTION_HEAD
+    for key, value in fill.items():
+        code = code.replace(key, value)
     return code + (_CAPPED if capped else _SDPA)
 
 
-def _block_code(name, capped, window, post_attn, post_ffw) -> str:
-    doc = ('    """keras-hub Gemma decoder block: causal self-attention '
-           "(rotary positions, grouped key/value heads"
+def _block_code(family: Family, capped, window, post_attn, post_ffw) -> str:
+    doc = (f'    """keras-hub {family.title} decoder block: causal '
+           "self-attention (rotary positions, grouped key/value heads"
            + (", a sliding window" if window else "")
            + (", soft-capped scores" if capped else "")
            + ") and a GeGLU feedforward network, each on the RMS-normalised "
@@ -110,23 +146,27 @@ def _block_code(name, capped, window, post_attn, post_ffw) -> str:
                       else "")
            + ", added to it.  ``padding_mask`` (B, T) is 1 at real "
            'tokens."""')
-    lines = [f"class {name}(nn.Module):"]
+    lines = [f"class {family.block}(nn.Module):"]
     lines += textwrap.wrap(doc, 79, subsequent_indent="    ") + [""]
     init = ["hidden_dim", "num_query_heads", "num_key_value_heads",
-            "head_dim", "intermediate_dim", "eps=1e-06", "dropout=0.0"]
+            "head_dim", "intermediate_dim"]
+    rope = ", max_wavelength, scaling_factor" if family.rope_args else ""
+    if family.rope_args:
+        init += ["max_wavelength=10000.0", "scaling_factor=1.0"]
+    init += ["eps=1e-06", "dropout=0.0"]
     if capped:
         init.append("logit_soft_cap=None")
     if window:
-        init.append("sliding_window=4096")
+        init.append(f"sliding_window={family.window}")
     lines.append(f"    def __init__(self, {', '.join(init)}):")
-    width = "intermediate_dim // 2"
+    width = "intermediate_dim // 2" if family.halve else "intermediate_dim"
     body = ["super().__init__()"]
     if window:
         body.append("self.sliding_window = sliding_window")
     body += ["self.pre_attention_norm = nn.RMSNorm(hidden_dim, eps=eps)",
-             "self.attention = GemmaAttention(hidden_dim, num_query_heads, "
-             "num_key_value_heads, head_dim, dropout"
-             + (", logit_soft_cap" if capped else "") + ")"]
+             f"self.attention = {family.attention}(hidden_dim, "
+             f"num_query_heads, num_key_value_heads, head_dim{rope}, "
+             "dropout" + (", logit_soft_cap" if capped else "") + ")"]
     if post_attn:
         body.append("self.post_attention_norm = nn.RMSNorm(hidden_dim, "
                     "eps=eps)")
@@ -183,6 +223,12 @@ def gemma_rms_norm(call):
 @rule("keras_hub>GemmaDecoderBlock", masks="consume")
 def gemma_decoder_block(call):
     """nn.Module: a `GemmaDecoderBlock` class (RoPE, GQA, GeGLU, SDPA)"""
+    return decoder_block(call, GEMMA)
+
+
+def decoder_block(call, family: Family) -> Emit:
+    """A Gemma decoder block of any generation: the block and attention
+    classes written once, the weights, and the call."""
     cfg = call.config
     if call.node.kwargs.get("cache") is not None:
         call.refuse("cache", "decoding caches are not converted")
@@ -196,28 +242,39 @@ def gemma_decoder_block(call):
         call.refuse(f"num_key_value_heads={nkv}", f"must divide "
                     f"num_query_heads={nq}")
     head_dim, inter = dim(cfg, "head_dim"), dim(cfg, "intermediate_dim")
-    if inter < 2:
-        call.refuse(f"intermediate_dim={inter}", "must be at least 2")
+    # Gemma 1/2 always halve; Gemma 3's block says by how much
+    reduction = dim(cfg, "gate_dim_reduction") \
+        if "gate_dim_reduction" in cfg and not family.halve else 2
+    width = inter // reduction
+    if width < 1:
+        call.refuse(f"intermediate_dim={inter}", "the gate has no width")
     eps = number(cfg, "layer_norm_epsilon", 1e-6)
     dropout = rate(cfg, "dropout", 0.0)
     cap = cfg.get("logit_soft_cap")
     cap = None if cap is None else number(cfg, "logit_soft_cap", 0.0)
+    if cap is not None and cap <= 0:
+        call.refuse(f"logit_soft_cap={cap}", "must be positive")
     window = dim(cfg, "sliding_window_size") \
         if cfg.get("use_sliding_window_attention") else None
+    wavelength = number(cfg, "rope_wavelength", 10000.0) \
+        if family.rope_args else 10000.0
+    scaling = number(cfg, "rope_scaling_factor", 1.0) \
+        if family.rope_args else 1.0
+    qk_norm = bool(cfg.get("use_query_key_norm", False))
     post_attn = bool(cfg.get("use_post_attention_norm"))
     post_ffw = bool(cfg.get("use_post_ffw_norm"))
-    code = _block_code("GemmaDecoderBlock", cap is not None, window,
-                       post_attn, post_ffw)
-    name = helper_name(call, "GemmaDecoderBlock", code)
-    code = code.replace("GemmaDecoderBlock", name, 1)
-    attention = _attention_code(cap is not None)
-    attn_name = helper_name(call, "GemmaAttention", attention)
-    attention = attention.replace("GemmaAttention", attn_name, 1)
-    code = code.replace("GemmaAttention(", f"{attn_name}(")
-    helpers = {"RotaryEmbedding": ROTARY.replace("{adjust}", ""),
-               attn_name: attention, name: code}
+    code = _block_code(family, cap is not None, window, post_attn, post_ffw)
+    name = helper_name(call, family.block, code)
+    code = code.replace(family.block, name, 1)
+    attention = _attention_code(family, cap is not None, qk_norm)
+    attn_name = helper_name(call, family.attention, attention)
+    attention = attention.replace(family.attention, attn_name, 1)
+    code = code.replace(f"{family.attention}(", f"{attn_name}(")
+    rotary = ROTARY.replace("{adjust}", "")
+    if call._conv.helpers.get("RotaryEmbedding", rotary) != rotary:
+        raise ConversionError("two RotaryEmbedding variants in one model")
+    helpers = {"RotaryEmbedding": rotary, attn_name: attention, name: code}
     w = HubWeights(call, norm=("scale",))
-    half = inter // 2
     state = {}
     for part, heads in (("query", nq), ("key", nkv), ("value", nkv)):
         state[f"attention.{part}.weight"] = heads_first_in(w.array(
@@ -226,16 +283,25 @@ def gemma_decoder_block(call):
     state["attention.attention_output.weight"] = heads_out(w.array(
         ("attention/output_dense", "attention/_output_dense"), 0,
         (nq, head_dim, hidden)))
+    if qk_norm:
+        for part in ("query_norm", "key_norm"):
+            state[f"attention.{part}.weight"] = _plus_one(w.array(
+                f"attention/{part}", 0, (head_dim,)))
     norms = ["pre_attention_norm", "pre_ffw_norm"] + (
         ["post_attention_norm"] if post_attn else []) + (
         ["post_ffw_norm"] if post_ffw else [])
     for norm in norms:
         state[f"{norm}.weight"] = _plus_one(w.array(norm, 0, (hidden,)))
-    for dense, shape in (("gating_ffw", (hidden, half)),
-                         ("gating_ffw_2", (hidden, half)),
-                         ("ffw_linear", (half, hidden))):
+    for dense, shape in (("gating_ffw", (hidden, width)),
+                         ("gating_ffw_2", (hidden, width)),
+                         ("ffw_linear", (width, hidden))):
         state[f"{dense}.weight"] = dense_weight(w.array(dense, 0, shape))
-    args = [str(hidden), str(nq), str(nkv), str(head_dim), str(inter)]
+    args = [str(hidden), str(nq), str(nkv), str(head_dim),
+            str(inter if family.halve else width)]
+    if wavelength != 10000.0:
+        args.append(f"max_wavelength={lit(wavelength)}")
+    if scaling != 1.0:
+        args.append(f"scaling_factor={lit(scaling)}")
     if eps != 1e-6:
         args.append(f"eps={lit(eps)}")
     if dropout:

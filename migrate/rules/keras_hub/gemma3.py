@@ -23,238 +23,29 @@ refused by name.
 """
 from __future__ import annotations
 
-import textwrap
-
-from ...read.expand import expander
-from ..base import Emit, Out, Tensor
-from ..common import lit
-from ..registry import rule
-from ...layout import identity
 from ...errors import ConversionError
-from .config import dim, layers, number, rate
+from ...read.expand import expander
+from ..registry import rule
+from .config import dim, layers, number
 from .functional import Functional
-from .gemma import _CAPPED, _SDPA, _plus_one
+from .gemma import Family, decoder_block
 from .gpt2 import causal_lm
-from .llama import ROTARY
-from .transformer import _fold, _indent, helper_name
-from .weights import HubWeights, dense_weight, heads_first_in, heads_out
-
-_HEAD = '''\
-class Gemma3Attention(nn.Module):
-    """Gemma 3's grouped-query attention with rotary positions{qk_doc},
-    scores scaled by ``head_dim ** -0.5``.  ``mask`` broadcasts to
-    (B, heads, T, T), True where a query step may attend to a key step; a
-    query that may attend to nothing gets zeros, as in Keras."""
-
-    def __init__(self, hidden_dim, num_query_heads, num_key_value_heads,
-                 head_dim, max_wavelength=10000.0, scaling_factor=1.0,
-                 dropout=0.0{cap_arg}):
-        super().__init__()
-        self.num_query_heads = num_query_heads
-        self.num_key_value_heads = num_key_value_heads
-        self.head_dim = head_dim
-        self.dropout = dropout{cap_init}
-        kv_dim = num_key_value_heads * head_dim
-        self.query = nn.Linear(hidden_dim, num_query_heads * head_dim,
-                               bias=False)
-        self.key = nn.Linear(hidden_dim, kv_dim, bias=False)
-        self.value = nn.Linear(hidden_dim, kv_dim, bias=False){qk_init}
-        self.attention_output = nn.Linear(num_query_heads * head_dim,
-                                          hidden_dim, bias=False)
-        self.rotary_embedding = RotaryEmbedding(head_dim, max_wavelength,
-                                                scaling_factor)
-
-    def forward(self, x, mask):
-        q = self.query(x).unflatten(-1, (self.num_query_heads, -1))
-        k = self.key(x).unflatten(-1, (self.num_key_value_heads, -1))
-        v = self.value(x).unflatten(-1, (self.num_key_value_heads, -1)){qk_fw}
-        q = self.rotary_embedding(q.transpose(1, 2))  # (B, h, T, d)
-        k = self.rotary_embedding(k.transpose(1, 2))
-        v = v.transpose(1, 2)
-        groups = self.num_query_heads // self.num_key_value_heads
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-        p = self.dropout if self.training else 0.0
-'''
-_QK_INIT = '''
-        self.query_norm = nn.RMSNorm(head_dim, eps=1e-06)
-        self.key_norm = nn.RMSNorm(head_dim, eps=1e-06)'''
-_QK_FW = '''
-        q, k = self.query_norm(q), self.key_norm(k)  # per head'''
 
 
-def _attention_code(capped: bool, qk_norm: bool) -> str:
-    code = _HEAD.replace(
-        "{cap_arg}", ",\n                 logit_soft_cap=None" if capped
-        else "").replace(
-        "{cap_init}", "\n        self.logit_soft_cap = logit_soft_cap"
-        if capped else "").replace(
-        "{qk_doc}", " on per-head\n    RMS-normalised queries and keys"
-        if qk_norm else "").replace(
-        "{qk_init}", _QK_INIT if qk_norm else "").replace(
-        "{qk_fw}", _QK_FW if qk_norm else "")
-    tail = _CAPPED.replace("Gemma 2's soft cap", "soft cap") if capped \
-        else _SDPA
-    return code + tail
-
-
-def _block_code(name, capped, window, post_attn, post_ffw) -> str:
-    doc = ('    """keras-hub Gemma 3 decoder block: causal self-attention '
-           "(rotary positions, grouped key/value heads"
-           + (", a sliding window" if window else "")
-           + (", soft-capped scores" if capped else "")
-           + ") and a GeGLU feedforward network, each on the RMS-normalised "
-           "input" + (" and normalised again" if post_attn or post_ffw
-                      else "")
-           + ", added to it.  ``padding_mask`` (B, T) is 1 at real "
-           'tokens."""')
-    lines = [f"class {name}(nn.Module):"]
-    lines += textwrap.wrap(doc, 79, subsequent_indent="    ") + [""]
-    init = ["hidden_dim", "num_query_heads", "num_key_value_heads",
-            "head_dim", "intermediate_dim", "max_wavelength=10000.0",
-            "scaling_factor=1.0", "eps=1e-06", "dropout=0.0"]
-    if capped:
-        init.append("logit_soft_cap=None")
-    if window:
-        init.append("sliding_window=1024")
-    lines.append(f"    def __init__(self, {', '.join(init)}):")
-    body = ["super().__init__()"]
-    if window:
-        body.append("self.sliding_window = sliding_window")
-    body += ["self.pre_attention_norm = nn.RMSNorm(hidden_dim, eps=eps)",
-             "self.attention = Gemma3Attention(hidden_dim, num_query_heads, "
-             "num_key_value_heads, head_dim, max_wavelength, scaling_factor, "
-             "dropout" + (", logit_soft_cap" if capped else "") + ")"]
-    if post_attn:
-        body.append("self.post_attention_norm = nn.RMSNorm(hidden_dim, "
-                    "eps=eps)")
-    body += ["self.pre_ffw_norm = nn.RMSNorm(hidden_dim, eps=eps)",
-             "self.gating_ffw = nn.Linear(hidden_dim, intermediate_dim, "
-             "bias=False)",
-             "self.gating_ffw_2 = nn.Linear(hidden_dim, intermediate_dim, "
-             "bias=False)",
-             "self.ffw_linear = nn.Linear(intermediate_dim, hidden_dim, "
-             "bias=False)"]
-    if post_ffw:
-        body.append("self.post_ffw_norm = nn.RMSNorm(hidden_dim, eps=eps)")
-    body.append("self.dropout = nn.Dropout(dropout)")
-    lines += _indent(body, 8) + [""]
-    lines.append("    def forward(self, x, padding_mask=None):")
-    fw = ["T = x.shape[1]",
-          "# (T, T): step t attends to steps 0..t",
-          "mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()"]
-    if window:
-        fw.append("mask = mask.triu(1 - self.sliding_window)  # the last "
-                  "window steps")
-    fw += ["if padding_mask is not None:  # (B, 1, T, T)",
-           "    mask = mask & padding_mask[:, None, None, :].bool()",
-           "h = self.attention(self.pre_attention_norm(x), mask)"]
-    if post_attn:
-        fw.append("h = self.post_attention_norm(h)")
-    fw += ["x = x + self.dropout(h)",
-           "h = self.pre_ffw_norm(x)",
-           'gate = F.gelu(self.gating_ffw(h), approximate="tanh")',
-           "h = self.ffw_linear(gate * self.gating_ffw_2(h))"]
-    if post_ffw:
-        fw.append("h = self.post_ffw_norm(h)")
-    fw.append("return x + h")
-    lines += _indent(fw, 8)
-    return "\n".join(_fold(lines)) + "\n"
+GEMMA3 = Family("Gemma 3", "Gemma3DecoderBlock", "Gemma3Attention",
+                rope_args=True, window=1024, halve=False)
 
 
 @rule("keras_hub>Gemma3DecoderBlock", masks="consume")
 def gemma3_decoder_block(call):
     """nn.Module: a `Gemma3DecoderBlock` class (q/k norm, RoPE, GQA)"""
-    cfg = call.config
-    if call.node.kwargs.get("cache") is not None:
-        call.refuse("cache", "decoding caches are not converted")
-    if cfg.get("use_bidirectional_attention"):
+    if call.config.get("use_bidirectional_attention"):
         call.refuse("use_bidirectional_attention=True",
                     "EmbeddingGemma's bidirectional attention is not "
                     "converted yet")
     if call.node.kwargs.get("vision_mask") is not None:
         call.refuse("vision_mask", "the vision tower is not supported yet")
-    x = call.inputs[0]
-    if x.rank != 3 or x.shape[-1] is None:
-        call.refuse("inputs", "a (B, T, features) sequence is required")
-    x = call.want(0, identity(3))
-    hidden = x.shape[-1]
-    nq, nkv = dim(cfg, "num_query_heads"), dim(cfg, "num_key_value_heads")
-    if nq % nkv:
-        call.refuse(f"num_key_value_heads={nkv}", f"must divide "
-                    f"num_query_heads={nq}")
-    head_dim, inter = dim(cfg, "head_dim"), dim(cfg, "intermediate_dim")
-    reduction = dim(cfg, "gate_dim_reduction") \
-        if "gate_dim_reduction" in cfg else 2
-    width = inter // reduction
-    if width < 1:
-        call.refuse(f"intermediate_dim={inter}", "the gate has no width")
-    eps = number(cfg, "layer_norm_epsilon", 1e-6)
-    dropout = rate(cfg, "dropout", 0.0)
-    cap = cfg.get("logit_soft_cap")
-    cap = None if cap is None else number(cfg, "logit_soft_cap", 0.0)
-    if cap is not None and cap <= 0:
-        call.refuse(f"logit_soft_cap={cap}", "must be positive")
-    window = dim(cfg, "sliding_window_size") \
-        if cfg.get("use_sliding_window_attention") else None
-    wavelength = number(cfg, "rope_wavelength", 10000.0)
-    scaling = number(cfg, "rope_scaling_factor", 1.0)
-    qk_norm = bool(cfg.get("use_query_key_norm", False))
-    post_attn = bool(cfg.get("use_post_attention_norm"))
-    post_ffw = bool(cfg.get("use_post_ffw_norm"))
-    code = _block_code("Gemma3DecoderBlock", cap is not None, window,
-                       post_attn, post_ffw)
-    name = helper_name(call, "Gemma3DecoderBlock", code)
-    code = code.replace("Gemma3DecoderBlock", name, 1)
-    attention = _attention_code(cap is not None, qk_norm)
-    attn_name = helper_name(call, "Gemma3Attention", attention)
-    attention = attention.replace("Gemma3Attention", attn_name, 1)
-    code = code.replace("Gemma3Attention(", f"{attn_name}(")
-    rotary = ROTARY.replace("{adjust}", "")
-    if call._conv.helpers.get("RotaryEmbedding", rotary) != rotary:
-        raise ConversionError("two RotaryEmbedding variants in one model")
-    helpers = {"RotaryEmbedding": rotary, attn_name: attention, name: code}
-    w = HubWeights(call, norm=("scale",))
-    state = {}
-    for part, heads in (("query", nq), ("key", nkv), ("value", nkv)):
-        state[f"attention.{part}.weight"] = heads_first_in(w.array(
-            f"attention/{part}_dense", 0, (heads, hidden, head_dim)))
-    state["attention.attention_output.weight"] = heads_out(w.array(
-        "attention/output_dense", 0, (nq, head_dim, hidden)))
-    if qk_norm:
-        for part in ("query_norm", "key_norm"):
-            state[f"attention.{part}.weight"] = _plus_one(w.array(
-                f"attention/{part}", 0, (head_dim,)))
-    norms = ["pre_attention_norm", "pre_ffw_norm"] + (
-        ["post_attention_norm"] if post_attn else []) + (
-        ["post_ffw_norm"] if post_ffw else [])
-    for norm in norms:
-        state[f"{norm}.weight"] = _plus_one(w.array(norm, 0, (hidden,)))
-    for dense, shape in (("gating_ffw", (hidden, width)),
-                         ("gating_ffw_2", (hidden, width)),
-                         ("ffw_linear", (width, hidden))):
-        state[f"{dense}.weight"] = dense_weight(w.array(dense, 0, shape))
-    args = [str(hidden), str(nq), str(nkv), str(head_dim), str(width)]
-    if wavelength != 10000.0:
-        args.append(f"max_wavelength={lit(wavelength)}")
-    if scaling != 1.0:
-        args.append(f"scaling_factor={lit(scaling)}")
-    if eps != 1e-6:
-        args.append(f"eps={lit(eps)}")
-    if dropout:
-        args.append(f"dropout={lit(dropout)}")
-    if cap is not None:
-        args.append(f"logit_soft_cap={lit(cap)}")
-    if window:
-        args.append(f"sliding_window={window}")
-    pad = call.kwarg("padding_mask")
-    padding = pad.expr if isinstance(pad, Tensor) else (
-        x.mask if x.masked else None)
-    code_args = [x.expr] + ([padding] if padding is not None else [])
-    return Emit([Out([f"self.{call.attr}({', '.join(code_args)})"], x.shape,
-                     identity(3), masked=True)],
-                module=f"{name}({', '.join(args)})", state=state,
-                helpers=helpers)
+    return decoder_block(call, GEMMA3)
 
 
 _BLOCK_KEYS = ["intermediate_dim", "head_dim", "num_query_heads",

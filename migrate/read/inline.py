@@ -184,7 +184,11 @@ class _Builder:
             node_args, node_kwargs = (_map(v, scope.resolve)
                                       for v in scope.parsed[i, j])
             if m.model is not None:
-                tensors = [t for t in _flatten(node_args)
+                # ``model(x)`` or ``model(inputs=x)`` (Gemma 3's CausalLM)
+                given = node_args if any(
+                    isinstance(t, TensorRef) for t in _flatten(node_args)) \
+                    else node_kwargs.get("inputs", [])
+                tensors = [t for t in _flatten(given)
                            if isinstance(t, TensorRef)]
                 scope.produced[m.name, j] = self.call(m.model, tensors)
             else:

@@ -113,7 +113,5 @@ def gemma3_backbone(cfg: dict) -> dict:
 
 @expander("keras_hub>Gemma3CausalLM")
 def gemma3_causal_lm(cfg: dict) -> dict:
-    # keras-hub calls the backbone as ``backbone(inputs=inputs)``; the
-    # expansion calls it positionally (same graph: the nested-model inliner
-    # reads positional inputs only)
-    return causal_lm(cfg, "gemma3_causal_lm")
+    # keras-hub calls this backbone as ``backbone(inputs=inputs)``
+    return causal_lm(cfg, "gemma3_causal_lm", keyword=True)

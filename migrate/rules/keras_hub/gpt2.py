@@ -36,16 +36,18 @@ def gpt2_backbone(cfg: dict) -> dict:
                    names=["sequence_output"])
 
 
-def causal_lm(cfg: dict, default_name: str) -> dict:
+def causal_lm(cfg: dict, default_name: str, keyword: bool = False) -> dict:
     """A CausalLM head on any backbone with a ``token_embedding``
-    (ReversibleEmbedding): logits from the tied embedding."""
+    (ReversibleEmbedding): logits from the tied embedding.  ``keyword``:
+    the task calls ``backbone(inputs=...)``, as Gemma 3's does."""
     entry = backbone(cfg)
     name = entry["config"]["name"]
     g = Functional(cfg, cfg.get("name") or default_name)
     token_ids = g.input("token_ids", (None,), "int32")
     padding_mask = g.input("padding_mask", (None,), "int32")
     inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
-    hidden = g.model(entry, inputs)
+    hidden = g.model(entry, inputs=inputs) if keyword \
+        else g.model(entry, inputs)
     logits = g.layer("ReversibleEmbedding", "token_embedding",
                      {SHARED: f"{name}/token_embedding"}, hidden,
                      reverse=True)

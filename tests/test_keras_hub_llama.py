@@ -14,14 +14,16 @@ from test_keras_hub import test_expansion_is_the_graph_keras_hub_builds \
     as _same_graph
 
 GRAPHS = ["k3_hub_mistral_causal_lm", "k3_hub_qwen_backbone"]
-GRAPHS += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm"]
+GRAPHS += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm",
+           "k3_hub_phi3_short_rope"]
 GRAPHS += ["k3_hub_gemma3_backbone", "k3_hub_gemma3_causal_lm"]
 # Llama 3 with tied embeddings does not reload in keras-hub 0.32 (its
 # get_config drops tie_word_embeddings), so Keras cannot verify that file.
 RELOADABLE = ["k3_hub_llama_backbone", "k3_hub_mistral_causal_lm",
               "k3_hub_gemma_backbone", "k3_hub_gemma2_causal_lm",
               "k3_hub_qwen_backbone"]
-RELOADABLE += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm"]
+RELOADABLE += ["k3_hub_phi3_backbone", "k3_hub_phi3_causal_lm",
+               "k3_hub_phi3_short_rope"]
 RELOADABLE += ["k3_hub_gemma3_backbone", "k3_hub_gemma3_causal_lm"]
 
 

@@ -219,3 +219,27 @@ def test_resnet_refuses_unknown_options_by_name(bad):
     with pytest.raises(ConversionError) as err:
         expand(_resnet(**bad), "m")
     assert next(iter(bad)).split("_")[0] in str(err.value)
+
+
+def test_channels_first_image_backbone_without_data_format_is_refused(
+        tmp_path):
+    """keras-hub's ResNetBackbone does not save data_format: a model built
+    channels_first reads as channels_last, and its stem kernel does not
+    fit the image's channels.  That is one clear error, not a port that
+    fails when it runs."""
+    import zipfile
+    src = MODELS / "k3_hub_resnet_v1_classifier" / "model.keras"
+    out = tmp_path / "model.keras"
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w") as w:
+        for item in z.infolist():
+            data = z.read(item)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                cfg["config"]["backbone"]["config"]["image_shape"] = [3, 32,
+                                                                      32]
+                data = json.dumps(cfg).encode()
+            w.writestr(item, data)
+    with pytest.raises(ConversionError, match="data_format") as err:
+        migrate.convert(out)
+    assert "takes 3 input channels" in str(err.value)
+    assert "channels_last input has 32" in str(err.value)

@@ -1,6 +1,7 @@
 """Conv1D and Conv2D (valid, same, causal; strides, dilation, groups)."""
 from __future__ import annotations
 
+from ..errors import ConversionError
 from ..layout import channels_first, identity
 from .activations import activation_shape, with_activation
 from .base import Emit, Out, Transformed, chain
@@ -79,6 +80,16 @@ def _conv(call, nd: int):
     w = call.weights(_conv_variables(call.config))
     kernel_w = w["kernel"]
     in_channels = kernel_w.shape[-2] * groups
+    have = x.shape[-1 if fmt == "channels_last" else 1]
+    if have is not None and have != in_channels:
+        # a bad file, not a missing rule: keras-hub's image backbones do
+        # not save data_format, so one built channels_first reads (and
+        # reloads in Keras) as channels_last
+        raise ConversionError(
+            f"layer {call.layer.name!r}: its kernel takes {in_channels} "
+            f"input channels, its {fmt} input has {have}: the weights do not "
+            "fit the config (a model built channels_first whose config does "
+            "not say so? keras-hub's backbones do not save data_format)")
 
     pad_arg, pre, helpers = padding_plan(call, x, kernel, strides, dilation,
                                          padding)

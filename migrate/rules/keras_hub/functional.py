@@ -74,8 +74,10 @@ class Functional:
         return self.layer(class_name, name, config, *args, module=module,
                           registered=f"keras_hub>{class_name}", **kwargs)
 
-    def op(self, class_name: str, *args, module: str = OPS, **kwargs) -> Ref:
-        """A Keras 3 op node (``x[:, 0, :]`` is ``GetItem``)."""
+    def op(self, class_name: str, *args, module: str = OPS,
+           options: dict | None = None, **kwargs) -> Ref:
+        """A Keras 3 op node (``x[:, 0, :]`` is ``GetItem``); ``options``,
+        the op's own config (``ops.mean``'s ``axis`` and ``keepdims``)."""
         base = "".join("_" + c.lower() if c.isupper() else c
                        for c in class_name).lstrip("_")
         name, k = base, 0
@@ -84,7 +86,7 @@ class Functional:
             name = f"{base}_{k}"
         self._new(name, {"module": module, "class_name": class_name,
                          "registered_name": class_name,
-                         "config": {"name": name}})
+                         "config": dict(options or {}, name=name)})
         return self.call(name, *args, **kwargs)
 
     def model(self, entry: dict, *args, **kwargs) -> Ref:

@@ -242,9 +242,11 @@ def vit_image_classifier(cfg: dict) -> dict:
     pooling = cfg.get("pooling", "token")
     if pooling == "token":
         x = g.op("GetItem", x, [SLICE, 0])
+    elif pooling == "gap":  # every token, the class token included
+        x = g.op("Mean", x, options={"axis": [1], "keepdims": False})
     else:
-        raise ValueError(f"pooling = {pooling!r}: only 'token' is "
-                         "supported")
+        raise ValueError(f"pooling = {pooling!r}: only 'token' and 'gap' "
+                         "are supported")
     if cfg.get("intermediate_dim") is not None:
         x = g.layer("Dense", "pre_logits", {
             "units": dim(cfg, "intermediate_dim"), "activation": "tanh"}, x)

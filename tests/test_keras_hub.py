@@ -23,7 +23,7 @@ from migrate.read.expand import expand
 CASES = ["k3_hub_gpt2_backbone", "k3_hub_gpt2_causal_lm",
          "k3_hub_bert_backbone", "k3_hub_bert_classifier"]
 CASES += ["k3_hub_resnet_v1_classifier", "k3_hub_resnet_v2_backbone"]
-CASES += ["k3_hub_vit_gap_classifier"]
+CASES += ["k3_hub_vit_gap_classifier", "k3_hub_whisper_backbone"]
 IGNORED = {"dtype", "trainable", "_shared_layer"}
 
 

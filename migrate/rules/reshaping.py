@@ -119,12 +119,14 @@ def _pairs(value, nd):
     return out
 
 
-def _zero_pad(call, nd):
+def _zero_pad(call, nd, pairs=None):
+    """Zero padding of the spatial axes (``pairs``: (before, after) per
+    axis; by default the layer's ``padding``)."""
     x = call.inputs[0]
     if x.layout.flat is not None:
         x = call.want(0, identity(x.rank))
     fmt = call.get("data_format", "channels_last") or "channels_last"
-    pairs = _pairs(call.get("padding", 1), nd)
+    pairs = pairs or _pairs(call.get("padding", 1), nd)
     axes = spatial_axes(x.rank, fmt)
     by_dim = {x.layout.torch_axis(a): p for a, p in zip(axes, pairs)}
     first = min(by_dim)

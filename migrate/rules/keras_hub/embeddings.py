@@ -14,7 +14,7 @@ first ``T`` rows, broadcast to its input's shape.
 """
 from __future__ import annotations
 
-from ...layout import identity
+from ...layout import channels_first, identity
 from ..base import HOLE, IN, Emit, Out
 from ..common import lit
 from ..registry import rule
@@ -100,11 +100,17 @@ def position_embedding(call):
             call.node.kwargs.get("positions") is not None:
         call.refuse("start_index/positions", "only the default positions "
                     "(0..T-1) are supported")
-    x = call.want(0, identity(x.rank))
-    dim = x.shape[-1]
+    if x.rank == 3 and x.layout == channels_first(3):
+        # (B, features, T), after a Conv1D (Whisper): the table transposed
+        dim = x.shape[-1]
+        rows = f"self.{call.attr}.weight[:{x.expr}.shape[-1]].T"
+    else:
+        x = call.want(0, identity(x.rank))
+        dim = x.shape[-1]
+        rows = f"self.{call.attr}.weight[:{x.expr}.shape[-2]]"
     w = HubWeights(call, own=["embeddings"])
     table = w.array("", 0, (length, dim))
-    code = f"self.{call.attr}.weight[:{x.expr}.shape[-2]].expand_as({x.expr})"
+    code = f"{rows}.expand_as({x.expr})"
     return Emit([Out([code], x.shape, x.layout)],
                 module=f"nn.Embedding({length}, {dim})",
                 state={"weight": stored(table)})

@@ -73,6 +73,21 @@ class Attention(nn.Module):
         return self.attention_output(y.transpose(1, 2).flatten(2))
 '''
 
+# Whisper's attention: no bias on the key projection
+# (WhisperCachedMultiHeadAttention), otherwise Attention
+_DOC = ATTENTION[ATTENTION.index('    """'):ATTENTION.index('"""\n\n') + 4]
+WHISPER_ATTENTION = ATTENTION.replace(
+    "class Attention(nn.Module):", "class WhisperAttention(nn.Module):"
+).replace(_DOC, '''\
+    """Whisper's multi-head attention: query, key (no bias) and value
+    projections, scaled dot-product attention per head, the output
+    projection.  ``mask`` broadcasts to (B, heads, T, S) and is True where
+    a query step may attend to a key step."""
+''').replace(
+    "self.key = nn.Linear(context_dim, num_heads * key_dim)",
+    "self.key = nn.Linear(context_dim, num_heads * key_dim, bias=False)")
+assert WHISPER_ATTENTION.count("bias=False") == 1
+
 # activation name (Keras, or keras-hub's registered functions) -> step
 _ACTIVATIONS = {
     "relu": "F.relu({})", "gelu": "F.gelu({})", "silu": "F.silu({})",
@@ -106,9 +121,10 @@ def helper_name(call, base: str, code: str) -> str:
 
 # -- the block class ----------------------------------------------------------
 def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
-                causal: bool, attn_mask: bool, query_mask: bool = False
-                ) -> str:
-    kind = "TransformerDecoder" if decoder else "TransformerEncoder"
+                causal: bool, attn_mask: bool, query_mask: bool = False,
+                kind: str = "", attention: str = "Attention") -> str:
+    kind = kind or ("TransformerDecoder" if decoder
+                    else "TransformerEncoder")
     parts = (["causal self-attention" if causal else "self-attention"]
              + (["cross-attention to the encoder"] if cross else [])
              + ["a feedforward network"])
@@ -143,13 +159,13 @@ def _block_code(name: str, decoder: bool, pre: bool, act: str, cross: bool,
     body = ["super().__init__()"]
     body.append("self.self_attention_layer_norm = nn.LayerNorm(hidden_dim, "
                 "eps=eps)")
-    body.append("self.self_attention = Attention(hidden_dim, num_heads, "
+    body.append(f"self.self_attention = {attention}(hidden_dim, num_heads, "
                 "dropout=dropout)")
     if cross:
         body.append("self.cross_attention_layer_norm = nn.LayerNorm("
                     "hidden_dim, eps=eps)")
-        body.append("self.cross_attention = Attention(hidden_dim, num_heads, "
-                    "context_dim=encoder_dim, dropout=dropout)")
+        body.append(f"self.cross_attention = {attention}(hidden_dim, "
+                    "num_heads, context_dim=encoder_dim, dropout=dropout)")
     body += ["self.feedforward_layer_norm = nn.LayerNorm(hidden_dim, "
              "eps=eps)",
              "self.feedforward_intermediate_dense = nn.Linear(hidden_dim, "
@@ -259,7 +275,8 @@ _DENSE = {"query": ("query_dense", "_query_dense"),
 
 
 def _attention_state(w: HubWeights, sub: str, prefix: str, hidden: int,
-                     heads: int, head_dim: int, context: int) -> dict:
+                     heads: int, head_dim: int, context: int,
+                     key_bias: bool = True) -> dict:
     state = {}
     for part, names in _DENSE.items():
         paths = tuple(f"{sub}/{n}" for n in names)
@@ -272,8 +289,9 @@ def _attention_state(w: HubWeights, sub: str, prefix: str, hidden: int,
             k = w.array(paths, 0, (hidden if part == "query" else context,
                                    heads, head_dim))
             state[f"{prefix}.{part}.weight"] = heads_in(k)
-            state[f"{prefix}.{part}.bias"] = heads_bias(
-                w.array(paths, 1, (heads, head_dim)))
+            if part != "key" or key_bias:
+                state[f"{prefix}.{part}.bias"] = heads_bias(
+                    w.array(paths, 1, (heads, head_dim)))
     return state
 
 
@@ -310,7 +328,9 @@ def _mask_arg(call, t: Tensor | None, explicit: Tensor | None):
     return None
 
 
-def _block(call, decoder: bool) -> Emit:
+def _block(call, decoder: bool, whisper: bool = False) -> Emit:
+    """A TransformerEncoder/Decoder block; ``whisper``: Whisper's
+    subclasses, whose key projections have no bias."""
     cfg = call.config
     for key in ("self_attention_cache", "cross_attention_cache",
                 "self_attention_cache_update_index",
@@ -353,13 +373,18 @@ def _block(call, decoder: bool) -> Emit:
         am = _tensor(call, 2, "attention_mask")
         causal = False
     cross = enc is not None
-    w = HubWeights(call)
+    # WhisperEncoder names its self-attention "self_attention_layer"
+    w = HubWeights(call, sublayers={
+        "self_attention_layer": "self_attention_layer"}
+        if whisper and not decoder else None)
     if cross != w.has("_cross_attention_layer"):
         call.refuse("encoder_sequence", "the call and the stored weights "
                     "disagree about cross-attention")
     if cross:
         enc = call.want(call.index(enc), identity(3))
-    base = "TransformerDecoder" if decoder else "TransformerEncoder"
+    base = ("Whisper" if whisper else "Transformer") + (
+        "Decoder" if decoder else "Encoder")
+    attention = "WhisperAttention" if whisper else "Attention"
     # Keras's MultiHeadAttention also masks the queries by the Keras mask
     # of its query (keras-hub's encoder passes its input, masked or not;
     # its decoder's self-attention query carries none).
@@ -369,15 +394,16 @@ def _block(call, decoder: bool) -> Emit:
             call.refuse("mask", "the input's Keras mask is not available")
         query = x.mask
     code = _block_code(base, decoder, pre, act, cross, causal, am is not None,
-                       query is not None)
+                       query is not None, kind=base, attention=attention)
     name = helper_name(call, base, code)
     code = code.replace(base, name, 1)
-    helpers = {"Attention": ATTENTION, name: code}
+    helpers = {attention: WHISPER_ATTENTION if whisper else ATTENTION,
+               name: code}
 
     state = {}
     state.update(_attention_state(w, "_self_attention_layer",
                                   "self_attention", hidden, heads, head_dim,
-                                  hidden))
+                                  hidden, key_bias=not whisper))
     state.update(_norm_state(w, "_self_attention_layer_norm",
                              "self_attention_layer_norm", hidden))
     enc_dim = None
@@ -387,7 +413,8 @@ def _block(call, decoder: bool) -> Emit:
             call.refuse("encoder_sequence", "its feature size must be known")
         state.update(_attention_state(w, "_cross_attention_layer",
                                       "cross_attention", hidden, heads,
-                                      head_dim, enc_dim))
+                                      head_dim, enc_dim,
+                                      key_bias=not whisper))
         state.update(_norm_state(w, "_cross_attention_layer_norm",
                                  "cross_attention_layer_norm", hidden))
     state.update(_norm_state(w, "_feedforward_layer_norm",

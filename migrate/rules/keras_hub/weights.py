@@ -26,10 +26,14 @@ _SUBLAYER = {"self_attention_layer": "self_attention",
 class HubWeights:
     """``own``: the names of the layer's own variables by position
     (``["embeddings"]``); ``norm``: its norms' variable names
-    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms)."""
+    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms);
+    ``sublayers``: Keras names of sub-layers where this class names them
+    otherwise than most (attribute -> name, both without the ``_``)."""
 
-    def __init__(self, call: Call, own=(), norm=("gamma", "beta")):
+    def __init__(self, call: Call, own=(), norm=("gamma", "beta"),
+                 sublayers=None):
         self.call = call
+        self.sublayers = dict(_SUBLAYER, **(sublayers or {}))
         self.own = list(own)
         self.norm = tuple(norm)
         self.arrays = {clean_weight_name(e.key): e.array
@@ -40,7 +44,7 @@ class HubWeights:
         parts = [p.lstrip("_") for p in sub.split("/") if p]
         if parts and parts[0] == "encoder_layers":  # ViT's block list
             parts = parts[1:]
-        names = [_SUBLAYER.get(p, p) for p in parts]
+        names = [self.sublayers.get(p, p) for p in parts]
         last = parts[-1] if parts else ""
         if not parts:
             var = self.own[index] if index < len(self.own) else f"var{index}"

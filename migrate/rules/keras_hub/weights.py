@@ -20,7 +20,9 @@ _SUBLAYER = {"self_attention_layer": "self_attention",
              "query_dense": "query", "key_dense": "key",
              "value_dense": "value", "output_dense": "attention_output",
              "gating_ffw": "ffw_gating", "gating_ffw_2": "ffw_gating_2",
-             "layer_norm_1": "ln_1", "layer_norm_2": "ln_2"}
+             "layer_norm_1": "ln_1", "layer_norm_2": "ln_2",
+             "query_dense_layer_norm": "query_dense_layernorm",  # Qwen 3
+             "key_dense_layer_norm": "key_dense_layernorm"}
 
 
 class HubWeights:

@@ -119,6 +119,22 @@ def test_user_heads_own_kernel_and_reverse_table():
         assert want in paths, want
 
 
+def test_encoder_variable_paths_are_keras_own():
+    """keras-hub's TransformerEncoder names its attention
+    ``self_attention_layer`` (the decoder: ``self_attention``); paths as
+    Keras lists them (``[v.path for v in model.weights]``)."""
+    conv = _convert("k3_hub_roberta_masked_lm")
+    paths = {v for e in conv.weight_map() for v in e["keras_variables"]}
+    for want in ("embeddings/token_embedding/embeddings",
+                 "transformer_layer_0/self_attention_layer/query/kernel",
+                 "transformer_layer_1/self_attention_layer/attention_output/"
+                 "bias",
+                 "transformer_layer_0/self_attention_layer_norm/gamma",
+                 "mlm_head/output_bias", "mlm_head/intermediate_dense/kernel",
+                 "mlm_head/intermediate_layer_norm/beta"):
+        assert want in paths, want
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_padded_rows_are_finite_and_gradients_flow(case):
     conv = _convert(case)
@@ -201,3 +217,17 @@ def test_head_options_refused_by_name(changes, match):
 @pytest.mark.parametrize("case", CASES + ["k3_hub_mlm_heads"])
 def test_verify(case):
     hub_tests.test_verify_runs_keras_hub(case)
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.slow
+@pytest.mark.skipif(not hub_tests.HAS_HUB,
+                    reason="keras-hub is not installed")
+def test_one_training_step_matches_keras_hub():
+    """Outputs and every mapped gradient of one training step (dropout
+    rates 0), the head's and the tied table's included."""
+    path = MODELS / "k3_hub_bert_masked_lm" / "model.keras"
+    parity = migrate.verify(path, migrate.convert(path), training=True)
+    train = parity["training"]
+    assert train["passed"] and not train["missing"], train

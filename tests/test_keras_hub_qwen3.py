@@ -135,3 +135,15 @@ def test_mixture_of_experts_is_not_listed_as_supported():
 @pytest.mark.parametrize("case", CASES)
 def test_verify(case):
     hub_tests.test_verify_runs_keras_hub(case)
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.slow
+@pytest.mark.skipif(not hub_tests.HAS_HUB,
+                    reason="keras-hub is not installed")
+def test_one_training_step_matches_keras_hub():
+    path = MODELS / "k3_hub_qwen3_backbone" / "model.keras"
+    parity = migrate.verify(path, migrate.convert(path), training=True)
+    train = parity["training"]
+    assert train["passed"] and not train["missing"], train

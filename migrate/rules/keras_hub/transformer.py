@@ -353,7 +353,10 @@ def _block(call, decoder: bool) -> Emit:
         am = _tensor(call, 2, "attention_mask")
         causal = False
     cross = enc is not None
-    w = HubWeights(call)
+    # the encoder names its attention "self_attention_layer", the decoder
+    # "self_attention" (their variables' paths)
+    w = HubWeights(call, names=None if decoder else {
+        "self_attention_layer": "self_attention_layer"})
     if cross != w.has("_cross_attention_layer"):
         call.refuse("encoder_sequence", "the call and the stored weights "
                     "disagree about cross-attention")

@@ -28,12 +28,15 @@ _SUBLAYER = {"self_attention_layer": "self_attention",
 class HubWeights:
     """``own``: the names of the layer's own variables by position
     (``["embeddings"]``); ``norm``: its norms' variable names
-    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms)."""
+    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms); ``names``:
+    sub-layer names of this layer that differ from :data:`_SUBLAYER`'s."""
 
-    def __init__(self, call: Call, own=(), norm=("gamma", "beta")):
+    def __init__(self, call: Call, own=(), norm=("gamma", "beta"),
+                 names=None):
         self.call = call
         self.own = list(own)
         self.norm = tuple(norm)
+        self.names = dict(_SUBLAYER, **(names or {}))
         self.arrays = {clean_weight_name(e.key): e.array
                        for e in call.layer.weights.entries}
 
@@ -42,7 +45,7 @@ class HubWeights:
         parts = [p.lstrip("_") for p in sub.split("/") if p]
         if parts and parts[0] == "encoder_layers":  # ViT's block list
             parts = parts[1:]
-        names = [_SUBLAYER.get(p, p) for p in parts]
+        names = [self.names.get(p, p) for p in parts]
         last = parts[-1] if parts else ""
         if not parts:
             var = self.own[index] if index < len(self.own) else f"var{index}"

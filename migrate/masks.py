@@ -116,14 +116,16 @@ class Masks:
             self._combined[expr] = var
         return var
 
-    def drop_unused(self, body: list[str], returns: list[str]) -> list[str]:
+    def drop_unused(self, body: list[str], returns: list[str],
+                    dead: set[str] = frozenset()) -> list[str]:
         """``body`` without the lines computing a mask (or another bool
         tensor, such as a Keras 3 mask op whose ``mask=`` argument the
-        consuming rule did not need) that nothing after them reads."""
+        consuming rule did not need), or a ``dead`` variable (a value no
+        model output depends on), that nothing after them reads."""
         kept: list[str] = []
         for line in reversed(body):
             m = re.match(r"(\w+) = ", line)
-            if m and m.group(1) in self.bool_vars:
+            if m and (m.group(1) in self.bool_vars or m.group(1) in dead):
                 # the name as a value, not as a keyword (mask=...)
                 word = re.compile(rf"(?<![\w.]){m.group(1)}(?!\w|\s*=[^=])")
                 if not any(word.search(x) for x in kept + returns):

@@ -46,7 +46,9 @@ class PortTensor:
     dtype: str
     vocab: int | None = None  # ids below this feed an Embedding
     batch: int | None = None  # the only batch size Keras accepts
-    role: str | None = None  # "padding": a padding mask (1 = real token)
+    # "padding": a padding mask (1 = real token); "positions": time steps
+    # of the other inputs (a MaskedLMHead's ``mask_positions``)
+    role: str | None = None
 
     @property
     def torch_shape(self) -> tuple:
@@ -139,7 +141,8 @@ class Translator:
             raise UnsupportedLayers(self.problems)
         outputs, returns = self._outputs()
         self._flush()
-        self.body = self.masks.drop_unused(self.body, returns)
+        self.body = self.masks.drop_unused(self.body, returns,
+                                           self._dead_vars())
         name = self.options.class_name or (
             self.graph.class_name if self.graph.class_name.isidentifier()
             else class_identifier(self.graph.name))
@@ -152,7 +155,28 @@ class Translator:
             permutes=self.permutes, layout=self.options.layout,
             bool_vars=set(self.masks.bool_vars))
 
+    def _dead_vars(self) -> set[str]:
+        """Variables of values no output depends on (a nested backbone's
+        pooled output under a MaskedLM head): their lines are not
+        written; their layers' modules and weights stay."""
+        live: set[str] = set()
+        frontier = [o.ref.node for o in self.graph.outputs]
+        nodes = {n.id: n for n in self.graph.nodes}
+        while frontier:
+            node = nodes.get(frontier.pop())
+            if node is None or node.id in live:
+                continue
+            live.add(node.id)
+            frontier.extend(r.node for r in node.inputs)
+        return {var for ref, var in self.var_of.items()
+                if ref.node in nodes and ref.node not in live}
+
     # called by rules through Call -------------------------------------------
+    def declared(self) -> dict:
+        layers = {n.layer.name: n.layer for n in self.graph.nodes}
+        return {name: (layers[name], decl.attr)
+                for name, decl in self.modules.items() if name in layers}
+
     def relayout(self, call: Call, t: Tensor, layout: Layout) -> Tensor:
         """``t`` in ``layout``.  The second layer that needs a stored
         tensor permuted the same way gets the first one's permute, moved
@@ -244,6 +268,9 @@ class Translator:
             if any(k.endswith("padding_mask") and v == ref
                    for k, v in n.kwargs.items()):
                 return "padding"
+            if n.layer.class_name.endswith("MaskedLMHead") and \
+                    n.args[1:2] == [ref]:
+                return "positions"
         return None
 
     def _preferred(self, ref: TensorRef, rank: int, dtype: str) -> Layout:

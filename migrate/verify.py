@@ -56,6 +56,9 @@ def make_inputs(program, seed: int = 0, batch: int = 2) -> list[np.ndarray]:
             arr = np.arange(shape[1])[None, :] < lengths[:, None]
             arrays.append(arr.astype(t.dtype if t.dtype != "string"
                                      else "int32"))
+        elif getattr(t, "role", None) == "positions":
+            arr = rng.integers(0, _steps(program), shape)
+            arrays.append(arr.astype(t.dtype))
         elif t.vocab:
             arr = rng.integers(0, t.vocab, shape)
             arrays.append(arr.astype(t.dtype if "int" in t.dtype
@@ -65,6 +68,14 @@ def make_inputs(program, seed: int = 0, batch: int = 2) -> list[np.ndarray]:
         else:
             arrays.append(rng.standard_normal(shape).astype("float32"))
     return arrays
+
+
+def _steps(program) -> int:
+    """The sequence length the other inputs get (positions index it)."""
+    lengths = [DEFAULT_DIM if t.keras_shape[1] is None else t.keras_shape[1]
+               for t in program.inputs if len(t.keras_shape) >= 2
+               and getattr(t, "role", None) != "positions"]
+    return min(lengths, default=DEFAULT_DIM)
 
 
 def run_port(conv, inputs: list[np.ndarray]) -> list[np.ndarray]:

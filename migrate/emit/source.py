@@ -59,6 +59,8 @@ def _class(p: Program) -> str:
         what = ""
         if getattr(t, "role", None) == "padding":
             what = ", 1 at tokens, 0 at padding"
+        elif getattr(t, "role", None) == "positions":
+            what = ", positions in [0, T) to predict"
         elif getattr(t, "vocab", None):
             what = f", ids in [0, {t.vocab})"
         doc.append(f"    {t.var}: {_shape(t.torch_shape)} {t.dtype}{what}")

@@ -35,6 +35,18 @@ def expander(*names: str):
     return deco
 
 
+# registered name -> why that class is not converted (said instead of the
+# generic "not supported yet")
+REFUSED: dict[str, str] = {}
+
+
+def refused(*names: str, reason: str) -> None:
+    """Refuse the classes ``names`` with ``reason`` (a known variant of a
+    supported model, such as a mixture-of-experts one)."""
+    for name in names:
+        REFUSED[name] = reason
+
+
 def key_of(entry: dict) -> str | None:
     """The registered name an expander would be found under."""
     registered = entry.get("registered_name")
@@ -65,6 +77,10 @@ def expand(entry: dict, label: str) -> dict | None:
     fn = find(entry)
     if fn is None:
         key = key_of(entry)
+        if key in REFUSED:
+            raise ConversionError(f"{label}: keras-hub model "
+                                  f"{key.split('>')[1]!r} is not supported: "
+                                  f"{REFUSED[key]}")
         if key and key.split(">")[0] in ("keras_hub", "keras_nlp"):
             known = sorted({k.split(">")[1] for k in EXPANDERS})
             raise ConversionError(

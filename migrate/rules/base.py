@@ -192,6 +192,16 @@ class Call:
     def warn(self, message: str) -> None:
         self._conv.warn(self.layer, message)
 
+    def declared(self) -> dict:
+        """``{graph name: (layer, attr)}`` of the layers whose modules
+        earlier calls declared (a tied head reads its embedding's table as
+        ``self.<attr>.weight``)."""
+        return self._conv.declared()
+
+    def declared_state(self) -> set[str]:
+        """The state-dict keys declared so far (``token_embedding.weight``)."""
+        return set(self._conv.state)
+
     @property
     def self_attr(self) -> str:
         return f"self.{self.attr}"

@@ -36,7 +36,7 @@ from ..registry import rule
 from .config import dim, layers, number, rate
 from .functional import Functional
 from .gpt2 import causal_lm
-from .llama import ROTARY
+from .llama import ROTARY, qk_norm
 from .transformer import _fold, _indent, helper_name
 from .weights import HubWeights, dense_weight, heads_first_in, heads_out
 
@@ -91,11 +91,7 @@ class {name}(nn.Module):
         v = v.repeat_interleave(groups, dim=1)
         p = self.dropout if self.training else 0.0
 '''
-_QK_INIT = '''
-        self.query_norm = nn.RMSNorm(head_dim, eps=1e-06)
-        self.key_norm = nn.RMSNorm(head_dim, eps=1e-06)'''
-_QK_FW = '''
-        q, k = self.query_norm(q), self.key_norm(k)  # per head'''
+_QK_INIT, _QK_FW = qk_norm(1e-6)  # Gemma 3's, whatever its epsilon
 _SDPA = '''\
         empty = ~mask.any(-1, keepdim=True)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty,

@@ -1,14 +1,15 @@
-"""Llama, Llama 3, Mistral and Qwen (Qwen2): decoder-only language models
-with RMSNorm, rotary positions, grouped key/value heads and a SwiGLU
+"""Llama, Llama 3, Mistral, Qwen (Qwen2) and Qwen 3: decoder-only language
+models with RMSNorm, rotary positions, grouped key/value heads and a SwiGLU
 feedforward network, as keras-hub 0.32 builds them
-(``keras_hub/src/models/{llama,llama3,mistral,qwen}/``).
+(``keras_hub/src/models/{llama,llama3,mistral,qwen,qwen3}/``).
 
 Their decoder blocks differ only in options, so one rule writes one block
 class per model (``LlamaTransformerDecoder``, ``MistralTransformerDecoder``
-...), made for its options (Mistral's and Qwen's sliding window, Qwen's
-query/key/value biases, Llama 3's frequency adjustment), around a
-``RopeAttention`` module and a ``RotaryEmbedding`` that computes its
-frequencies from the config (a buffer, not a weight).
+...), made for its options (Mistral's, Qwen's and Qwen 3's sliding window,
+Qwen's query/key/value biases, Qwen 3's per-head query/key RMSNorm and
+``head_dim``, Llama 3's frequency adjustment), around a ``RopeAttention``
+module and a ``RotaryEmbedding`` that computes its frequencies from the
+config (a buffer, not a weight).
 
 keras-hub facts this follows (0.32.0, TensorFlow backend):
 
@@ -20,12 +21,17 @@ keras-hub facts this follows (0.32.0, TensorFlow backend):
 * attention is the explicit softmax (keras-hub's fused path is JAX/torch
   only), so a query that may attend to nothing gets zeros; dropout is on
   the attention output, before its projection;
-* the sliding window keeps keys ``i - window < j <= i``.
+* the sliding window keeps keys ``i - window < j <= i``; Qwen 3's backbone
+  always passes ``sliding_window_size`` (32768 by default) and its
+  attention always applies it;
+* Qwen 3 normalises each query and key head (``scale``, not ``1 + scale``)
+  before the rotation with epsilon 1e-5, keras-hub's attention default:
+  the decoder does not pass ``layer_norm_epsilon`` on to it.
 """
 from __future__ import annotations
 
 from ...layout import identity
-from ...read.expand import expander
+from ...read.expand import expander, refused
 from ..base import Emit, Out, Tensor
 from ..common import lit
 from ..registry import rule
@@ -114,6 +120,31 @@ class RopeAttention(nn.Module):
         return self.attention_output(y.transpose(1, 2).flatten(2))
 '''
 
+
+def qk_norm(eps: float) -> tuple[str, str]:
+    """Per-head query/key RMSNorm (Gemma 3, Qwen 3): the ``__init__`` lines
+    and the ``forward`` line, after q, k, v are split into heads."""
+    init = (f"\n        self.query_norm = nn.RMSNorm(head_dim, eps={lit(eps)})"
+            f"\n        self.key_norm = nn.RMSNorm(head_dim, eps={lit(eps)})")
+    return init, ("\n        q, k = self.query_norm(q), self.key_norm(k)  "
+                  "# per head")
+
+
+def rope_attention_code(qk_eps: float | None = None) -> str:
+    """The ``RopeAttention`` class; with ``qk_eps``, queries and keys are
+    RMS-normalised per head (Qwen 3) with that epsilon."""
+    if qk_eps is None:
+        return ROPE_ATTENTION
+    init, fw = qk_norm(qk_eps)
+    value = "self.value = nn.Linear(hidden_dim, kv_dim, bias=bias)"
+    split = "v = self.value(x).unflatten(-1, (self.num_key_value_heads, -1))"
+    return ROPE_ATTENTION.replace(
+        "rotary positions: ``num_query_heads``\n    query heads share",
+        "rotary positions on per-head\n    RMS-normalised queries and "
+        "keys: ``num_query_heads`` query heads\n    share").replace(
+        value, value + init).replace(split, split + fw)
+
+
 # family -> (Keras class names of its decoder and norm, module of each)
 FAMILIES = {
     "llama": ("LlamaTransformerDecoder", "LlamaLayerNorm",
@@ -125,7 +156,12 @@ FAMILIES = {
     "qwen": ("QwenTransformerDecoder", "QwenLayerNorm",
              "keras_hub.src.models.qwen.qwen_decoder",
              "keras_hub.src.models.qwen.qwen_layernorm"),
+    "qwen3": ("Qwen3TransformerDecoder", "Qwen3LayerNorm",
+              "keras_hub.src.models.qwen3.qwen3_decoder",
+              "keras_hub.src.models.qwen3.qwen3_layernorm"),
 }
+QK_NORM_EPS = {"qwen3": 1e-5}  # families with per-head q/k norms
+HEAD_DIM = ("mistral", "qwen3")  # families whose config gives head_dim
 _DECODERS = {v[0]: k for k, v in FAMILIES.items()}
 
 
@@ -134,9 +170,10 @@ def _keys(*names):
 
 
 # -- the norms ----------------------------------------------------------------
-@rule(*_keys("LlamaLayerNorm", "MistralLayerNormalization", "QwenLayerNorm"))
+@rule(*_keys("LlamaLayerNorm", "MistralLayerNormalization", "QwenLayerNorm",
+             "Qwen3LayerNorm"))
 def rms_layer_norm(call):
-    """nn.RMSNorm (keras-hub's Llama / Mistral / Qwen layer norms)"""
+    """nn.RMSNorm (keras-hub's Llama / Mistral / Qwen / Qwen 3 layer norms)"""
     x = call.want(0, identity(call.inputs[0].rank))
     hidden = x.shape[-1]
     eps = float(call.config.get("epsilon", 1e-6))
@@ -168,13 +205,18 @@ def _window(cfg: dict, family: str):
         return None if w is None else dim(cfg, "sliding_window")
     if family == "qwen" and cfg.get("use_sliding_window_attention"):
         return dim(cfg, "sliding_window_size")
+    if family == "qwen3" and cfg.get("sliding_window_size"):
+        return dim(cfg, "sliding_window_size")
     return None
 
 
-def _block_code(name: str, family: str, act: str, window) -> str:
-    title = {"llama": "Llama", "mistral": "Mistral", "qwen": "Qwen"}[family]
+def _block_code(name: str, family: str, act: str, window,
+                attention: str = "RopeAttention") -> str:
+    title = {"llama": "Llama", "mistral": "Mistral", "qwen": "Qwen",
+             "qwen3": "Qwen 3"}[family]
     doc = (f'    """keras-hub {title} decoder block: causal self-attention '
            "(rotary positions, grouped key/value heads"
+           + (", per-head query/key norms" if family in QK_NORM_EPS else "")
            + (", a sliding window" if window else "") + ") and a gated "
            "feedforward network, each on the RMS-normalised input, added "
            "to it.  ``padding_mask`` (B, T) is 1 at real tokens.\"\"\"")
@@ -194,7 +236,7 @@ def _block_code(name: str, family: str, act: str, window) -> str:
         body.append("self.sliding_window = sliding_window")
     body += [
         "self.self_attention_layernorm = nn.RMSNorm(hidden_dim, eps=eps)",
-        "self.self_attention = RopeAttention(hidden_dim, num_query_heads, "
+        f"self.self_attention = {attention}(hidden_dim, num_query_heads, "
         "num_key_value_heads, head_dim, bias, dropout, max_wavelength, "
         "scaling_factor)",
         "self.feedforward_layernorm = nn.RMSNorm(hidden_dim, eps=eps)",
@@ -254,21 +296,24 @@ def rope_decoder(call):
     if nq % nkv:
         call.refuse(f"num_key_value_heads={nkv}", f"must divide "
                     f"num_query_heads={nq}")
-    head_dim = cfg.get("head_dim") if family == "mistral" else None
-    head_dim = int(head_dim) if head_dim else hidden // nq
+    head_dim = dim(cfg, "head_dim") if family in HEAD_DIM and cfg.get(
+        "head_dim") else hidden // nq
     inter = dim(cfg, "intermediate_dim")
     eps = number(cfg, "layer_norm_epsilon", 1e-6)
     dropout = rate(cfg, "dropout", 0.0)
     wavelength, scaling, llama3 = _rope(cfg, family)
     window = _window(cfg, family)
     act = activation_step(call, cfg.get("activation", "silu"))
+    qk_eps = QK_NORM_EPS.get(family)
+    attention = rope_attention_code(qk_eps)
+    attn_name = helper_name(call, "RopeAttention", attention)
+    attention = attention.replace("RopeAttention", attn_name, 1)
     base = FAMILIES[family][0]
-    code = _block_code(base, family, act, window)
+    code = _block_code(base, family, act, window, attn_name)
     name = helper_name(call, base, code)
     code = code.replace(base, name, 1)
     rotary = _rotary_code(llama3)
-    helpers = {"RopeAttention": ROPE_ATTENTION, "RotaryEmbedding": rotary,
-               name: code}
+    helpers = {attn_name: attention, "RotaryEmbedding": rotary, name: code}
     if call._conv.helpers.get("RotaryEmbedding", rotary) != rotary:
         call.refuse("rope", "two different Llama 3 RoPE adjustments in one "
                     "model")
@@ -285,6 +330,10 @@ def rope_decoder(call):
         if bias:
             state[f"self_attention.{part}.bias"] = heads_bias(
                 w.array(paths, 1, shape[1:]))
+    if qk_eps is not None:
+        for part in ("query", "key"):
+            state[f"self_attention.{part}_norm.weight"] = stored(w.array(
+                f"{att}/_{part}_dense_layer_norm", 0, (head_dim,)))
     out_paths = (f"{att}/_output_dense", f"{att}/output_dense")
     state["self_attention.attention_output.weight"] = heads_out(
         w.array(out_paths, 0, (nq, head_dim, hidden)))
@@ -332,6 +381,10 @@ def _decoder_backbone(cfg: dict, family: str, default_name: str,
     # (keras-hub 0.32): None lets the stored weights say
     tied = False if family == "mistral" else cfg.get(
         "tie_word_embeddings", None if family == "llama" else tie_default)
+    if family in HEAD_DIM and cfg.get("head_dim") is not None:
+        dim(cfg, "head_dim")
+    _window(cfg, family)  # checked here, where the file is named
+    rate(cfg, "dropout", 0.0)
     g = Functional(cfg, default_name)
     token_ids = g.input("token_ids", (None,), "int32")
     padding_mask = g.input("padding_mask", (None,), "int32")
@@ -378,9 +431,21 @@ def qwen_backbone(cfg):
     return _decoder_backbone(cfg, "qwen", "qwen_backbone", True)
 
 
+@expander("keras_hub>Qwen3Backbone")
+def qwen3_backbone(cfg):
+    return _decoder_backbone(cfg, "qwen3", "qwen3_backbone", True)
+
+
 @expander("keras_hub>LlamaCausalLM", "keras_hub>Llama3CausalLM",
           "keras_hub>MistralCausalLM", "keras_hub>QwenCausalLM",
-          "keras_hub>Qwen2CausalLM", "keras_nlp>LlamaCausalLM",
-          "keras_nlp>MistralCausalLM")
+          "keras_hub>Qwen2CausalLM", "keras_hub>Qwen3CausalLM",
+          "keras_nlp>LlamaCausalLM", "keras_nlp>MistralCausalLM")
 def decoder_causal_lm(cfg):
     return causal_lm(cfg, "causal_lm")
+
+
+refused("keras_hub>Qwen3MoeBackbone", "keras_hub>Qwen3MoeCausalLM",
+        "keras_hub>QwenMoeBackbone", "keras_hub>QwenMoeCausalLM",
+        reason="its mixture-of-experts feedforward (a router choosing "
+        "experts per token) is not converted yet; the dense Qwen3Backbone "
+        "and Qwen3CausalLM convert")

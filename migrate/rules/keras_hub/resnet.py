@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...read.expand import expander
 from .config import backbone, dim, rate
-from .functional import Functional, Ref
+from .functional import Functional
 
 BLOCKS = ("basic_block", "bottleneck_block", "basic_block_vd",
           "bottleneck_block_vd")

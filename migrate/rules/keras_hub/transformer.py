@@ -373,10 +373,10 @@ def _block(call, decoder: bool, whisper: bool = False) -> Emit:
         am = _tensor(call, 2, "attention_mask")
         causal = False
     cross = enc is not None
-    # WhisperEncoder names its self-attention "self_attention_layer"
-    w = HubWeights(call, sublayers={
-        "self_attention_layer": "self_attention_layer"}
-        if whisper and not decoder else None)
+    # the encoder names its attention "self_attention_layer", the decoder
+    # "self_attention" (their variables' paths)
+    w = HubWeights(call, names=None if decoder else {
+        "self_attention_layer": "self_attention_layer"})
     if cross != w.has("_cross_attention_layer"):
         call.refuse("encoder_sequence", "the call and the stored weights "
                     "disagree about cross-attention")

@@ -126,7 +126,8 @@ def vit_patching(call):
     if token:
         state["class_token"] = stored(w.array("", 0, (1, 1, hidden)))
     code = PATCHING.replace("{plus}", " + 1" if token else "").replace(
-        "{cls}", ",\n    the class token goes in front" if token else "").replace(
+        "{cls}", ",\n    the class token goes in front" if token
+        else "").replace(
         "{cls_init}", "\n        self.class_token = nn.Parameter("
         "torch.zeros(1, 1, hidden_dim))" if token else "").replace(
         "{cls_fw}", "\n        token = self.class_token.expand(x.shape[0], "

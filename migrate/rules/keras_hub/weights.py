@@ -20,22 +20,23 @@ _SUBLAYER = {"self_attention_layer": "self_attention",
              "query_dense": "query", "key_dense": "key",
              "value_dense": "value", "output_dense": "attention_output",
              "gating_ffw": "ffw_gating", "gating_ffw_2": "ffw_gating_2",
-             "layer_norm_1": "ln_1", "layer_norm_2": "ln_2"}
+             "layer_norm_1": "ln_1", "layer_norm_2": "ln_2",
+             "query_dense_layer_norm": "query_dense_layernorm",  # Qwen 3
+             "key_dense_layer_norm": "key_dense_layernorm"}
 
 
 class HubWeights:
     """``own``: the names of the layer's own variables by position
     (``["embeddings"]``); ``norm``: its norms' variable names
-    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms);
-    ``sublayers``: Keras names of sub-layers where this class names them
-    otherwise than most (attribute -> name, both without the ``_``)."""
+    (``("gamma", "beta")``, or ``("scale",)`` for RMS norms); ``names``:
+    sub-layer names of this layer that differ from :data:`_SUBLAYER`'s."""
 
     def __init__(self, call: Call, own=(), norm=("gamma", "beta"),
-                 sublayers=None):
+                 names=None):
         self.call = call
-        self.sublayers = dict(_SUBLAYER, **(sublayers or {}))
         self.own = list(own)
         self.norm = tuple(norm)
+        self.names = dict(_SUBLAYER, **(names or {}))
         self.arrays = {clean_weight_name(e.key): e.array
                        for e in call.layer.weights.entries}
 
@@ -44,7 +45,7 @@ class HubWeights:
         parts = [p.lstrip("_") for p in sub.split("/") if p]
         if parts and parts[0] == "encoder_layers":  # ViT's block list
             parts = parts[1:]
-        names = [self.sublayers.get(p, p) for p in parts]
+        names = [self.names.get(p, p) for p in parts]
         last = parts[-1] if parts else ""
         if not parts:
             var = self.own[index] if index < len(self.own) else f"var{index}"

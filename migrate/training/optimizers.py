@@ -43,7 +43,7 @@ class OptimizerCode:
     make_optimizer: str  # body lines of ``def make_optimizer(model):``
     slots: dict          # Keras slot name -> per-parameter torch state key
     step_key: str | None  # state key of the step count (None: none kept)
-    notes: list          # comment lines for training.py
+    notes: list          # comment lines for training.py (<= 72 columns)
     # Keras 3's weights file lists optimizer variables by index: after
     # ``iteration`` (and ``learning_rate`` unless it is a schedule), one
     # block per group, in each block for every trainable variable one
@@ -705,9 +705,11 @@ def _finish(r, cls_source, call_name, hyper, kw, schedule, lr, slots,
     args = {"lr": lr, **args}
     call = _call(func, args)
     src = "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
+    lines = [line for note in list(notes) + r.notes
+             for line in textwrap.wrap(note, 72)]
     return OptimizerCode(
         source=src, make_optimizer=call, slots=slots, step_key=step_key,
-        notes=list(notes) + r.notes, slot_groups=groups, keras=r.kind,
+        notes=lines, slot_groups=groups, keras=r.kind,
         class_name=r.name, **extra)
 
 

@@ -185,7 +185,7 @@ def test_keras3_h5_config_is_the_same():
      ["gradient_accumulation_steps"]),
     ({"module": "keras.optimizers", "class_name": "LossScaleOptimizer",
       "config": {"inner_optimizer": keras3("Adam")}}, ["LossScaleOptimizer",
-                                                        "by hand"]),
+                                                        "GradScaler"]),
     (keras3("Ftrl"), ["'Ftrl'", "supported: Adadelta"]),
     ({"module": "my_project", "class_name": "Mine", "config": {}},
      ["custom optimizer"]),

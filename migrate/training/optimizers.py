@@ -88,6 +88,11 @@ def optimizer_code(config: dict) -> OptimizerCode:
         raise Refused(f"optimizer {name!r} (module {module!r}): a custom "
                       f"optimizer class; write make_optimizer by hand in "
                       f"training.py")
+    if name.startswith("LossScaleOptimizer"):
+        raise Refused(f"optimizer {name!r}: dynamic loss scaling for mixed "
+                      f"precision is not reproduced; in torch, wrap the "
+                      f"inner optimizer's step in torch.amp.GradScaler, or "
+                      f"compile the model with the inner optimizer")
     spec = _CLASSES.get(kind, {}).get(name) or _CLASSES.get(
         kind, {}).get(name.lower())
     if spec is None:
@@ -166,13 +171,6 @@ def _number(value, what, lo, hi, refuse):
     return value
 
 
-def _integer(value, what, lo, refuse):
-    number = _number(value, what, lo, None, refuse)
-    if number != int(number) or number > 2 ** 53:
-        refuse(what, "not an integer")
-    return int(number)
-
-
 def _num(x: float) -> str:
     """``x`` as Python source: the shortest decimal with the same float32
     value when ``x`` is a float32 number (Keras stores hyper-parameters in
@@ -219,6 +217,10 @@ def _common(r: _Reader):
         wd = r.number("weight_decay", None, 0.0, None, none=True)
         if wd:
             kw["weight_decay"] = wd
+            r.notes.append("The model file does not record Keras's "
+                           "exclude_from_weight_decay(): if you excluded "
+                           "variables, give them a param group with "
+                           "weight_decay=0.")
     clip = {k: r.number(k, None, None, None, none=True)
             for k in ("clipvalue", "clipnorm", "global_clipnorm")}
     if r.kind == "legacy":
@@ -795,6 +797,9 @@ def _SGD(r):
     if not momentum and not schedule and set(kw) <= {"weight_decay"}:
         # p -= lr * (g + wd * p) is Keras's p -= p * wd * lr; p -= lr * g
         builtin = ("torch.optim.SGD", kw)
+        r.notes.append("torch.optim.SGD is Keras's SGD without momentum "
+                       "(its weight_decay adds wd * p to the gradient: "
+                       "the same step as Keras's p -= p * wd * lr).")
     return _finish(r, SGD, "SGD", hyper, kw, schedule, lr, slots, groups,
                    builtin=builtin, ignored_slots=ignored,
                    **({"step_key": None} if builtin else {}))
@@ -885,6 +890,7 @@ def _Adadelta(r):
     builtin = None
     if not schedule and not kw:
         builtin = ("torch.optim.Adadelta", hyper)
+        r.notes.append("torch.optim.Adadelta is Keras's Adadelta.")
     return _finish(r, ADADELTA, "Adadelta", hyper, kw, schedule, lr, slots,
                    groups, builtin=builtin)
 
@@ -931,6 +937,9 @@ def _Nadam(r):
         if kw:
             args.update(kw, decoupled_weight_decay=True)
         builtin = ("torch.optim.NAdam", args)
+        r.notes.append(f"torch.optim.NAdam with momentum_decay="
+                       f"{_num(decay)} is Keras's Nadam (Keras's momentum "
+                       f"schedule 0.96 ** (t * {_num(decay)})).")
     return _finish(r, NADAM, "Nadam", hyper, kw, schedule, lr,
                    {m: "exp_avg", v: "exp_avg_sq"}, groups,
                    builtin=builtin, **extra)

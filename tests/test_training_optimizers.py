@@ -207,10 +207,12 @@ def test_keras3_h5_config_is_the_same():
         "class_name": "PiecewiseConstantDecay",
         "config": {"boundaries": [5, 2], "values": [0.1, 0.2, 0.3],
                    "name": None}}), ["increasing"]),
-    ({"class_name": "RMSprop", "config": {
-        "name": "RMSprop", "learning_rate": 0.001, "decay": 0.0, "rho": 0.9,
-        "momentum": 0.0, "epsilon": 1e-7, "centered": False,
-        "clipnorm": 1.0}}, ["legacy", "clipping"]),
+    ({"class_name": "Nadam", "config": {
+        "name": "Nadam", "decay": 0.004, "beta_1": 0.9, "beta_2": 0.999,
+        "epsilon": 1e-7, "learning_rate": {
+            "class_name": "ExponentialDecay", "config": {
+                "initial_learning_rate": 0.1, "decay_steps": 2,
+                "decay_rate": 0.5}}}}, ["legacy", "does not take one"]),
     ({"class_name": "Lion", "config": {"name": "Lion", "decay": 0.0}},
      ["'Lion'", "legacy"]),
     ("Adam", ["not a serialized Keras optimizer"]),

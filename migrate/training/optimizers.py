@@ -247,17 +247,17 @@ def _common(r: _Reader):
     if lr is None:
         lr = _DEFAULT_LR.get(r.name, 0.001)
     decay = r.number("decay", 0.0, 0.0) if r.kind == "legacy" else 0.0
-    if isinstance(lr, dict):
-        schedule, doc = _schedule(r, lr)
-    else:
+    if not isinstance(lr, dict):
         value = _number(lr, f"learning_rate={lr!r}", 0.0, None, r.refuse)
-        schedule, doc = None, None
         if not decay:
             return None, _num(value), kw
-        schedule = [f"lr = {_num(value)}"]
+        schedule = [f"lr = {_num(value)} / (1 + {_num(decay)} * step)"]
         doc = f"tf.keras's learning_rate={_num(value)}"
+    else:
+        schedule, doc = _schedule(r, lr)
+        if decay:
+            schedule.append(f"lr = lr / (1 + {_num(decay)} * step)")
     if decay:
-        schedule.append(f"lr = lr / (1 + {_num(decay)} * step)")
         doc += f" with decay={_num(decay)}: lr / (1 + decay * step)"
     return _schedule_source(doc, schedule), "learning_rate", kw
 
@@ -583,6 +583,53 @@ class Adagrad(KerasOptimizer):
         p.sub_(lr * grad / (s + group["eps"]).sqrt())
 '''
 
+LEGACY_RMSPROP = '''\
+class RMSprop(KerasOptimizer):
+    """tf.keras <= 2.10's RMSprop without momentum: torch.optim.RMSprop's
+    update, p -= lr * g / (sqrt(v) + eps), plus Keras's clipping and
+    learning-rate decay."""
+
+    def __init__(self, params, lr=0.001, rho=0.9, eps=1e-7, centered=False,
+                 **kwargs):
+        super().__init__(params, lr, rho=rho, eps=eps, centered=centered,
+                         **kwargs)
+
+    def init_state(self, state, p, group):
+        state["square_avg"] = torch.zeros_like(p)
+        if group["centered"]:
+            state["grad_avg"] = torch.zeros_like(p)
+
+    def update(self, p, grad, state, group, lr, t):
+        rho = group["rho"]
+        v = state["square_avg"]
+        v.copy_(rho * v + (1 - rho) * (grad * grad))
+        if group["centered"]:
+            g_avg = state["grad_avg"]
+            g_avg.copy_(rho * g_avg + (1 - rho) * grad)
+            v = v - g_avg * g_avg
+        p.sub_(lr * grad / (v.sqrt() + group["eps"]))
+'''
+
+LEGACY_ADAGRAD = '''\
+class Adagrad(KerasOptimizer):
+    """tf.keras <= 2.10's Adagrad: torch.optim.Adagrad's update,
+    p -= lr * g / (sqrt(sum) + eps), plus Keras's clipping and
+    learning-rate schedule."""
+
+    def __init__(self, params, lr=0.001, initial_accumulator_value=0.1,
+                 eps=1e-7, **kwargs):
+        super().__init__(params, lr, eps=eps, initial_accumulator_value=(
+            initial_accumulator_value), **kwargs)
+
+    def init_state(self, state, p, group):
+        state["sum"] = torch.full_like(p, group["initial_accumulator_value"])
+
+    def update(self, p, grad, state, group, lr, t):
+        s = state["sum"]
+        s.add_(grad * grad)
+        p.sub_(lr * grad / (s.sqrt() + group["eps"]))
+'''
+
 ADADELTA = '''\
 class Adadelta(KerasOptimizer):
     """Keras's Adadelta: torch.optim.Adadelta's update, plus Keras's
@@ -829,51 +876,53 @@ def _RMSprop(r):
         groups.append([g])
     builtin = None
     notes = []
+    source = RMSPROP
     if r.kind == "legacy" and not momentum:
         # tf.keras <= 2.10 without momentum: p -= lr * g / (sqrt(v) + eps),
         # torch.optim.RMSprop's update.
-        if schedule or kw:
-            r.refuse("decay, schedule or clipping without momentum",
-                     "this legacy update (eps outside the square root) is "
-                     "torch.optim.RMSprop's, which has no such options "
-                     "here; compile with the tf.keras 2.11+ RMSprop")
-        args = {"alpha": rho, "eps": eps}
-        if centered:
-            args["centered"] = True
-        builtin = ("torch.optim.RMSprop", args)
+        source = LEGACY_RMSPROP
         notes.append("tf.keras's legacy RMSprop without momentum adds eps "
-                     "outside the square root: torch.optim.RMSprop.")
-    return _finish(r, RMSPROP, "RMSprop", hyper, kw, schedule, lr, slots,
+                     "outside the square root, as torch.optim.RMSprop.")
+        if not schedule and not kw:
+            args = {"alpha": rho, "eps": eps}
+            if centered:
+                args["centered"] = True
+            builtin = ("torch.optim.RMSprop", args)
+    return _finish(r, source, "RMSprop", hyper, kw, schedule, lr, slots,
                    groups, builtin=builtin, notes=notes)
 
 
 def _Adagrad(r):
     init = r.number("initial_accumulator_value", 0.1, 0.0)
     eps = _eps(r)
-    if r.kind == "legacy":
-        decay = r.number("decay", 0.0, 0.0)
-        r.cfg = dict(r.cfg, decay=0.0)  # torch's lr_decay is the same decay
+    # tf.keras <= 2.10 with a constant learning rate and no clipping is
+    # torch.optim.Adagrad, its decay torch's lr_decay.
+    builtin = r.kind == "legacy" and not isinstance(r.cfg.get(
+        "learning_rate", r.cfg.get("lr")), dict) and all(
+        r.cfg.get(k) is None for k in ("clipvalue", "clipnorm",
+                                       "global_clipnorm"))
+    decay = r.number("decay", 0.0, 0.0) if builtin else 0.0
+    if builtin:
+        r.cfg = dict(r.cfg, decay=0.0)
     schedule, lr, kw = _common(r)
     hyper = {"initial_accumulator_value": init, "eps": eps}
     name = "accumulator"
     slots = {name: "sum"}
-    builtin = None
     notes = []
+    source = ADAGRAD
     if r.kind == "legacy":
-        if schedule or kw:
-            r.refuse("learning-rate schedule or clipping", "the legacy "
-                     "update (eps outside the square root) is "
-                     "torch.optim.Adagrad's, which has no such options "
-                     "here; compile with the tf.keras 2.11+ Adagrad")
+        source = LEGACY_ADAGRAD
+        notes.append("tf.keras's legacy Adagrad adds eps outside the "
+                     "square root, as torch.optim.Adagrad.")
+    if builtin:
         args = {"lr_decay": decay, "initial_accumulator_value": init,
                 "eps": eps}
         if not decay:
             del args["lr_decay"]
         builtin = ("torch.optim.Adagrad", args)
-        notes.append("tf.keras's legacy Adagrad adds eps outside the "
-                     "square root and decays lr / (1 + decay * step): "
-                     "torch.optim.Adagrad with lr_decay.")
-    return _finish(r, ADAGRAD, "Adagrad", hyper, kw, schedule, lr, slots,
+    else:
+        builtin = None
+    return _finish(r, source, "Adagrad", hyper, kw, schedule, lr, slots,
                    [[name]], builtin=builtin, notes=notes)
 
 

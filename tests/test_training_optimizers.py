@@ -11,8 +11,7 @@ each of the 5 steps
   (the update formula itself: eps placement, bias correction, clipping);
 * float32: variables within 1e-6 of their size, as a model trains;
 * slots (through ``OptimizerCode.slots``) and optimizer-wide variables
-  (``globals``) within 2e-6 of their size, in both (Keras's float32
-  hyper-parameters, see SLOT_TOL);
+  (``globals``) within 1e-6 of their size, in both;
 * every Keras slot is either mapped or declared unused.
 
 The references are stored (no TensorFlow needed); ``test_live_keras``
@@ -35,10 +34,12 @@ from conftest import ROOT, needs_tf
 
 REFS = ROOT / "fixtures" / "optimizers"
 TOL = 1e-6
-# Slots: Keras casts Python hyper-parameters through float32 (even for
-# float64 variables): Lion's m += (1 - float32(0.99)) * g is 9.5e-7 off
-# (1 - 0.99) * g, in every update of the slot.  torch uses the value itself.
-SLOT_TOL = 2e-6
+# Keras's Adam takes its bias correction at float32(beta_2) even for
+# float64 variables, its moments at beta_2 itself: no one number gives
+# both.  With beta_2 = 0.999, sqrt(1 - float32(0.999)) is 6.4e-6 off
+# sqrt(1 - 0.999): measured 6.6e-6 of the float64 update (5.5e-8 of the
+# float32 weights, where Keras's float32 pow rounds as much).
+FLOAT64_TOL = {"k3_adam_defaults": 1e-5}
 # Cases whose config torch's own optimizer reproduces exactly.
 BUILTIN = {
     "k3_sgd": "torch.optim.SGD", "k3_sgd_weight_decay": "torch.optim.SGD",
@@ -47,6 +48,8 @@ BUILTIN = {
     "k3_nadam": "torch.optim.NAdam", "k3_nadam_weight_decay":
         "torch.optim.NAdam", "k2_nadam": "torch.optim.NAdam",
     "legacy_nadam": "torch.optim.NAdam",
+    "k3_nadam_defaults": "torch.optim.NAdam",
+    "k2_nadam_defaults": "torch.optim.NAdam",
     "legacy_rmsprop": "torch.optim.RMSprop",
     "legacy_rmsprop_centered": "torch.optim.RMSprop",
     "legacy_adagrad_decay": "torch.optim.Adagrad",
@@ -161,7 +164,9 @@ def test_resumes_from_keras_state(name, dtype):
             want = refs[f"{dtype}_v"][k]
             base = refs[f"{dtype}_v"][done - 1]
             scale = np.abs(want - base if dtype == "float64" else want).max()
-            assert np.abs(got - want).max() / scale <= TOL, (k, name)
+            tol = FLOAT64_TOL.get(name, TOL) if dtype == "float64" \
+                else TOL
+            assert np.abs(got - want).max() / scale <= tol, (k, name)
 
 
 def stored(name):
@@ -173,8 +178,9 @@ def stored(name):
 def test_matches_keras(name, dtype):
     with stored(name) as refs:
         errs = errors(refs, dtype)
-    assert max(e for e, _ in errs) <= TOL, errs
-    assert max(s for _, s in errs) <= SLOT_TOL, errs
+    tol = FLOAT64_TOL.get(name, TOL) if dtype == "float64" else TOL
+    assert max(e for e, _ in errs) <= tol, errs
+    assert max(s for _, s in errs) <= TOL, errs
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -294,5 +300,7 @@ def test_live_keras(tmp_path):
                                                rtol=1e-12, atol=0)
             for dtype in ("float64", "float32"):
                 errs = errors(live, dtype)
-                assert max(e for e, _ in errs) <= TOL, (name, dtype, errs)
-                assert max(s for _, s in errs) <= SLOT_TOL, (name, dtype)
+                tol = FLOAT64_TOL.get(name, TOL) if dtype == "float64" \
+                    else TOL
+                assert max(e for e, _ in errs) <= tol, (name, dtype, errs)
+                assert max(s for _, s in errs) <= TOL, (name, dtype)

@@ -146,6 +146,15 @@ class _Reader:
             return None
         return _number(value, f"{key}={value!r}", lo, hi, self.refuse)
 
+    def rate(self, key, default, cast=False):
+        """A decay rate in [0, 1] (beta, rho), as the float32 number Keras
+        computes with when it does (``cast``; tf.keras's legacy optimizers
+        always): 1 - 0.999 is not 1 - float32(0.999), which Keras uses."""
+        value = self.number(key, default, 0.0, 1.0)
+        if cast or self.kind == "legacy":
+            return _F32(struct.unpack("f", struct.pack("f", value))[0])
+        return value
+
     def flag(self, key, default=False):
         value = self.raw(key, default)
         if not isinstance(value, bool):
@@ -752,6 +761,11 @@ def _finish(r, cls_source, call_name, hyper, kw, schedule, lr, slots,
         func, args = call_name, {**hyper, **kw}
         step_key = "step"
     args = {"lr": lr, **args}
+    if any(isinstance(x, _F32) for v in args.values()
+           for x in (v if isinstance(v, tuple) else (v,))):
+        r.notes.append("Rates such as 0.8999999761581421 are the float32 "
+                       "numbers Keras computes with (float32(0.9)); "
+                       "Keras's 1 - float32(0.9) is not 1 - 0.9.")
     call = _call(func, args)
     src = "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
     lines = [line for note in list(notes) + r.notes
@@ -783,9 +797,16 @@ def _call(func, args):
     return "\n".join(lines)
 
 
+class _F32(float):
+    """A hyper-parameter Keras uses as a float32 number: written exactly
+    (0.8999999761581421, not 0.9)."""
+
+
 def _value(v):
     if isinstance(v, str):  # an expression we wrote (learning_rate)
         return v
+    if isinstance(v, _F32):
+        return repr(float(v))
     if isinstance(v, bool):
         return repr(v)
     if isinstance(v, tuple):
@@ -798,8 +819,8 @@ def _names(r, keras3, tf_keras, legacy):
 
 
 def _Adam(r, adamw=False):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
-    beta2 = r.number("beta_2", 0.999, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9)
+    beta2 = r.rate("beta_2", 0.999)
     eps = _eps(r)
     amsgrad = r.flag("amsgrad")
     schedule, lr, kw = _common(r)
@@ -853,7 +874,7 @@ def _SGD(r):
 
 
 def _RMSprop(r):
-    rho = r.number("rho", 0.9, 0.0, 1.0)
+    rho = r.rate("rho", 0.9)
     momentum = r.number("momentum", 0.0, 0.0, 1.0)
     eps = _eps(r)
     centered = r.flag("centered")
@@ -927,7 +948,7 @@ def _Adagrad(r):
 
 
 def _Adadelta(r):
-    rho = r.number("rho", 0.95, 0.0, 1.0)
+    rho = r.rate("rho", 0.95)
     eps = _eps(r)
     schedule, lr, kw = _common(r)
     hyper = {"rho": rho, "eps": eps}
@@ -945,8 +966,8 @@ def _Adadelta(r):
 
 
 def _Adamax(r):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
-    beta2 = r.number("beta_2", 0.999, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9)
+    beta2 = r.rate("beta_2", 0.999)
     eps = _eps(r)
     schedule, lr, kw = _common(r)
     hyper = {"betas": (beta1, beta2), "eps": eps}
@@ -957,8 +978,8 @@ def _Adamax(r):
 
 
 def _Nadam(r):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
-    beta2 = r.number("beta_2", 0.999, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9, cast=True)
+    beta2 = r.rate("beta_2", 0.999, cast=True)
     eps = _eps(r)
     decay = 1.0
     if r.kind == "legacy":  # tf.keras's legacy "decay" is schedule_decay
@@ -995,10 +1016,10 @@ def _Nadam(r):
 
 
 def _Lion(r):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9, cast=True)
     if beta1 <= 0:
         r.refuse(f"beta_1={beta1!r}", "Keras refuses it")
-    beta2 = r.number("beta_2", 0.99, 0.0, 1.0)
+    beta2 = r.rate("beta_2", 0.99, cast=True)
     schedule, lr, kw = _common(r)
     m = _names(r, "momentum", "m", "m")
     return _finish(r, LION, "Lion", {"betas": (beta1, beta2)}, kw, schedule,

@@ -5,8 +5,10 @@ written by hand in torch (``bench/resnet_hand.py``), same weights.
                               [--no-keras-torch] [--model resnet50.keras]
 
 Builds Keras's ResNet50 (``weights=None``, seeded) in a TensorFlow
-subprocess unless ``--model`` is given, converts it, loads the port's
-weights into both modules (checking they give the same outputs), then on CPU
+subprocess unless ``--model`` is given, converts it (the default, folded
+port), loads the same weights into the hand-written module (through a
+``flat=True`` conversion, whose keys are Keras's layer names), checks that
+the two give the same outputs, then on CPU
 times eager mode and ``torch.compile`` (default mode) at each batch size,
 alternating the two models every repeat, and reports medians.  Where it
 runs, Keras 3 with its torch backend (``KERAS_BACKEND=torch``, in a
@@ -106,8 +108,8 @@ def main(argv=None) -> None:
             subprocess.run([sys.executable, "-c", _BUILD, str(model)],
                            check=True, stderr=subprocess.DEVNULL)
         import migrate
-        port = migrate.convert(model).module()
-        hand = resnet_hand.load_port(dict(port.state_dict()))
+        port = migrate.convert(model).module()  # folded, the default
+        hand = resnet_hand.from_keras(model)  # via the flat port's keys
         x = torch.randn(2, 3, 224, 224)
         with torch.inference_mode():
             err = (port(x) - hand(x)).abs().max().item()

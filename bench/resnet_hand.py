@@ -5,7 +5,10 @@ the stride of a stage sits on the first 1x1 convolution (torchvision puts it
 on the 3x3), BatchNorm eps is 1.001e-5, and the stem pads explicitly before
 a 'valid' 7x7 convolution and a 'valid' max pool.  This module is that
 network in idiomatic torch (blocks, ``nn.Sequential`` stages); ``load_port``
-renames a keras2torch port's state dict (Keras layer names) onto it.
+renames a flat keras2torch port's state dict (Keras layer names, as
+``convert(..., flat=True)`` gives them; the default, folded port nests
+its blocks' keys) onto it, and ``from_keras`` converts a Keras ResNet50
+file so.
 """
 from __future__ import annotations
 
@@ -77,6 +80,13 @@ def rename(key: str) -> str:
     head, _, rest = key.partition(".")
     return {"conv1_conv": "conv1", "conv1_bn": "bn1",
             "predictions": "fc"}[head] + "." + rest
+
+
+def from_keras(path) -> ResNet50:
+    """The hand-written network with the weights of the Keras ResNet50 at
+    ``path``, through a flat conversion (one key per Keras layer)."""
+    import migrate
+    return load_port(migrate.convert(path, flat=True).module().state_dict())
 
 
 def load_port(state: dict[str, torch.Tensor]) -> ResNet50:

@@ -215,10 +215,8 @@ def _load_in_order(hand: nn.Module, tensors: list[torch.Tensor]) -> None:
 def hand_model(name: str, port: nn.Module, path: Path) -> nn.Module:
     """The hand-written model of ``name`` with the port's weights."""
     state = port.state_dict()
-    if name == "resnet50":  # resnet_hand renames the unfolded port's keys
-        import migrate
-        flat = migrate.convert(path, flat=True).module().state_dict()
-        return resnet_hand.load_port(flat)
+    if name == "resnet50":  # resnet_hand renames the flat port's keys
+        return resnet_hand.from_keras(path)
     tensors = [v for k, v in state.items() if "num_batches" not in k]
     if name.startswith("bilstm"):
         hand = HandBiLSTM(masked=name == "bilstm_masked")

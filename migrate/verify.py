@@ -405,10 +405,13 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
     return result
 
 
-def run_traced(model_path, weights, conversion, inputs, rules=None):
+def run_traced(model_path, weights, conversion, inputs, rules=None,
+               dtype=None):
     """The traced port's value of every layer call, in Keras layout:
     ``(node rows, {node_id: {output_index: array}})``; node rows are
-    ``(node_id, layer name, class name, torch attr or None)``."""
+    ``(node_id, layer name, class name, torch attr or None)``.  ``dtype``
+    (e.g. ``torch.float64``) runs the port and its floating inputs in that
+    dtype instead of float32."""
     from . import read as _read
     from .emit.source import render
     from .inspect import trace
@@ -430,6 +433,9 @@ def run_traced(model_path, weights, conversion, inputs, rules=None):
     model.eval()
     args = [torch.from_numpy(a).permute(*t.layout.perm)
             for a, t in zip(inputs, tr.program.inputs)]
+    if dtype is not None:
+        model.to(dtype)
+        args = [a.to(dtype) if a.is_floating_point() else a for a in args]
     with torch.no_grad():
         outs = model(*args)
     if not isinstance(outs, tuple):

@@ -14,7 +14,8 @@ from migrate.errors import ConversionError
 from migrate.inspect import describe_rules, inspect_model, rules_markdown
 from migrate.rules import Emit, Out, Rule, chain
 from migrate.rules.registry import RULES
-from migrate.verify import compare, compare_layers, run_port, run_traced
+from migrate.verify import (compare, compare_layers, make_inputs, run_port,
+                            run_traced)
 
 from conftest import MODELS, ROOT, fixture_dir, model_files, needs_tf
 
@@ -139,6 +140,24 @@ def test_traced_port_computes_what_the_port_computes(case_dir, model,
         got = values[ref.node][ref.index]
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_traced_port_runs_in_float64():
+    """``run_traced(..., dtype=torch.float64)`` (bench/efficientnet_drift.py
+    compares the port with Keras in float64 layer by layer): every value is
+    float64, within float32 rounding of the float32 run."""
+    import torch
+    conv = migrate.convert(CNN)
+    inputs = make_inputs(conv.program)
+    _, v32 = run_traced(CNN, None, conv, inputs)
+    _, v64 = run_traced(CNN, None, conv, inputs, dtype=torch.float64)
+    assert v64.keys() == v32.keys()
+    for node, outs in v64.items():
+        for i, got in outs.items():
+            assert got.dtype == np.float64
+            want = v32[node][i]
+            assert np.abs(got - want).max() <= 1e-5 * max(
+                1.0, np.abs(want).max())
 
 
 def test_compare_layers_names_the_first_divergence():

@@ -77,6 +77,21 @@ def test_variable_paths_are_keras_own():
         assert want in paths, want
 
 
+def test_decoder_without_head_dim_reads_it_off_the_weights():
+    """keras-hub's Qwen3TransformerDecoder.get_config drops head_dim (a
+    re-wrapped backbone's config has none): the query kernel gives it."""
+    from migrate import read
+    from migrate.translate import translate
+    src = read.open_model(str(MODELS / CASES[0] / "model.keras"), None)
+    try:
+        for node in src.graph.nodes:
+            node.layer.config.pop("head_dim", None)
+        program = translate(src.graph)
+    finally:
+        src.close()
+    assert any("head_dim=6" in m.code for m in program.modules)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_padded_rows_are_finite_and_gradients_flow(case):
     conv = _convert(case)

@@ -275,6 +275,20 @@ def _rotary_code(llama3) -> str:
         factor=factor, low=low, high=high, length=length))
 
 
+def _stored_head_dim(w: HubWeights, family: str) -> int | None:
+    """``head_dim`` read off the stored query kernel (hidden, heads,
+    head_dim): Qwen 3's decoder config does not keep it (keras-hub 0.32's
+    ``get_config`` drops it; the backbone's has it)."""
+    if family != "qwen3":
+        return None
+    for key in ("_self_attention_layer/_query_dense/vars/0",
+                "_self_attention_layer/query_dense/vars/0"):
+        kernel = w.arrays.get(key)
+        if kernel is not None and len(kernel.shape) == 3:
+            return int(kernel.shape[-1]) or None
+    return None
+
+
 @rule(*_keys(*_DECODERS), masks="consume")
 def rope_decoder(call):
     """nn.Module: a decoder block class (RMSNorm, RoPE, GQA, SwiGLU)"""
@@ -296,8 +310,9 @@ def rope_decoder(call):
     if nq % nkv:
         call.refuse(f"num_key_value_heads={nkv}", f"must divide "
                     f"num_query_heads={nq}")
+    w = HubWeights(call, norm=("scale",))
     head_dim = dim(cfg, "head_dim") if family in HEAD_DIM and cfg.get(
-        "head_dim") else hidden // nq
+        "head_dim") else _stored_head_dim(w, family) or hidden // nq
     inter = dim(cfg, "intermediate_dim")
     eps = number(cfg, "layer_norm_epsilon", 1e-6)
     dropout = rate(cfg, "dropout", 0.0)
@@ -317,7 +332,6 @@ def rope_decoder(call):
     if call._conv.helpers.get("RotaryEmbedding", rotary) != rotary:
         call.refuse("rope", "two different Llama 3 RoPE adjustments in one "
                     "model")
-    w = HubWeights(call, norm=("scale",))
     bias = family == "qwen"
     att = "_self_attention_layer"
     state = {}

@@ -36,7 +36,7 @@ from ..registry import rule
 from .config import dim, layers, number, rate
 from .functional import Functional
 from .gpt2 import causal_lm
-from .llama import ROTARY, qk_norm
+from .llama import ROTARY, gqa_input, qk_norm
 from .transformer import _fold, _indent, helper_name
 from .weights import HubWeights, dense_weight, heads_first_in, heads_out
 
@@ -226,17 +226,7 @@ def decoder_block(call, family: Family) -> Emit:
     """A Gemma decoder block of any generation: the block and attention
     classes written once, the weights, and the call."""
     cfg = call.config
-    if call.node.kwargs.get("cache") is not None:
-        call.refuse("cache", "decoding caches are not converted")
-    x = call.inputs[0]
-    if x.rank != 3 or x.shape[-1] is None:
-        call.refuse("inputs", "a (B, T, features) sequence is required")
-    x = call.want(0, identity(3))
-    hidden = x.shape[-1]
-    nq, nkv = dim(cfg, "num_query_heads"), dim(cfg, "num_key_value_heads")
-    if nq % nkv:
-        call.refuse(f"num_key_value_heads={nkv}", f"must divide "
-                    f"num_query_heads={nq}")
+    x, hidden, nq, nkv = gqa_input(call, ("cache",))
     head_dim, inter = dim(cfg, "head_dim"), dim(cfg, "intermediate_dim")
     # Gemma 1/2 always halve; Gemma 3's block says by how much
     reduction = dim(cfg, "gate_dim_reduction") \

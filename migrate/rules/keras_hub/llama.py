@@ -289,27 +289,35 @@ def _stored_head_dim(w: HubWeights, family: str) -> int | None:
     return None
 
 
-@rule(*_keys(*_DECODERS), masks="consume")
-def rope_decoder(call):
-    """nn.Module: a decoder block class (RMSNorm, RoPE, GQA, SwiGLU)"""
-    cfg = call.config
-    family = _DECODERS[call.layer.class_name]
-    node = call.node
-    for key in ("self_attention_cache", "self_attention_cache_update_index",
-                "decoder_attention_mask"):
-        if node.kwargs.get(key) is not None:
+def gqa_input(call, unsupported=()):
+    """What every grouped-query decoder block checks first: none of the
+    ``unsupported`` call arguments (decoding caches), a (B, T, features)
+    input, key/value heads that divide the query heads.  Returns the input
+    (Keras layout), its width and the two head counts."""
+    for key in unsupported:
+        if call.node.kwargs.get(key) is not None:
             call.refuse(key, "not supported (the port runs the whole "
                         "sequence, with a padding mask)")
     x = call.inputs[0]
     if x.rank != 3 or x.shape[-1] is None:
         call.refuse("inputs", "a (B, T, features) sequence is required")
     x = call.want(0, identity(3))
-    hidden = x.shape[-1]
-    nq = dim(cfg, "num_query_heads")
-    nkv = dim(cfg, "num_key_value_heads")
+    nq = dim(call.config, "num_query_heads")
+    nkv = dim(call.config, "num_key_value_heads")
     if nq % nkv:
         call.refuse(f"num_key_value_heads={nkv}", f"must divide "
                     f"num_query_heads={nq}")
+    return x, x.shape[-1], nq, nkv
+
+
+@rule(*_keys(*_DECODERS), masks="consume")
+def rope_decoder(call):
+    """nn.Module: a decoder block class (RMSNorm, RoPE, GQA, SwiGLU)"""
+    cfg = call.config
+    family = _DECODERS[call.layer.class_name]
+    x, hidden, nq, nkv = gqa_input(call, (
+        "self_attention_cache", "self_attention_cache_update_index",
+        "decoder_attention_mask"))
     w = HubWeights(call, norm=("scale",))
     head_dim = dim(cfg, "head_dim") if family in HEAD_DIM and cfg.get(
         "head_dim") else _stored_head_dim(w, family) or hidden // nq

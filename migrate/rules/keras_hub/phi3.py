@@ -33,7 +33,8 @@ from ..registry import rule
 from .config import dim, layers, number, rate
 from .functional import Functional
 from .gpt2 import causal_lm
-from .llama import ROPE_ATTENTION, _keys, _rotary_code, rms_layer_norm
+from .llama import (ROPE_ATTENTION, _keys, _rotary_code, gqa_input,
+                    rms_layer_norm)
 from .transformer import _fold, _indent, activation_step, helper_name
 from .weights import HubWeights, dense_weight, heads_in, heads_out, stored
 
@@ -163,22 +164,9 @@ rule(*_keys("Phi3LayerNorm"))(rms_layer_norm)
 def phi3_decoder(call):
     """nn.Module: a Phi-3 decoder block class (RMSNorm, RoPE, GQA, SwiGLU)"""
     cfg = call.config
-    node = call.node
-    for key in ("attention_cache", "attention_cache_update_index",
-                "decoder_attention_mask"):
-        if node.kwargs.get(key) is not None:
-            call.refuse(key, "not supported (the port runs the whole "
-                        "sequence, with a padding mask)")
-    x = call.inputs[0]
-    if x.rank != 3 or x.shape[-1] is None:
-        call.refuse("inputs", "a (B, T, features) sequence is required")
-    x = call.want(0, identity(3))
-    hidden = x.shape[-1]
-    nq = dim(cfg, "num_query_heads")
-    nkv = dim(cfg, "num_key_value_heads")
-    if nq % nkv:
-        call.refuse(f"num_key_value_heads={nkv}", f"must divide "
-                    f"num_query_heads={nq}")
+    x, hidden, nq, nkv = gqa_input(call, (
+        "attention_cache", "attention_cache_update_index",
+        "decoder_attention_mask"))
     head_dim = hidden // nq
     inter = dim(cfg, "intermediate_dim")
     eps = number(cfg, "layer_norm_epsilon", 1e-5)

@@ -43,9 +43,9 @@ BUCKETS, MAX_DISTANCE = 32, 128  # fixed in T5MultiHeadAttention
 _LAYER = "keras_hub.src.models.t5.t5_transformer_layer"
 _NORM = "keras_hub.src.models.t5.t5_layer_norm"
 
-BUCKET = f'''\
+BUCKET = '''\
 def relative_position_bucket(relative_position, bidirectional,
-                             num_buckets={BUCKETS}, max_distance={MAX_DISTANCE}):
+                             num_buckets=32, max_distance=128):
     """T5's bucket of each relative position (key step - query step):
     one bucket per distance below ``max_exact``, then logarithmically wider
     ones up to ``max_distance``; bidirectional buckets give half of them to
@@ -144,8 +144,8 @@ def _block_code(name: str, act: str, gated: bool, decoder: bool) -> str:
               if decoder else "") + '."""')
     lines = [f"class {name}(nn.Module):"]
     lines += textwrap.wrap(doc, 79, subsequent_indent="    ") + [""]
-    lines.append("    def __init__(self, hidden_dim, num_heads, key_value_dim, "
-                 "intermediate_dim, eps=1e-06, dropout=0.0, "
+    lines.append("    def __init__(self, hidden_dim, num_heads, "
+                 "key_value_dim, intermediate_dim, eps=1e-06, dropout=0.0, "
                  "relative_attention_bias=False):")
     dec = "True" if decoder else "False"
     body = [
@@ -169,8 +169,8 @@ def _block_code(name: str, act: str, gated: bool, decoder: bool) -> str:
              "self.dropout = nn.Dropout(dropout)"]
     lines += _indent(body, 8) + [""]
     lines += ["    def position_bias(self, mask):",
-              '        """The stack\'s position bias (B, heads, T, T) from its '
-              'padding',
+              '        """The stack\'s position bias (B, heads, T, T) from '
+              'its padding',
               '        mask (B, 1, T); the first layer owns the table."""',
               "        return self.self_attention.position_bias(mask)", ""]
     args = "x, position_bias" + (", encoder_hidden, encoder_mask"

@@ -359,6 +359,13 @@ class Translator:
                 f"{_first_line(exc)})")))
 
     def _declare(self, layer, attr: str, emit: Emit) -> None:
+        for extra, (code, state) in emit.modules.items():
+            key = f"{layer.name}/{extra}"
+            if key not in self.modules:
+                self.modules[key] = ModuleDecl(extra, code, layer.name, [])
+                for k, producer in state.items():
+                    self.state[f"{extra}.{k}" if k else extra] = _guarded(
+                        producer, layer)
         if not (emit.module or emit.state):
             return
         if layer.name in self.modules:
@@ -471,10 +478,11 @@ class Translator:
             k += len(names)
             self.body.append(
                 f"{targets} = {fill(code, in_vars, in_masks, tmps)}")
-        for (ref, var, out), mask in zip(outs, masks):
+        for (ref, var, out) in outs:  # (bool ones are dropped when unused)
+            mask = masks[ref.index]
             if mask is not None:
                 self.masks.var[ref] = mask
-            if out.dtype == "bool" or out.python:  # dropped when unused
+            if out.dtype == "bool" or out.python or out.shared:
                 self.masks.bool_vars.add(var)
         if emit.multi is not None:
             expr = fill(emit.multi[0], in_vars, in_masks, tmps)

@@ -37,20 +37,24 @@ def test_t5_port_reads_like_hand_written_t5():
     assert "scale=1.0" in src and "F.scaled_dot_product_attention" in src
     assert "F.gelu(self.input_projector(h)) * self.gate_projector(h)" in src
     assert "nn.RMSNorm(16, eps=1e-05)" in src
-    # each stack's bias once, in forward, by its first layer
+    # each stack's bias once, in forward; its layers in a loop
     forward = src.split("def forward")[-1]
-    assert forward.count(".position_bias(") == 2
+    assert "position_bias = self.encoder_position_bias(encoder_padding_mask)" \
+        in forward
+    assert "self.decoder_position_bias = T5PositionBias(3, causal=True)" \
+        in src
+    assert "for layer in self.transformer_encoder_layers:" in forward
+    assert "for layer in self.transformer_decoder_layers:" in forward
     assert "encoder_hidden = self.token_embedding(encoder_token_ids)" \
         in forward
     assert "x = self.token_embedding(decoder_token_ids)" in forward
     assert "* 0.25" in forward  # tied head: hidden_dim ** -0.5
     assert "logits = F.linear(x, self.token_embedding.weight)" in forward
     keys = [k for k in conv.state_dict if "relative_attention_bias" in k]
-    assert keys == [
-        "transformer_encoder_layer_0.self_attention.relative_attention_bias"
-        ".weight",
-        "transformer_decoder_layer_0.self_attention.relative_attention_bias"
-        ".weight"]
+    assert keys == ["encoder_position_bias.relative_attention_bias.weight",
+                    "decoder_position_bias.relative_attention_bias.weight"]
+    rows = {e["torch"]: e["keras_variables"] for e in conv.weight_map()}
+    assert rows[keys[0]] == rows[keys[1]] == ["self_attention/embeddings"]
     imports = [line for line in src.splitlines()
                if line.startswith(("import ", "from "))]
     assert all("torch" in line for line in imports), imports

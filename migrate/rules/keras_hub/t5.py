@@ -18,9 +18,10 @@ fixtures):
 * the tied LM head scales the decoder output by ``hidden_dim ** -0.5``
   before the reversed token embedding; an untied head does not.
 
-The port computes each stack's ``position_bias`` once, in ``forward``, by
-the first layer's attention (``relative_position_bucket`` is a plain
-function), and every layer of the stack is one ``T5Block`` class.
+The port computes each stack's ``position_bias`` once, in ``forward``, with
+a ``T5PositionBias`` module that holds the first layer's table
+(``relative_position_bucket`` is a plain function), and every layer of the
+stack is the same block class (``T5Block``, ``T5DecoderBlock``).
 """
 from __future__ import annotations
 
@@ -65,42 +66,47 @@ def relative_position_bucket(relative_position, bidirectional,
     return buckets + torch.where(distance < max_exact, distance, large)
 '''
 
-ATTENTION = f'''\
-class T5Attention(nn.Module):
-    """T5 multi-head attention: no 1/sqrt(d) scaling, no biases;
-    ``position_bias`` (relative positions and the mask, -1e9 where a key
-    is hidden) is added to the scores.  The first layer of a stack owns
-    the relative position table and computes the stack's bias."""
+POSITION_BIAS = '''\
+class T5PositionBias(nn.Module):
+    """A T5 stack's position bias (B, heads, T, T), added to every
+    layer's attention scores: a learned bias per relative position bucket,
+    -1e9 where ``mask`` (B, 1, T) is 0 and, when ``causal`` (the decoder),
+    at later steps."""
 
-    def __init__(self, hidden_dim, num_heads, key_value_dim, dropout=0.0,
-                 is_decoder=False, relative_attention_bias=False):
+    def __init__(self, num_heads, causal=False):
         super().__init__()
-        inner = num_heads * key_value_dim
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.is_decoder = is_decoder
-        self.query_projector = nn.Linear(hidden_dim, inner, bias=False)
-        self.key_projector = nn.Linear(hidden_dim, inner, bias=False)
-        self.value_projector = nn.Linear(hidden_dim, inner, bias=False)
-        self.output_projector = nn.Linear(inner, hidden_dim, bias=False)
-        if relative_attention_bias:
-            self.relative_attention_bias = nn.Embedding({BUCKETS}, num_heads)
+        self.causal = causal
+        self.relative_attention_bias = nn.Embedding(32, num_heads)
 
-    def position_bias(self, mask):
-        """(B, heads, T, T) from ``mask`` (B, 1, T), 1 at real tokens: the
-        relative position bias, -1e9 at padding (and, in the decoder, at
-        later steps)."""
+    def forward(self, mask):
         T = mask.shape[-1]
         steps = torch.arange(T, device=mask.device)
         relative = steps[None, :] - steps[:, None]  # (T, T): key - query
-        buckets = relative_position_bucket(relative, not self.is_decoder)
+        buckets = relative_position_bucket(relative, not self.causal)
         bias = self.relative_attention_bias(buckets)  # (T, T, heads)
         bias = bias.permute(2, 0, 1)[None]  # (1, heads, T, T)
-        if self.is_decoder:  # step t sees steps 0..t
+        if self.causal:  # step t sees steps 0..t
             causal = torch.ones(T, T, dtype=torch.bool,
                                 device=mask.device).tril()
             mask = causal & mask.bool()
         return bias + (1.0 - mask[:, None].float()) * -1e9
+'''
+
+ATTENTION = '''\
+class T5Attention(nn.Module):
+    """T5 multi-head attention: no 1/sqrt(d) scaling, no biases;
+    ``position_bias`` (relative positions and the mask, -1e9 where a key
+    is hidden) is added to the scores."""
+
+    def __init__(self, hidden_dim, num_heads, key_value_dim, dropout=0.0):
+        super().__init__()
+        inner = num_heads * key_value_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.query_projector = nn.Linear(hidden_dim, inner, bias=False)
+        self.key_projector = nn.Linear(hidden_dim, inner, bias=False)
+        self.value_projector = nn.Linear(hidden_dim, inner, bias=False)
+        self.output_projector = nn.Linear(inner, hidden_dim, bias=False)
 
     def forward(self, x, position_bias, context=None):
         context = x if context is None else context
@@ -139,23 +145,21 @@ def _block_code(name: str, act: str, gated: bool, decoder: bool) -> str:
            + (", cross-attention to the encoder output" if decoder else "")
            + f" and a {'gated ' if gated else ''}feedforward network, each "
            "on the RMS-normalised input, added to it.  ``position_bias`` "
-           "(B, heads, T, T) is the stack's (from its first layer)"
+           "(B, heads, T, T) is the stack's (``T5PositionBias``)"
            + ("; ``encoder_mask`` (B, 1, S) is 1 at real encoder tokens"
               if decoder else "") + '."""')
     lines = [f"class {name}(nn.Module):"]
     lines += textwrap.wrap(doc, 79, subsequent_indent="    ") + [""]
     lines.append("    def __init__(self, hidden_dim, num_heads, "
-                 "key_value_dim, intermediate_dim, eps=1e-06, dropout=0.0, "
-                 "relative_attention_bias=False):")
-    dec = "True" if decoder else "False"
+                 "key_value_dim, intermediate_dim, eps=1e-06, dropout=0.0):")
     body = [
         "super().__init__()",
         "self.self_attention = T5Attention(hidden_dim, num_heads, "
-        f"key_value_dim, dropout, {dec}, relative_attention_bias)",
+        "key_value_dim, dropout)",
         "self.self_attention_layer_norm = nn.RMSNorm(hidden_dim, eps=eps)"]
     if decoder:
         body += ["self.cross_attention = T5Attention(hidden_dim, num_heads, "
-                 "key_value_dim, dropout, True)",
+                 "key_value_dim, dropout)",
                  "self.cross_attention_layer_norm = nn.RMSNorm(hidden_dim, "
                  "eps=eps)"]
     body += ["self.layer_norm = nn.RMSNorm(hidden_dim, eps=eps)",
@@ -168,11 +172,6 @@ def _block_code(name: str, act: str, gated: bool, decoder: bool) -> str:
              "hidden_dim, bias=False)",
              "self.dropout = nn.Dropout(dropout)"]
     lines += _indent(body, 8) + [""]
-    lines += ["    def position_bias(self, mask):",
-              '        """The stack\'s position bias (B, heads, T, T) from '
-              'its padding',
-              '        mask (B, 1, T); the first layer owns the table."""',
-              "        return self.self_attention.position_bias(mask)", ""]
     args = "x, position_bias" + (", encoder_hidden, encoder_mask"
                                  if decoder else "")
     lines.append(f"    def forward(self, {args}):")
@@ -258,8 +257,7 @@ def t5_transformer_layer(call):
     code = _block_code(base, act, gated, decoder)
     name = helper_name(call, base, code)
     code = code.replace(base, name, 1)
-    helpers = {"relative_position_bucket": BUCKET, "T5Attention": ATTENTION,
-               name: code}
+    helpers = {"T5Attention": ATTENTION, name: code}
     # weights, by the paths Keras gives them
     w = HubWeights(call, own=["embeddings"])
     keras = call.layer.keras_name
@@ -285,22 +283,23 @@ def t5_transformer_layer(call):
     for part, shape in dense:
         state[f"{part}.weight"] = dense_weight(_path(
             w, part, shape, f"{keras}/{part}/kernel"))
-    if owns_table:  # added outside the layer's name scope: a bare path
-        state["self_attention.relative_attention_bias.weight"] = stored(
-            _path(w, "self_attention", (BUCKETS, heads),
-                  "self_attention/embeddings"))
     args = [str(hidden), str(heads), str(kv), str(inter)]
     if eps != 1e-6:
         args.append(f"eps={lit(eps)}")
     if dropout:
         args.append(f"dropout={lit(dropout)}")
-    if owns_table:
-        args.append("relative_attention_bias=True")
-    step = f"self.{call.attr}({x.expr}, "
-    pre = []
-    if owns_table:
-        pre = [(["position_bias"],
-                f"self.{call.attr}.position_bias({mask.expr})")]
+    step, pre, modules = f"self.{call.attr}({x.expr}, ", [], {}
+    if owns_table:  # the stack's position bias: its own module, once
+        table = _path(w, "self_attention", (BUCKETS, heads),
+                      "self_attention/embeddings")  # a bare path (Keras's)
+        extra = call.extra_attr(("decoder" if decoder else "encoder")
+                                + "_position_bias")
+        causal = ", causal=True" if decoder else ""
+        modules[extra] = (f"T5PositionBias({heads}{causal})", {
+            "relative_attention_bias.weight": stored(table)})
+        helpers = {"relative_position_bucket": BUCKET,
+                   "T5PositionBias": POSITION_BIAS, **helpers}
+        pre = [(["position_bias"], f"self.{extra}({mask.expr})")]
         step += TMP(0)
     else:
         step += bias.expr
@@ -315,9 +314,9 @@ def t5_transformer_layer(call):
     pb_shape = (x.shape[0], heads, x.shape[1], x.shape[1])
     second = TMP(0) if owns_table else bias.expr
     return Emit([Out([step], x.shape, identity(3)),
-                 Out([second], pb_shape, identity(4))],
+                 Out([second], pb_shape, identity(4), shared=True)],
                 module=f"{name}({', '.join(args)})", state=state,
-                helpers=helpers, pre=pre)
+                helpers=helpers, pre=pre, modules=modules)
 
 
 # -- backbones ---------------------------------------------------------------

@@ -618,6 +618,9 @@ class Folder:
         self.live_at = live_at
         for b in range(n + 1):
             carried = [v for v in live_at[b] if not self.is_global[v]]
+            if not carried and b:  # a stack's output, which later layers
+                carried = [w for w in self.stmts[b - 1].writes  # all read
+                           if w in self.context and w in live_at[b]]
             if len(carried) == 1:
                 self.cuts.append((b, carried[0]))
 

@@ -216,7 +216,7 @@ def _path(w: HubWeights, sub: str, shape, keras_path: str):
 
 @rule(*_keys("T5TransformerLayer"))
 def t5_transformer_layer(call):
-    """nn.Module: a `T5Block` class (relative position bias, RMSNorm, gated or plain feedforward)"""
+    """nn.Module: a `T5Block` / `T5DecoderBlock` class (RMSNorm, unscaled SDPA, gated or plain feedforward); a stack's first layer adds a `T5PositionBias` module"""
     cfg, node = call.config, call.node
     for key in ("self_attention_cache", "cross_attention_cache",
                 "self_attention_cache_update_index",

@@ -114,9 +114,13 @@ class T5Attention(nn.Module):
         q = self.query_projector(x).unflatten(-1, heads).transpose(1, 2)
         k = self.key_projector(context).unflatten(-1, heads).transpose(1, 2)
         v = self.value_projector(context).unflatten(-1, heads).transpose(1, 2)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias,
-                                           dropout_p=p, scale=1.0)
+        # The softmax written out, as Keras computes it: a row that is all
+        # padding (every score -1e9) gets uniform weights, and SDPA's fused
+        # backward, which recomputes them from a log-sum-exp rounded at
+        # -1e9, would give that row's gradient T times over.
+        scores = q @ k.transpose(-2, -1) + position_bias  # (B, h, T, S)
+        weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        y = weights @ v  # (B, h, T, d)
         return self.output_projector(y.transpose(1, 2).flatten(2))
 '''
 
@@ -216,7 +220,7 @@ def _path(w: HubWeights, sub: str, shape, keras_path: str):
 
 @rule(*_keys("T5TransformerLayer"))
 def t5_transformer_layer(call):
-    """nn.Module: a `T5Block` / `T5DecoderBlock` class (RMSNorm, unscaled SDPA, gated or plain feedforward); a stack's first layer adds a `T5PositionBias` module"""
+    """nn.Module: a `T5Block` / `T5DecoderBlock` class (RMSNorm, unscaled attention, gated or plain feedforward); a stack's first layer adds a `T5PositionBias` module"""
     cfg, node = call.config, call.node
     for key in ("self_attention_cache", "cross_attention_cache",
                 "self_attention_cache_update_index",

@@ -86,19 +86,23 @@ class Conversion:
         keys = list(specs if specs is not None else self.state_dict)  # tests
         return weight_map(self.program.state, keys)
 
-    def map_arrays(self, arrays: dict) -> dict[str, torch.Tensor]:
+    def map_arrays(self, arrays: dict, keys=None) -> dict[str, torch.Tensor]:
         """``{keras_variable_path: array}`` -> ``{state_dict_key: tensor}``
         through exactly the transforms the weights go through: map Keras's
         gradients, optimizer slots or a fine-tuned copy onto the port.
-        Entries whose variables are not all given are left out."""
+        Entries whose variables are not all given are left out; ``keys``,
+        only those state-dict keys."""
         from .stream import to_tensor
         from .weightmap import map_arrays
         specs = self.state_dict.specs
-        return map_arrays(self.program.state, arrays,
+        state = self.program.state if keys is None else {
+            k: v for k, v in self.program.state.items() if k in keys}
+        return map_arrays(state, arrays,
                           lambda key, value: to_tensor(key, value,
                                                        specs[key]))
 
-    def map_gradients(self, arrays: dict) -> dict[str, torch.Tensor]:
+    def map_gradients(self, arrays: dict, keys=None
+                      ) -> dict[str, torch.Tensor]:
         """``{keras_variable_path: gradient}`` -> ``{state_dict_key:
         tensor}`` through the linear part of each weight's transform: the
         same transposes and reshapes as :meth:`map_arrays`, without an
@@ -114,9 +118,9 @@ class Conversion:
         scale = 2.0 ** (20 - np.ceil(np.log2(top))) if top > 0 else 1.0
         mapped = self.map_arrays({k: np.asarray(g, np.float32)
                                   * np.float32(scale)
-                                  for k, g in arrays.items()})
+                                  for k, g in arrays.items()}, keys)
         zero = self.map_arrays({k: np.zeros(np.shape(g), np.float32)
-                                for k, g in arrays.items()})
+                                for k, g in arrays.items()}, keys)
         return {k: (v - zero[k]) / scale if k in zero else v / scale
                 for k, v in mapped.items()}
 

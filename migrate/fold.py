@@ -12,7 +12,10 @@ that vary as constructor arguments.  Runs of blocks become an
 ``nn.Sequential`` stage (``x = self.conv3(x)``) or, when they also read a
 mask, an ``nn.ModuleList`` run by a loop; a run of one module called the
 same way (``x = self.layer_0(x, mask)``, ...) becomes an ``nn.ModuleList``
-without a class.
+without a class.  An encoder-decoder folds as well: embedding lookups
+move down to their first use, and a value every layer of a run takes as a
+further argument (a T5 stack's position bias, the encoder output) is read
+as masks are -- when that folds more statements.
 
 Folding never changes what is computed: every statement of a block is the
 flat statement with its names replaced, in the flat order, so the folded
@@ -462,9 +465,84 @@ class Folder:
         if None in self.returns:
             return p
         self._same_masks()
+        self.context: set[int] = set()
         self._liveness()
         regions = self._choose()
+        # An encoder-decoder's second stream is embedded early and its
+        # first stream's output feeds every decoder layer: with lookups
+        # moved down to their first use, and values every layer of a run
+        # takes as a further argument read as masks are, its layers fold
+        # too.  Taken only when it folds more statements.
+        sunk, context = self._sunk(), self._contexts()
+        if sunk is not None or context:
+            flat = (self.stmts, regions)
+            if sunk is not None:
+                self.stmts = sunk
+            self.context, self._regions = context, {}
+            self._liveness()
+            alt = self._choose()
+            if _covered(alt) > _covered(regions):
+                regions = alt
+            else:
+                (self.stmts, regions), self.context = flat, set()
+                self._regions = {}
+                self._liveness()
         return self._rewrite(regions)
+
+    def _pure_lookup(self, s: Stmt) -> bool:
+        """A statement that may run later without changing anything: no
+        module, or only embedding lookups (no state, no randomness)."""
+        return all(self.decls[m].code.startswith("nn.Embedding(")
+                   for m in s.mods)
+
+    def _sunk(self) -> list[Stmt] | None:
+        """The statements with each pure lookup moved down to just before
+        the first statement that reads it (SSA: always the same values);
+        None when nothing moves."""
+        stmts = list(self.stmts)
+        moved = False
+        for k in range(len(stmts) - 1, -1, -1):
+            s = stmts[k]
+            if s.tail or (k + 1 < len(stmts) and stmts[k + 1].tail) \
+                    or not s.writes or not self._pure_lookup(s):
+                continue
+            readers = [j for j in range(k + 1, len(stmts))
+                       if set(stmts[j].reads) & set(s.writes)]
+            if not readers:
+                continue
+            at = readers[0]
+            while stmts[at].tail:
+                at -= 1
+            if at > k + 1:
+                stmts.insert(at - 1, stmts.pop(k))
+                moved = True
+        return stmts if moved else None
+
+    def _contexts(self) -> set[int]:
+        """Values two or more module calls take as a further argument
+        (never as their first): a T5 stack's position bias, the encoder
+        output every decoder layer attends to."""
+        further: dict[int, int] = {}
+        first: set[int] = set()
+        for s in self.stmts:
+            if not s.mods or not s.reads:
+                continue
+            first.add(s.reads[0])
+            for v in set(s.reads[1:]) - {s.reads[0]}:
+                further[v] = further.get(v, 0) + 1
+        out = {v for v, n in further.items() if n >= 2 and v not in first}
+        # and what no module computes from inputs and masks alone (a mask
+        # reshaped: ``padding_mask[:, None]``)
+        ints = {i for i, t in enumerate(self.p.inputs)
+                if not t.dtype.startswith("float")}
+        known = ints | {v for v in range(len(self.names))
+                        if self.names[v] in self.bool_vars}
+        for s in self.stmts:
+            if not s.mods and s.reads and set(s.reads) <= known:
+                known.update(s.writes)
+                out.update(w for w in s.writes
+                           if self.names[w] not in self.bool_vars)
+        return out
 
     def _same_masks(self) -> None:
         """A mask line whose value is an earlier mask is that mask
@@ -529,7 +607,7 @@ class Folder:
         ints = {i for i, t in enumerate(self.p.inputs)
                 if not t.dtype.startswith("float")}
         self.is_global = {v: self.names[v] in self.bool_vars or v in ints
-                          for v in self.defined}
+                          or v in self.context for v in self.defined}
         # cuts: boundaries where one non-mask value is alive
         self.cuts: list[tuple[int, int]] = []  # (boundary, carried value)
         live_at = [set() for _ in range(n + 1)]
@@ -540,6 +618,9 @@ class Folder:
         self.live_at = live_at
         for b in range(n + 1):
             carried = [v for v in live_at[b] if not self.is_global[v]]
+            if not carried and b:  # a stack's output, which later layers
+                carried = [w for w in self.stmts[b - 1].writes  # all read
+                           if w in self.context and w in live_at[b]]
             if len(carried) == 1:
                 self.cuts.append((b, carried[0]))
 
@@ -1361,6 +1442,11 @@ class ClassSpec:
             order.insert(users[0], s)
             del order[at]
         return order
+
+
+def _covered(regions) -> int:
+    """Statements inside repeated blocks."""
+    return sum(r.end - r.start for r in regions)
 
 
 def fold(program: Program, bool_vars: set[str] | None = None) -> Program:

@@ -121,7 +121,7 @@ class Translator:
         self.output_names = {out.ref: out.name for out in graph.outputs
                              if out.name != layer_of.get(out.ref.node)}
         self.input_refs = {gi.ref for gi in graph.inputs}
-        self.token_input = _token_input(graph)  # its embedding is x
+        self.token_inputs = _token_inputs(graph)  # their embeddings: x
         # a node whose output is its input unchanged (a transpose the
         # layout absorbs, a linear activation) -> the tensor it shares a
         # variable, and so a use count, with
@@ -386,6 +386,13 @@ class Translator:
                 f"{_first_line(exc)})")))
 
     def _declare(self, layer, attr: str, emit: Emit) -> None:
+        for extra, (code, state) in emit.modules.items():
+            key = f"{layer.name}/{extra}"
+            if key not in self.modules:
+                self.modules[key] = ModuleDecl(extra, code, layer.name, [])
+                for k, producer in state.items():
+                    self.state[f"{extra}.{k}" if k else extra] = _guarded(
+                        producer, layer)
         if not (emit.module or emit.state):
             return
         if layer.name in self.modules:
@@ -419,21 +426,33 @@ class Translator:
         # as the docstring names it.
         first = in_refs[0] if in_refs else None
         keys = [self._key(r) for r in in_refs]
+        # Outputs that are an input as it is, or a variable of emit.pre,
+        # take that variable; the one output left is named as if alone.
+        passed = self._passed_through(node, emit)
+        tmp_steps = [[TMP(k)] for k in range(
+            sum(len(names) for names, _ in emit.pre))]
+        computed = [i for i, out in enumerate(emit.outputs)
+                    if i not in passed and (emit.multi is not None
+                                            or out.steps not in tmp_steps)]
+        single = len(computed) == 1 and (len(emit.outputs) == 1
+                                         or emit.multi is None)
+        main = emit.outputs[computed[0]] if single else None
         # (A mask computed from a tensor gets a name of its own.)
-        last_use = (first is not None and len(emit.outputs) == 1
+        last_use = (first is not None and single
                     and self.uses.get(keys[0], 0) == 1
                     and keys.count(keys[0]) == 1
                     and in_vars[0] not in self.masks.pinned
-                    and (emit.outputs[0].dtype == "bool")
+                    and (main.dtype == "bool")
                     == (self.tensors[first].dtype == "bool"))
-        reuse = last_use and TensorRef(node.id, 0) not in self.output_refs
+        reuse = last_use and TensorRef(node.id, computed[0]) \
+            not in self.output_refs
         # Ids embedded are no longer ids: the value takes its layer's name,
         # or ``x`` for the token ids (nanoGPT's ``x = self.wte(idx)``).
-        embeds = (reuse and first is not None and len(emit.outputs) == 1
+        embeds = (reuse and first is not None
                   and first in self.input_refs
                   and not self.tensors[first].dtype.startswith(
                       ("float", "bool"))
-                  and emit.outputs[0].dtype.startswith("float"))
+                  and main.dtype.startswith("float"))
         if embeds:
             reuse = False
         hints = [h for names, _ in emit.pre for h in names]
@@ -442,23 +461,32 @@ class Translator:
         outs = []
         for i, out in enumerate(emit.outputs):
             ref = TensorRef(node.id, i)
+            if i in passed:
+                continue
             direct = [k for k in range(len(tmps)) if out.steps == [TMP(k)]]
             if direct and emit.multi is None:
                 var = tmps[direct[0]]
-            elif reuse:
+            elif reuse and i == computed[0]:
                 var = in_vars[0]
-            elif embeds and first == self.token_input and \
-                    self.vars.free("x") and ref not in self.output_refs:
-                self.token_input = None  # once
-                var = self.vars.name(ref, "x", "t")
+            elif embeds and first in self.token_inputs and \
+                    self.vars.free(self.token_inputs[first]) and \
+                    ref not in self.output_refs:
+                var = self.vars.name(ref, self.token_inputs.pop(first), "t")
             else:
-                base = node.layer.keras_name if len(emit.outputs) == 1 \
+                base = node.layer.keras_name if single \
                     else f"{node.layer.keras_name}_{i}"
                 var = self.vars.name(ref, self.output_names.get(ref, base),
                                      "t")
             outs.append((ref, var, out))
         for key in keys:
             self.uses[key] = self.uses.get(key, 1) - 1
+        for i, j in passed.items():
+            ref, out, key = TensorRef(node.id, i), emit.outputs[i], keys[j]
+            self.uses[key] = self.uses.get(key, 0) + self.uses.pop(ref, 0)
+            self.same_as[ref] = key
+            self.tensors[ref] = Tensor(out.shape, out.layout, out.dtype,
+                                       masked=bool(out.masked))
+            self.var_of[ref] = in_vars[j]
 
         # Stateless ops (activations, pooling, padding, ...) fold into the
         # previous statement; a layer with a submodule starts a new one.
@@ -477,10 +505,11 @@ class Translator:
             k += len(names)
             self.body.append(
                 f"{targets} = {fill(code, in_vars, in_masks, tmps)}")
-        for (ref, var, out), mask in zip(outs, masks):
+        for (ref, var, out) in outs:  # (bool ones are dropped when unused)
+            mask = masks[ref.index]
             if mask is not None:
                 self.masks.var[ref] = mask
-            if out.dtype == "bool" or out.python:  # dropped when unused
+            if out.dtype == "bool" or out.python or out.shared:
                 self.masks.bool_vars.add(var)
         if emit.multi is not None:
             expr = fill(emit.multi[0], in_vars, in_masks, tmps)
@@ -527,6 +556,21 @@ class Translator:
             self.tensors[ref] = Tensor(out.shape, out.layout, out.dtype,
                                        masked=bool(out.masked))
             self.var_of[ref] = var
+
+    def _passed_through(self, node: Node, emit: Emit) -> dict[int, int]:
+        """Outputs of a node with several that are one of its inputs as
+        it is (a T5 layer hands its position bias on): output -> input."""
+        if len(emit.outputs) < 2 or emit.multi is not None:
+            return {}
+        steps = [IN(j) for j in range(len(node.inputs))]
+        out = {}
+        for i, o in enumerate(emit.outputs):
+            if len(o.steps) == 1 and o.steps[0] in steps:
+                j = steps.index(o.steps[0])
+                if TensorRef(node.id, i) not in self.output_refs and \
+                        self.tensors[node.inputs[j]].dtype == o.dtype:
+                    out[i] = j
+        return out
 
     def _same_value(self, node: Node, emit: Emit, in_vars, masks,
                     mask_lines) -> bool:
@@ -607,16 +651,22 @@ __all__ = ["Options", "Program", "translate", "channels_first",
 _TOKEN_NAMES = ("token_ids", "input_ids", "tokens", "ids", "idx")
 
 
-def _token_input(graph: Graph) -> TensorRef | None:
-    """The input holding token ids: the integer input keras-hub (or
-    Hugging Face, or nanoGPT) names so, else the only integer input that
-    is not a padding mask."""
+def _token_inputs(graph: Graph) -> dict[TensorRef, str]:
+    """The inputs holding token ids -> what their embedding is called:
+    ``x`` for the integer input keras-hub (or Hugging Face, or nanoGPT)
+    names so, else for the only integer input that is not a padding mask;
+    an encoder-decoder's are ``encoder_hidden`` and ``x`` (the decoder's,
+    which the head reads)."""
     ints = [gi for gi in graph.inputs if not gi.dtype.startswith(
         ("float", "bool")) and not gi.name.endswith("padding_mask")]
+    by_name = {gi.name: gi.ref for gi in ints}
+    if {"encoder_token_ids", "decoder_token_ids"} <= set(by_name):
+        return {by_name["encoder_token_ids"]: "encoder_hidden",
+                by_name["decoder_token_ids"]: "x"}
     named = [gi for gi in ints if gi.name in _TOKEN_NAMES]
     if named:
-        return named[0].ref
-    return ints[0].ref if len(ints) == 1 else None
+        return {named[0].ref: "x"}
+    return {ints[0].ref: "x"} if len(ints) == 1 else {}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -67,7 +67,8 @@ def _rel(keras: np.ndarray, port: np.ndarray) -> dict:
 
 
 def run_keras_step(model_path, weights, major, inputs, rs, custom_objects=()):
-    """Keras's outputs, ``{path: gradient}`` and ``{path: value after}``."""
+    """Keras's outputs, ``[(path, gradient)]`` and ``[(path, value
+    after)]``, in Keras's order (a path may repeat)."""
     import importlib
     v = importlib.import_module("migrate.verify")  # the module, not the
     # function migrate.verify
@@ -102,11 +103,37 @@ def run_keras_step(model_path, weights, major, inputs, rs, custom_objects=()):
             index = json.loads(str(data["index"]))
             outs = [data[f"out_{i}"] for i in range(
                 sum(1 for f in data.files if f.startswith("out_")))]
-            grads = {p: data[f"grad_{i}"]
-                     for i, p in enumerate(index["grads"])}
-            after = {p: data[f"after_{i}"]
-                     for i, p in enumerate(index["after"])}
+            grads = [(p, data[f"grad_{i}"])
+                     for i, p in enumerate(index["grads"])]
+            after = [(p, data[f"after_{i}"])
+                     for i, p in enumerate(index["after"])]
     return outs, grads, after
+
+
+def map_by_path(conv, pairs, mapper) -> dict:
+    """Keras's ``[(variable path, array)]`` onto the port's state-dict keys
+    with ``mapper`` (``conv.map_gradients`` / ``conv.map_arrays``).  A path
+    Keras gives several variables (keras-hub T5 names both stacks'
+    relative position tables ``self_attention/embeddings``) goes, by
+    occurrence, to the layers the port reads it for, in order -- both
+    follow the model's layer order -- when their counts agree; otherwise
+    its keys stay unmapped (and the check reports them missing)."""
+    from .weightmap import ambiguous_paths, variables
+    seen: dict[str, list] = {}
+    for path, array in pairs:
+        seen.setdefault(path, []).append(array)
+    unique = {p: a[0] for p, a in seen.items() if len(a) == 1}
+    out = mapper(unique)
+    owners = ambiguous_paths(conv.program.state)
+    for path, arrays in seen.items():
+        if len(arrays) == 1 or len(owners.get(path, ())) != len(arrays):
+            continue
+        for layer, array in zip(owners[path], arrays):
+            keys = {k for k, e in conv.program.state.items()
+                    if getattr(e, "keras_layer", None) == layer
+                    and path in variables(e)}
+            out.update(mapper(dict(unique, **{path: array}), keys))
+    return out
 
 
 def port_step(conv, inputs, rs):
@@ -142,8 +169,8 @@ def train_parity(conv, model_path, weights, major, inputs, seed=0,
     t_outs, t_grads, t_buffers = port_step(conv, inputs, rs)
     outputs = [dict(name=n, **_rel(k, t))
                for n, k, t in zip(names, k_outs, t_outs)]
-    mapped = conv.map_gradients(k_grads)
-    top = max((float(np.abs(g).max()) for g in k_grads.values() if g.size),
+    mapped = map_by_path(conv, k_grads, conv.map_gradients)
+    top = max((float(np.abs(g).max()) for _, g in k_grads if g.size),
               default=0.0)
     grads, vanishing = {}, []
     for key, g in t_grads.items():
@@ -161,7 +188,7 @@ def train_parity(conv, model_path, weights, major, inputs, seed=0,
     unmapped = sorted(k for k in set(t_grads) - set(grads) if k not in held)
     # a Keras variable whose gradient did not come back under our path
     missing = sorted(k for k in set(t_grads) - set(grads) if k in held)
-    after = conv.map_arrays(k_after)
+    after = map_by_path(conv, k_after, conv.map_arrays)
     buffers = {key: _rel(after[key].numpy(), b)
                for key, b in t_buffers.items() if key in after}
     worst_out = max((o["max_rel_err"] for o in outputs), default=0.0)

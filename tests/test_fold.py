@@ -66,6 +66,32 @@ def test_a_run_of_helper_calls_becomes_a_module_list_loop():
     assert set(q.state) == {q.renames.get(k, k) for k in p.state}
 
 
+def test_an_encoder_decoder_folds_both_stacks():
+    """The decoder's ids embedded early (Keras's order) and the encoder
+    output read by every decoder layer: the lookup moves down to its first
+    use, the encoder output and the reshaped mask are read as masks are,
+    and both stacks loop."""
+    modules = [("embed", "nn.Embedding(100, 8)")]
+    body = ["h = self.embed(src)", "x = self.embed(tgt)",
+            "m = src_mask[:, None]"]
+    for i in range(3):
+        modules.append((f"enc_{i}", "EncoderBlock(8)"))
+        body.append(f"h = self.enc_{i}(h, m)")
+    for i in range(3):
+        modules.append((f"dec_{i}", "DecoderBlock(8)"))
+        body.append(f"x = self.dec_{i}(x, h, m)")
+    p = _program(body, modules, ["x"], inputs=[
+        ("src", "int32"), ("src_mask", "int32"), ("tgt", "int32")])
+    q = fold(p, p.bool_vars)
+    assert q.body == ["m = src_mask[:, None]", "h = self.embed(src)",
+                      "for layer in self.encs:\n    h = layer(h, m)",
+                      "x = self.embed(tgt)",
+                      "for layer in self.decs:\n    x = layer(x, h, m)"]
+    loops = [m.code for m in q.modules if "ModuleList" in m.code]
+    assert loops == ["nn.ModuleList([EncoderBlock(8) for _ in range(3)])",
+                     "nn.ModuleList([DecoderBlock(8) for _ in range(3)])"]
+
+
 def test_differing_constructors_are_listed():
     body = [f"x_{i + 1} = self.block_{i}(x_{i}, x_{i})" for i in range(4)]
     modules = [(f"block_{i}", f"MultiHeadAttention(32, num_heads={i + 1}, "

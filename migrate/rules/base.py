@@ -94,6 +94,9 @@ class Out:
     # A Python number or tuple (a ``tf.shape`` piece), not a tensor: no
     # shape comment, and its line is dropped when nothing reads it.
     python: bool = False
+    # A value the layers after it read as they are, as they read masks (a
+    # T5 stack's position bias): repeated blocks fold around it.
+    shared: bool = False
 
 
 @dataclass
@@ -114,6 +117,10 @@ class Emit:
     # as TMP(k).  An output whose steps are just ``[TMP(k)]`` is that
     # variable.
     pre: list[tuple[list[str], str]] = field(default_factory=list)
+    # Modules the layer needs beside its own, ``{attr: (constructor,
+    # state)}``, the attr from :meth:`Call.extra_attr` (a T5 stack's
+    # relative position table, which every layer of the stack reads).
+    modules: dict[str, tuple[str, dict]] = field(default_factory=dict)
 
 
 def chain(first: str, *wraps: str) -> list[str]:
@@ -133,6 +140,11 @@ class Call:
         self.attr = attr
         self.keras_major = keras_major
         self._conv = converter  # the translator: layout conversion, warnings
+
+    def extra_attr(self, hint: str) -> str:
+        """A ``self.`` attribute for a further module of this layer
+        (:attr:`Emit.modules`), unique in the model."""
+        return self._conv.attrs.name((self.layer.name, hint), hint)
 
     # -- config ---------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:

@@ -24,6 +24,9 @@ CASES = ["k3_hub_gpt2_backbone", "k3_hub_gpt2_causal_lm",
          "k3_hub_bert_backbone", "k3_hub_bert_classifier"]
 CASES += ["k3_hub_resnet_v1_classifier", "k3_hub_resnet_v2_backbone"]
 CASES += ["k3_hub_vit_gap_classifier"]
+CASES += ["k3_hub_densenet_classifier", "k3_hub_vgg_flatten_classifier",
+          "k3_hub_vgg_classifier", "k3_hub_xception_classifier",
+          "k3_hub_efficientnet_backbone", "k3_hub_efficientnet_classifier"]
 IGNORED = {"dtype", "trainable", "_shared_layer"}
 
 
@@ -51,8 +54,27 @@ def _layers(entry):
 @pytest.mark.parametrize("case", CASES)
 def test_expansion_is_the_graph_keras_hub_builds(case):
     saved = _saved_config(case)
-    ours = expand(saved, case)
     keras = json.loads((MODELS / case / "keras_graph.json").read_text())
+    _assert_same_graph(expand(saved, case), keras)
+
+
+TASKS = [c for c in CASES
+         if (MODELS / c / "keras_backbone_graph.json").exists()]
+
+
+@pytest.mark.parametrize("case", TASKS)
+def test_task_backbone_is_the_graph_keras_hub_builds(case):
+    """A task's backbone, expanded from the task's nested entry."""
+    saved = _saved_config(case)
+    cls = saved["config"]["backbone"]["class_name"]
+    nested = next(x for x in _layers(expand(saved, case))
+                  if x["class_name"] == cls)
+    keras = json.loads((MODELS / case / "keras_backbone_graph.json")
+                       .read_text())
+    _assert_same_graph(expand(nested, case), keras)
+
+
+def _assert_same_graph(ours, keras):
     a, b = _layers(ours), _layers(keras)
     # same layers, same order (the weights file names layers by it)
     assert [(x["name"], x["class_name"]) for x in a] == \

@@ -77,4 +77,4 @@ def vgg_image_classifier(cfg: dict) -> dict:
                  "registered_name": None, "config": {
                      "name": "head", "trainable": True, "dtype": g.dtype,
                      "layers": layers}}, x)
-    return g.build(x, images)
+    return g.build(x, images, names=["predictions"])  # not "head"

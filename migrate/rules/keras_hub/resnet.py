@@ -12,44 +12,24 @@ from __future__ import annotations
 
 from ...read.expand import expander
 from .functional import Functional
-from .image import AutoNames, data_format, image_classifier, \
+from .image import Layers, data_format, image_classifier, \
     image_shape, ints
 
 BLOCKS = ("basic_block", "bottleneck_block", "basic_block_vd",
           "bottleneck_block_vd")
 
 
-class _Net:
-    def __init__(self, g: Functional, fmt: str):
-        self.g, self.fmt = g, fmt
-        self.axis = -1 if fmt == "channels_last" else 1
-        self.auto = AutoNames()
-
-    def conv(self, x, name, filters, kernel, strides=1, padding="valid"):
-        return self.g.layer("Conv2D", name, {
-            "filters": filters, "kernel_size": [kernel, kernel],
-            "strides": [strides, strides], "padding": padding,
-            "data_format": self.fmt, "dilation_rate": [1, 1], "groups": 1,
-            "activation": "linear", "use_bias": False}, x)
-
+class _Net(Layers):
     def bn(self, x, name):
-        return self.g.layer("BatchNormalization", name, {
-            "axis": self.axis, "momentum": 0.9, "epsilon": 1e-5,
-            "center": True, "scale": True}, x)
+        return super().bn(x, name, epsilon=1e-5, momentum=0.9)
 
     def relu(self, x, name):
-        return self.g.layer("Activation", name, {"activation": "relu"}, x)
-
-    def pad(self, x, name, p):
-        return self.g.layer("ZeroPadding2D", name, {
-            "padding": [[p, p], [p, p]], "data_format": self.fmt}, x)
+        return self.act(x, name)
 
     def avg_pool(self, x, stride):
         # keras-hub leaves it unnamed: Keras's own counter names it
-        name = self.auto("average_pooling2d")
-        return self.g.layer("AveragePooling2D", name, {
-            "pool_size": [2, 2], "strides": [stride, stride],
-            "padding": "same", "data_format": self.fmt}, x)
+        return self.pool(x, self.auto("average_pooling2d"), 2, stride,
+                         "same", cls="Average")
 
     def block(self, x, name, filters, stride, shortcut_conv, pre, kind):
         bottleneck = kind.startswith("bottleneck")

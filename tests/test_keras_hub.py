@@ -27,6 +27,7 @@ CASES += ["k3_hub_vit_gap_classifier"]
 CASES += ["k3_hub_densenet_classifier", "k3_hub_vgg_flatten_classifier",
           "k3_hub_vgg_classifier", "k3_hub_xception_classifier",
           "k3_hub_efficientnet_backbone", "k3_hub_efficientnet_classifier"]
+CASES += ["k3_hub_cspnet_backbone", "k3_hub_cspnet_classifier"]
 IGNORED = {"dtype", "trainable", "_shared_layer"}
 
 
@@ -297,7 +298,15 @@ def _nested(case, **kw):
     ("k3_hub_efficientnet_backbone", {"stem_conv_padding": "causal"},
      "stem_conv_padding"),
     ("k3_hub_efficientnet_backbone",
-     {"stackwise_width_coefficients": [0.25]}, "one number per stack")])
+     {"stackwise_width_coefficients": [0.25]}, "one number per stack"),
+    ("k3_hub_cspnet_backbone", {"stage_type": "cs3"}, "'cs3' is not "
+     "supported yet"),
+    ("k3_hub_cspnet_backbone", {"block_type": "edge_block"},
+     "'edge_block' is not supported yet"),
+    ("k3_hub_cspnet_backbone", {"stem_strides": 3}, "stem_strides"),
+    ("k3_hub_cspnet_classifier", {"stem_pooling": "avg"}, "stem_pooling"),
+    ("k3_hub_cspnet_backbone", {"output_strides": 2}, "output_strides"),
+    ("k3_hub_cspnet_backbone", {"avg_down": 1}, "avg_down")])
 def test_image_backbones_refuse_bad_options_by_name(case, bad, says):
     saved = _nested(case, **bad)
     with pytest.raises(ConversionError, match=says):

@@ -23,22 +23,12 @@ from ...errors import ConversionError
 from ...read.expand import expander
 from .config import dim, number, rate
 from .functional import Functional
-from .image import Layers, image_classifier, image_shape, ints
+from .image import Layers, activation_name, image_classifier, \
+    image_shape, ints
 
 NUM_FEATURES = 1280  # not saved by keras-hub 0.32: always the default
-# Keras saves an activation under its function's name
-ACTIVATIONS = {"swish": "silu", "hard_swish": "hard_silu"}
 BLOCKS = {"unfused": "MBConvBlock", "fused": "FusedMBConvBlock",
           "cba": "CBABlock"}  # keras-hub layer classes
-
-
-def _activation(cfg: dict, key: str, default):
-    value = cfg.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConversionError(f"{key} = {value!r} is not an activation name")
-    return ACTIVATIONS.get(value, value)
 
 
 def _coefficients(cfg: dict, key: str, n: int) -> list[float]:
@@ -164,14 +154,14 @@ def efficientnet_backbone(cfg: dict) -> dict:
     stem_padding = cfg.get("stem_conv_padding", "valid")
     if stem_padding not in ("valid", "same"):
         raise ConversionError(f"stem_conv_padding = {stem_padding!r}")
-    activation = _activation(cfg, "activation", "swish")
+    activation = activation_name(cfg, "activation", "swish")
     momentum = number(cfg, "batch_norm_momentum", 0.9)
     epsilon = number(cfg, "batch_norm_epsilon", 1e-5)
     dropout = rate(cfg, "dropout", 0.2)
     round_filters = _Rounding(cfg)
     g = Functional(cfg, "efficient_net_backbone")
-    k = _Net(g, activation, _activation(cfg, "projection_activation", None),
-             epsilon)
+    k = _Net(g, activation,
+             activation_name(cfg, "projection_activation", None), epsilon)
     images = g.input("input_layer", tuple(image_shape(cfg, "input_shape")),
                      "float32")
     x = images

@@ -10,6 +10,8 @@ from .config import backbone, dim, rate
 from .functional import Functional, Ref
 
 FORMATS = ("channels_last", "channels_first")
+# Keras saves an activation under its function's name
+ACTIVATIONS = {"swish": "silu", "hard_swish": "hard_silu"}
 
 
 def image_shape(cfg: dict, key: str = "image_shape") -> list:
@@ -44,6 +46,17 @@ def data_format(cfg: dict) -> str:
         raise ConversionError(f"data_format = {fmt!r} (not one of "
                               f"{FORMATS})")
     return fmt
+
+
+def activation_name(cfg: dict, key: str, default):
+    """An activation argument as Keras saves it (``"swish"`` is
+    ``"silu"``); None stays None."""
+    value = cfg.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConversionError(f"{key} = {value!r} is not an activation name")
+    return ACTIVATIONS.get(value, value)
 
 
 class AutoNames:
@@ -111,13 +124,14 @@ class Layers:
         self.auto = AutoNames()
 
     def conv(self, x, name, filters, kernel, strides=1, padding="valid",
-             use_bias=False, activation="linear", cls="Conv2D", **extra):
+             use_bias=False, activation="linear", cls="Conv2D", groups=1,
+             **extra):
         cfg = {"kernel_size": [kernel, kernel], "strides": [strides, strides],
                "padding": padding, "data_format": self.fmt,
                "dilation_rate": [1, 1], "activation": activation,
                "use_bias": use_bias, **extra}
         if cls == "Conv2D":
-            cfg.update(filters=filters, groups=1)
+            cfg.update(filters=filters, groups=groups)
         elif cls == "SeparableConv2D":
             cfg.update(filters=filters, depth_multiplier=1)
         return self.g.layer(cls, name, cfg, x)

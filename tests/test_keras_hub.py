@@ -24,6 +24,10 @@ CASES = ["k3_hub_gpt2_backbone", "k3_hub_gpt2_causal_lm",
          "k3_hub_bert_backbone", "k3_hub_bert_classifier"]
 CASES += ["k3_hub_resnet_v1_classifier", "k3_hub_resnet_v2_backbone"]
 CASES += ["k3_hub_vit_gap_classifier", "k3_hub_whisper_backbone"]
+CASES += ["k3_hub_densenet_classifier", "k3_hub_vgg_flatten_classifier",
+          "k3_hub_vgg_classifier", "k3_hub_xception_classifier",
+          "k3_hub_efficientnet_backbone", "k3_hub_efficientnet_classifier"]
+CASES += ["k3_hub_cspnet_backbone", "k3_hub_cspnet_classifier"]
 IGNORED = {"dtype", "trainable", "_shared_layer"}
 
 
@@ -51,8 +55,27 @@ def _layers(entry):
 @pytest.mark.parametrize("case", CASES)
 def test_expansion_is_the_graph_keras_hub_builds(case):
     saved = _saved_config(case)
-    ours = expand(saved, case)
     keras = json.loads((MODELS / case / "keras_graph.json").read_text())
+    _assert_same_graph(expand(saved, case), keras)
+
+
+TASKS = [c for c in CASES
+         if (MODELS / c / "keras_backbone_graph.json").exists()]
+
+
+@pytest.mark.parametrize("case", TASKS)
+def test_task_backbone_is_the_graph_keras_hub_builds(case):
+    """A task's backbone, expanded from the task's nested entry."""
+    saved = _saved_config(case)
+    cls = saved["config"]["backbone"]["class_name"]
+    nested = next(x for x in _layers(expand(saved, case))
+                  if x["class_name"] == cls)
+    keras = json.loads((MODELS / case / "keras_backbone_graph.json")
+                       .read_text())
+    _assert_same_graph(expand(nested, case), keras)
+
+
+def _assert_same_graph(ours, keras):
     a, b = _layers(ours), _layers(keras)
     # same layers, same order (the weights file names layers by it)
     assert [(x["name"], x["class_name"]) for x in a] == \
@@ -244,3 +267,91 @@ def test_channels_first_image_backbone_without_data_format_is_refused(
         migrate.convert(out)
     assert "takes 3 input channels" in str(err.value)
     assert "channels_last input has 32" in str(err.value)
+
+
+def _nested(case, **kw):
+    """The fixture's saved config, its backbone's arguments changed."""
+    saved = _saved_config(case)
+    entry = saved["config"].get("backbone")
+    (entry or saved)["config"].update(kw)
+    return saved
+
+
+@pytest.mark.parametrize("case,bad,says", [
+    ("k3_hub_densenet_classifier", {"growth_rate": 0}, "growth_rate"),
+    ("k3_hub_densenet_classifier", {"compression_ratio": 1.5},
+     "compression_ratio"),
+    ("k3_hub_densenet_classifier", {"stackwise_num_repeats": []},
+     "stackwise_num_repeats"),
+    ("k3_hub_vgg_classifier", {"stackwise_num_filters": [4]},
+     "differ in length"),
+    ("k3_hub_xception_classifier", {"stackwise_pooling": [True]},
+     "stackwise_pooling"),
+    ("k3_hub_xception_classifier", {"stackwise_conv_filters": [8, 16]},
+     "stackwise_conv_filters"),
+    ("k3_hub_efficientnet_backbone",
+     {"stackwise_block_types": ["v1", "fused"]}, "FusedMBConvBlock"),
+    ("k3_hub_efficientnet_backbone",
+     {"stackwise_block_types": ["v1", "v3"]}, "'v3' is not a block type"),
+    ("k3_hub_efficientnet_backbone", {"data_format": "channels_first"},
+     "channels_last only"),
+    ("k3_hub_efficientnet_backbone", {"stem_conv_padding": "causal"},
+     "stem_conv_padding"),
+    ("k3_hub_efficientnet_backbone",
+     {"stackwise_width_coefficients": [0.25]}, "one number per stack"),
+    ("k3_hub_cspnet_backbone", {"stage_type": "cs3"}, "'cs3' is not "
+     "supported yet"),
+    ("k3_hub_cspnet_backbone", {"block_type": "edge_block"},
+     "'edge_block' is not supported yet"),
+    ("k3_hub_cspnet_backbone", {"stem_strides": 3}, "stem_strides"),
+    ("k3_hub_cspnet_classifier", {"stem_pooling": "avg"}, "stem_pooling"),
+    ("k3_hub_cspnet_backbone", {"output_strides": 2}, "output_strides"),
+    ("k3_hub_cspnet_backbone", {"avg_down": 1}, "avg_down")])
+def test_image_backbones_refuse_bad_options_by_name(case, bad, says):
+    saved = _nested(case, **bad)
+    with pytest.raises(ConversionError, match=says):
+        if "backbone" in saved["config"]:  # the task expands it lazily
+            saved = next(x for x in _layers(expand(saved, case))
+                         if "Backbone" in x["class_name"])
+        expand(saved, case)
+
+
+@pytest.mark.parametrize("case,pooling", [
+    ("k3_hub_densenet_classifier", "flatten"),
+    ("k3_hub_vgg_classifier", "gap")])
+def test_image_classifiers_refuse_unknown_pooling(case, pooling):
+    saved = _saved_config(case)
+    saved["config"]["pooling"] = pooling
+    with pytest.raises(ConversionError, match=f"pooling = '{pooling}'"):
+        expand(saved, case)
+
+
+def test_vgg_head_is_its_own_sequential():
+    """VGGImageClassifier's head is a Sequential named ``head`` (its
+    backbone saves no name: a reload calls it vgg_backbone); the port's
+    output is ``predictions``, not the Sequential's name."""
+    conv = migrate.convert(MODELS / "k3_hub_vgg_classifier" / "model.keras")
+    assert [t.name for t in conv.program.outputs] == ["predictions"]
+    assert "self.fc1 = nn.Conv2d(8, 10, kernel_size=7)" in conv.source
+
+
+def test_efficientnet_top_conv_that_does_not_fit_is_refused(tmp_path):
+    """keras-hub's EfficientNetBackbone does not save num_features: a file
+    saved with another value rebuilds (in Keras as here) a top_conv the
+    stored kernel does not fit.  Simulated: a last width coefficient that
+    only the top conv reads (128 filters expected, 320 stored)."""
+    import zipfile
+    src = MODELS / "k3_hub_efficientnet_backbone" / "model.keras"
+    out = tmp_path / "model.keras"
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w") as w:
+        for item in z.infolist():
+            data = z.read(item)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                cfg["config"]["stackwise_width_coefficients"] += [0.1]
+                data = json.dumps(cfg).encode()
+            w.writestr(item, data)
+    with pytest.raises(ConversionError, match="num_features") as err:
+        migrate.convert(out)
+    assert "'top_conv': its kernel has 320 filters, its config says 128" \
+        in str(err.value)

@@ -90,6 +90,13 @@ def _conv(call, nd: int):
             f"input channels, its {fmt} input has {have}: the weights do not "
             "fit the config (a model built channels_first whose config does "
             "not say so? keras-hub's backbones do not save data_format)")
+    if kernel_w.shape[-1] != filters:
+        # a config that lost the argument the layer was built with
+        raise ConversionError(
+            f"layer {call.layer.name!r}: its kernel has "
+            f"{kernel_w.shape[-1]} filters, its config says {filters}: the "
+            "weights do not fit the config (keras-hub's EfficientNetBackbone "
+            "does not save num_features: only the default 1280 reloads)")
 
     pad_arg, pre, helpers = padding_plan(call, x, kernel, strides, dilation,
                                          padding)

@@ -11,45 +11,25 @@ channels-first.
 from __future__ import annotations
 
 from ...read.expand import expander
-from .config import backbone, dim, rate
 from .functional import Functional
+from .image import Layers, data_format, image_classifier, \
+    image_shape, ints
 
 BLOCKS = ("basic_block", "bottleneck_block", "basic_block_vd",
           "bottleneck_block_vd")
 
 
-class _Net:
-    def __init__(self, g: Functional, fmt: str):
-        self.g, self.fmt = g, fmt
-        self.axis = -1 if fmt == "channels_last" else 1
-        self.pools = 0
-
-    def conv(self, x, name, filters, kernel, strides=1, padding="valid"):
-        return self.g.layer("Conv2D", name, {
-            "filters": filters, "kernel_size": [kernel, kernel],
-            "strides": [strides, strides], "padding": padding,
-            "data_format": self.fmt, "dilation_rate": [1, 1], "groups": 1,
-            "activation": "linear", "use_bias": False}, x)
-
+class _Net(Layers):
     def bn(self, x, name):
-        return self.g.layer("BatchNormalization", name, {
-            "axis": self.axis, "momentum": 0.9, "epsilon": 1e-5,
-            "center": True, "scale": True}, x)
+        return super().bn(x, name, epsilon=1e-5, momentum=0.9)
 
     def relu(self, x, name):
-        return self.g.layer("Activation", name, {"activation": "relu"}, x)
-
-    def pad(self, x, name, p):
-        return self.g.layer("ZeroPadding2D", name, {
-            "padding": [[p, p], [p, p]], "data_format": self.fmt}, x)
+        return self.act(x, name)
 
     def avg_pool(self, x, stride):
         # keras-hub leaves it unnamed: Keras's own counter names it
-        name = "average_pooling2d" + (f"_{self.pools}" if self.pools else "")
-        self.pools += 1
-        return self.g.layer("AveragePooling2D", name, {
-            "pool_size": [2, 2], "strides": [stride, stride],
-            "padding": "same", "data_format": self.fmt}, x)
+        return self.pool(x, self.auto("average_pooling2d"), 2, stride,
+                         "same", cls="Average")
 
     def block(self, x, name, filters, stride, shortcut_conv, pre, kind):
         bottleneck = kind.startswith("bottleneck")
@@ -89,30 +69,13 @@ class _Net:
         return self.relu(y, f"{name}_out")
 
 
-def _ints(cfg, key):
-    v = cfg.get(key)
-    if not isinstance(v, list) or not v:
-        raise ValueError(f"{key} = {v!r} is not a list of ints")
-    return [dim({"d": x}, "d") for x in v]
-
-
-def _image_shape(cfg):
-    shape = cfg.get("image_shape", [None, None, 3])
-    if not isinstance(shape, list) or len(shape) != 3:
-        raise ValueError(f"image_shape = {shape!r} is not (H, W, C)")
-    for v in shape:
-        if v is not None:
-            dim({"d": v}, "d")
-    return shape
-
-
 @expander("keras_hub>ResNetBackbone")
 def resnet_backbone(cfg: dict) -> dict:
-    stem_filters = _ints(cfg, "input_conv_filters")
-    stem_kernels = _ints(cfg, "input_conv_kernel_sizes")
-    filters = _ints(cfg, "stackwise_num_filters")
-    blocks = _ints(cfg, "stackwise_num_blocks")
-    strides = _ints(cfg, "stackwise_num_strides")
+    stem_filters = ints(cfg, "input_conv_filters")
+    stem_kernels = ints(cfg, "input_conv_kernel_sizes")
+    filters = ints(cfg, "stackwise_num_filters")
+    blocks = ints(cfg, "stackwise_num_blocks")
+    strides = ints(cfg, "stackwise_num_strides")
     if len(stem_filters) != len(stem_kernels) or not \
             len(filters) == len(blocks) == len(strides):
         raise ValueError("the stackwise / input_conv lists differ in length")
@@ -122,10 +85,8 @@ def resnet_backbone(cfg: dict) -> dict:
     pre = cfg.get("use_pre_activation", False)
     if not isinstance(pre, bool):
         raise ValueError(f"use_pre_activation = {pre!r}")
-    fmt = cfg.get("data_format") or "channels_last"
-    if fmt not in ("channels_last", "channels_first"):
-        raise ValueError(f"data_format = {fmt!r}")
-    shape = _image_shape(cfg)
+    fmt = data_format(cfg)
+    shape = image_shape(cfg)
     g = Functional(cfg, "res_net_backbone")
     net = _Net(g, fmt)
     images = g.input("input_layer", tuple(shape), "float32")
@@ -161,23 +122,4 @@ def resnet_backbone(cfg: dict) -> dict:
 
 @expander("keras_hub>ResNetImageClassifier")
 def resnet_image_classifier(cfg: dict) -> dict:
-    entry = backbone(cfg)
-    inner = entry.get("config", {})
-    g = Functional(cfg, cfg.get("name") or "res_net_image_classifier")
-    images = g.input("input_layer", tuple(_image_shape(inner)), "float32")
-    x = g.model(entry, images)
-    fmt = inner.get("data_format") or "channels_last"
-    pooling = cfg.get("pooling", "avg")
-    if pooling not in ("avg", "max"):
-        raise ValueError(f"pooling = {pooling!r} (keras-hub: 'avg' or "
-                         "'max')")
-    cls = "GlobalAveragePooling2D" if pooling == "avg" \
-        else "GlobalMaxPooling2D"
-    x = g.layer(cls, "pooler", {"data_format": fmt, "keepdims": False}, x)
-    x = g.layer("Dropout", "output_dropout", {"rate": rate(cfg, "dropout")},
-                x)
-    activation = cfg.get("activation")
-    x = g.layer("Dense", "predictions", {
-        "units": dim(cfg, "num_classes"),
-        "activation": activation or "linear"}, x)
-    return g.build(x, images)
+    return image_classifier(cfg, "res_net_image_classifier")

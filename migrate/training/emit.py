@@ -1,0 +1,270 @@
+"""``training.py`` and ``optimizer.safetensors``: training goes on in torch
+where Keras left off (issue 15, part 3).
+
+When the model file holds a compile config (:mod:`migrate.read.training`),
+:func:`build` makes
+
+* ``training.py`` -- plain torch like ``model.py``: the optimizer
+  (:mod:`.optimizers`: Keras's update rule, its hyper-parameters and
+  schedule), ``make_optimizer(model)``, ``loss_fn`` (:mod:`.losses`) and
+  ``load_optimizer_state(optimizer, state)``;
+* the optimizer's saved state as tensors for ``optimizer.safetensors``:
+  ``state.<i>.<key>`` is the state ``key`` of the ``i``-th parameter
+  ``make_optimizer`` gives the optimizer (``model.parameters()`` that
+  require grad, in order) -- ``optimizer.state_dict()["state"][i][key]``.
+  Each Keras slot goes through :meth:`Conversion.map_gradients` (the
+  transposes and reshapes of its variable's weight), the step count is
+  Keras's ``iteration``.
+
+What cannot be reproduced (an optimizer or loss we have no exact torch
+for, regularization losses, a state whose layout does not fit) is left
+out with a warning naming it, never approximated: ``training.py`` is then
+written without that part, and no ``optimizer.safetensors`` without the
+whole state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import ConversionError
+from ..read.training import KERAS2_SLOTS, KERAS3_SLOTS, _KEEP_K2, slot_of
+from .losses import Output, UnsupportedLoss, loss_code
+
+TRAINING_FILE = "training.py"
+STATE_FILE = "optimizer.safetensors"
+
+LOADER = '''\
+def load_optimizer_state(optimizer, state):
+    """Resume from the optimizer state Keras saved: ``state`` is
+    ``safetensors.torch.load_file("optimizer.safetensors")``, whose keys
+    ``state.<i>.<key>`` are ``optimizer.state_dict()["state"][i][key]``."""
+    saved = optimizer.state_dict()
+    saved["state"] = {}
+    for name, value in state.items():
+        _, index, key = name.split(".", 2)
+        saved["state"].setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict(saved)
+'''
+
+
+@dataclass
+class TrainingPort:
+    """What :func:`build` made of a model file's training half."""
+
+    source: str | None = None  # training.py, None when nothing is reproduced
+    state: dict | None = None  # {key: tensor} for optimizer.safetensors
+    info: dict = field(default_factory=dict)  # conversion.json "training"
+    warnings: list = field(default_factory=list)
+    code: object = None  # the OptimizerCode, when the optimizer is
+    has_loss: bool = False
+
+
+def build(conv, tsrc) -> TrainingPort:
+    """The training port of ``conv`` from ``tsrc`` (a
+    :class:`migrate.read.training.TrainingSource`)."""
+    port = TrainingPort()
+    port.warnings += tsrc.warnings
+    opt_cfg = tsrc.compile.get("optimizer")
+    info = port.info
+    info["optimizer"] = _describe(opt_cfg)
+    info["refused"] = []
+    parts = []
+    code = None
+    try:
+        from .optimizers import optimizer_code
+        if not isinstance(opt_cfg, dict):
+            raise ConversionError(f"optimizer {opt_cfg!r} is not a "
+                                  "serialized Keras optimizer")
+        code = optimizer_code(opt_cfg)
+    except ImportError:
+        _refuse(port, "optimizer", f"{info['optimizer']}: keras2torch has "
+                "no optimizer code yet")
+    except ConversionError as exc:
+        _refuse(port, "optimizer", str(exc))
+    if code is not None:
+        port.code = code
+        body = "\n".join("    " + ln if ln else "" for ln in
+                         code.make_optimizer)
+        notes = "".join(f"# {n}\n" for n in code.notes)
+        parts.append((notes + code.source.strip("\n")).strip("\n"))
+        parts.append(f"def make_optimizer(model):\n{body}")
+    outputs = [Output(t.name, len(t.keras_shape), tuple(t.layout.perm))
+               for t in conv.program.outputs]
+    major = int(str(conv.source_info.get("keras_version") or "3")
+                .split(".")[0] or 3)
+    info["loss"] = None
+    try:
+        regs = tsrc.regularized
+        if regs:
+            raise UnsupportedLoss(
+                "layers with regularizers (" + ", ".join(regs[:5])
+                + (", ..." if len(regs) > 5 else "") + "): Keras adds their "
+                "regularization losses, which loss_fn does not")
+        loss = loss_code(tsrc.compile, outputs, major)
+        info["loss"] = loss.summary
+        parts.append(loss.source.strip("\n"))
+        port.has_loss = True
+    except UnsupportedLoss as exc:
+        _refuse(port, "loss", str(exc))
+    info["state_file"] = None
+    if code is not None:
+        state, why = optimizer_state(conv, tsrc, code)
+        if state is not None:
+            port.state = state
+            info["state_file"] = STATE_FILE
+            info["step"] = int(_step(tsrc))
+            parts.append(LOADER.strip("\n"))
+        elif why:
+            port.warnings.append(f"optimizer state not written: {why}")
+            info["refused"].append({"what": "optimizer state",
+                                    "reason": why})
+    if parts:
+        port.source = _render(conv, parts, port)
+    return port
+
+
+def _refuse(port: TrainingPort, what: str, why: str) -> None:
+    port.warnings.append(f"training.py has no {what}: {why}")
+    port.info["refused"].append({"what": what, "reason": why})
+
+
+def _describe(cfg) -> str:
+    if isinstance(cfg, dict):
+        return str(cfg.get("class_name", "?")).split(">")[-1]
+    return str(cfg)
+
+
+def _step(tsrc) -> float:
+    for name, arr in tsrc.variables:
+        if name is None or name.split(":")[0].split("/")[-1] in (
+                "iteration", "iter"):
+            return float(np.asarray(arr.read()).reshape(()))
+    return 0.0
+
+
+def _trainable(conv) -> list[str]:
+    """The port's parameters ``make_optimizer`` optimizes, in order."""
+    cls = conv.module_class()
+    with torch.device("meta"):
+        model = cls()
+    return [k for k, p in model.named_parameters() if p.requires_grad]
+
+
+def _slot_arrays(conv, tsrc, code) -> tuple[dict, str]:
+    """``{slot: {keras path: array}}`` from the file, or ``({}, why)``."""
+    paths = {}  # keras path -> shape, of the trainable variables
+    rows = {r["torch"]: r["keras_variables"] for r in conv.weight_map()}
+    for key in _trainable(conv):
+        for path in rows.get(key, ()):
+            paths[path] = None
+    slots: dict[str, dict] = {}
+    if tsrc.format == "h5":
+        for name, arr in tsrc.variables:
+            found = slot_of(name, paths)
+            if found is None:
+                continue
+            slot, path = found
+            if tsrc.optimizer_class not in _KEEP_K2:
+                slot = KERAS2_SLOTS.get(slot, slot)
+            slots.setdefault(slot, {})[path] = arr
+        return slots, ""
+    layout = KERAS3_SLOTS.get(tsrc.optimizer_class)
+    if layout is None:
+        return {}, (f"the slot layout of {tsrc.optimizer_class} in Keras 3 "
+                    "files is not known to keras2torch")
+    cfg = (tsrc.compile.get("optimizer") or {}).get("config") or {}
+    if cfg.get("use_ema") or cfg.get("gradient_accumulation_steps"):
+        return {}, "use_ema / gradient_accumulation_steps state"
+    scalars = 1 if isinstance(cfg.get("learning_rate"), dict) else 2
+    arrays = [a for _, a in tsrc.variables]
+    order = [a for a in tsrc.order if a.path in paths]
+    rest = arrays[scalars:]
+    need = sum(len(g) for g in layout(cfg)) * len(order)
+    if len(rest) != need:
+        return {}, (f"the file holds {len(rest)} slot variables, "
+                    f"{tsrc.optimizer_class} over the {len(order)} trainable "
+                    f"variables needs {need}")
+    it = iter(rest)
+    for group in layout(cfg):
+        for var in order:
+            for slot in group:
+                arr = next(it)
+                if tuple(arr.shape) != tuple(var.shape):
+                    return {}, (f"slot {slot} of {var.path} has shape "
+                                f"{tuple(arr.shape)}, the variable "
+                                f"{tuple(var.shape)}")
+                slots.setdefault(slot, {})[var.path] = arr
+    return slots, ""
+
+
+def optimizer_state(conv, tsrc, code) -> tuple[dict | None, str]:
+    """The tensors of ``optimizer.safetensors`` (see the module doc), or
+    ``(None, why not)``."""
+    if not tsrc.variables:
+        return None, ("" if tsrc.format in ("keras", "h5") and not
+                      tsrc.variables else "the file has none")
+    try:
+        slots, why = _slot_arrays(conv, tsrc, code)
+    except ConversionError as exc:
+        return None, str(exc)
+    if why:
+        return None, why
+    unknown = sorted(set(slots) - set(code.slots))
+    if unknown:
+        return None, f"Keras slots {unknown} have no torch state key"
+    keys = _trainable(conv)
+    mapped = {slot: conv.map_gradients({p: a.read() for p, a in
+                                        arrays.items()})
+              for slot, arrays in slots.items()}
+    step = _step(tsrc)
+    state = {}
+    for i, key in enumerate(keys):
+        for slot, torch_key in code.slots.items():
+            value = mapped.get(slot, {}).get(key)
+            if value is None:
+                return None, (f"no Keras {slot} slot for parameter {key}")
+            state[f"state.{i}.{torch_key}"] = value.to(torch.float32)
+        state[f"state.{i}.{code.step_key}"] = torch.tensor(
+            step, dtype=torch.float32)
+    return state, ""
+
+
+def _render(conv, parts: list[str], port: TrainingPort) -> str:
+    header = "".join(conv.source.splitlines(True)[:4])
+    name = conv.program.model_name
+    doc = [f'"""Train the port as Keras trained "{name}".', ""]
+    if port.code is not None and port.has_loss:
+        doc += ["    optimizer = make_optimizer(model)"]
+        if port.state is not None:
+            doc += ["    load_optimizer_state(optimizer, safetensors.torch."
+                    "load_file(", '        "optimizer.safetensors"))']
+        doc += ["    for x, y in batches:",
+                "        optimizer.zero_grad()",
+                "        loss_fn(model(x), y).backward()",
+                "        optimizer.step()", ""]
+    if port.state is not None:
+        doc += ["optimizer.safetensors holds the optimizer state Keras saved "
+                "(step", f"{int(_step_of(port))}), mapped onto the port's "
+                "parameters: ``state.<i>.<key>`` is", "``optimizer.state_dict()"
+                "[\"state\"][i][key]``, ``i`` counting the parameters",
+                "make_optimizer passes (``model.parameters()`` that require "
+                "grad)."]
+    refused = port.info.get("refused") or []
+    if refused:
+        doc += ["", "Not reproduced (see conversion.json):"]
+        doc += [f"    {r['what']}: {r['reason']}"[:79] for r in refused]
+    doc.append('"""')
+    body = "\n\n\n".join(parts)
+    imports = ["import math"] if "math." in body else []
+    imports.append("import torch")
+    if "F." in body:
+        imports.append("import torch.nn.functional as F")
+    return (header + "\n".join(doc) + "\n" + "\n".join(imports) + "\n\n\n"
+            + body + "\n")
+
+
+def _step_of(port: TrainingPort) -> float:
+    return port.info.get("step", 0)

@@ -74,7 +74,8 @@ def from_archive(config: dict, weights_root, spec) -> TrainingSource | None:
     """The compile config of a ``.keras`` archive and its optimizer
     variables; ``None`` when the model was saved uncompiled."""
     cc = config.get("compile_config")
-    if not isinstance(cc, dict):
+    if not isinstance(cc, dict) or not (cc.get("optimizer")
+                                        or cc.get("loss")):
         return None
     compile_ = {"optimizer": cc.get("optimizer"), "loss": cc.get("loss"),
                 "loss_weights": cc.get("loss_weights"),

@@ -105,6 +105,7 @@ def build(conv, tsrc) -> TrainingPort:
                 "regularization losses, which loss_fn does not")
         loss = loss_code(tsrc.compile, outputs, major)
         info["loss"] = loss.summary
+        port.warnings += loss.notes
         parts.append(loss.source.strip("\n"))
         port.has_loss = True
     except UnsupportedLoss as exc:

@@ -128,7 +128,7 @@ def _axis(o: Output, axis) -> int:
 
 
 def _term(o: Output, cls: str, cfg: dict, y: str, t: str,
-          s: str) -> tuple:
+          s: str, notes: list) -> tuple:
     """``(lines, expression, description)`` of one output's loss; ``s``
     suffixes the names of intermediate values (one per output)."""
     red = cfg.get("reduction", "sum_over_batch_size")
@@ -181,6 +181,10 @@ def _term(o: Output, cls: str, cfg: dict, y: str, t: str,
               "F.l1_loss", "Huber": "F.huber_loss"}[cls]
         extra = ""
         if cls == "Huber":
+            if "delta" not in cfg and cfg:
+                notes.append(f"{o.name}: the file does not record Huber's "
+                             "delta (Keras 3's Huber.get_config omits it); "
+                             "Keras reloads it as 1.0, and so does loss_fn")
             delta = float(cfg.get("delta", 1.0))
             extra = f", delta={_num(delta)}"
             desc.append(f"delta={delta:g}")
@@ -202,13 +206,13 @@ def loss_code(compile_: dict, outputs: list[Output],
     port's, in order).  Raises :class:`UnsupportedLoss`."""
     terms = _per_output(compile_, outputs)
     single = len(outputs) == 1
-    body, parts, summary, doc = [], [], [], []
+    body, parts, summary, doc, notes = [], [], [], [], []
     for i, (o, cls, cfg, w) in enumerate(terms):
         if keras_major < 3 and cls == "BinaryCrossentropy":
             cfg = dict(cfg, _keras2=True)  # tf.keras: + 1e-7 in the logs
         y, t, s = (("output", "target", "") if single else
                    (f"outputs[{i}]", f"targets[{i}]", f"_{i}"))
-        lines, expr, desc = _term(o, cls, cfg, y, t, s)
+        lines, expr, desc = _term(o, cls, cfg, y, t, s, notes)
         body += lines
         parts.append(("" if w == 1.0 else f"{_num(w)} * ") + expr)
         summary.append({"output": o.name, "loss": desc, "weight": w})
@@ -237,4 +241,4 @@ def loss_code(compile_: dict, outputs: list[Output],
     total = " + ".join(parts) if single or len(parts) < 2 else (
         "(" + "\n            + ".join(parts) + ")")
     src.append(f"    return {total}")
-    return LossCode("\n".join(src) + "\n", summary)
+    return LossCode("\n".join(src) + "\n", summary, notes)

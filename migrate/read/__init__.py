@@ -179,7 +179,7 @@ def _read_h5(path, weights, files, extra):
     spec = parse_model(config, path)
     graph = build_graph(spec, path, version, "h5")
     attach_legacy(spec, root, path)
-    extra["training"] = from_h5(f, path, spec)
+    extra["training"] = from_h5(f, path, spec, graph.keras_major)
     return "h5", version, graph
 
 

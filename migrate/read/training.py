@@ -4,13 +4,14 @@ optimizer's saved variables (issue 15, part 3).
 * Keras 3 ``.keras``: ``config.json`` ``compile_config`` (``optimizer``,
   ``loss``, ``loss_weights``, ``metrics``); ``model.weights.h5``
   ``optimizer/vars/0..N``, stored by position: ``iteration``, then
-  ``learning_rate`` (absent under a schedule), then the slots, created per
-  model variable in :data:`KERAS3_SLOTS` order over ``model.
-  trainable_variables`` (Keras interleaves the names of one
-  ``add_optimizer_variables`` call: ``kernel_momentum, kernel_velocity,
-  bias_momentum, ...``).  The model variables' order is the weights file's
-  own (layers in config order, each layer's variables in creation order),
-  kept here as :attr:`TrainingSource.order`.
+  ``learning_rate`` (absent under a schedule), then the slots: for each
+  of the optimizer's ``slot_groups`` (:mod:`migrate.training.optimizers`)
+  one block over ``model.trainable_variables``, the group's names
+  interleaved (``kernel_momentum, kernel_velocity, bias_momentum, ...``),
+  then optimizer-wide variables.  The model variables' order is the
+  weights file's own (layers in config order, each layer's variables in
+  creation order), kept as :attr:`TrainingSource.order`.  A Keras 3
+  ``.h5`` names them (``adam/hidden_kernel_momentum``) in the same order.
 * Keras 2 ``.h5``: the ``training_config`` attribute (``optimizer_config``,
   ``loss``, ``loss_weights``, ``metrics``) and the ``optimizer_weights``
   group, whose ``weight_names`` name each variable: ``iteration:0``,
@@ -28,37 +29,22 @@ from ..errors import ConversionError
 from .config import load_json
 from .hdf5 import datasets_under, dataset, group, names_attr, text_attr
 
-# Keras 3: slot names of each add_optimizer_variables call, in build order
-# (the optimizer config decides which calls happen).
-KERAS3_SLOTS = {
-    "Adam": lambda c: [["momentum", "velocity"]]
-    + ([["velocity_hat"]] if c.get("amsgrad") else []),
-    "AdamW": lambda c: [["momentum", "velocity"]]
-    + ([["velocity_hat"]] if c.get("amsgrad") else []),
-    "SGD": lambda c: [["momentum"]] if c.get("momentum") else [],
-    "RMSprop": lambda c: [["velocity"]]
-    + ([["momentum"]] if c.get("momentum") else [])
-    + ([["average_gradient"]] if c.get("centered") else []),
-    "Adagrad": lambda c: [["accumulator"]],
-    "Adadelta": lambda c: [["accumulated_grad", "accumulated_delta_var"]],
-    "Adamax": lambda c: [["m", "u"]],
-    "Lion": lambda c: [["momentum"]],
-}
-# Keras 2 slot names -> Keras 3's, so one table of slots serves both
-KERAS2_SLOTS = {"m": "momentum", "v": "velocity", "vhat": "velocity_hat"}
-_KEEP_K2 = {"Adamax"}  # its Keras 3 slots are "m" and "u" too
-
 
 @dataclass
 class TrainingSource:
     """The training half of a model file."""
 
-    format: str  # "keras" (Keras 3 archive) or "h5" (Keras 2 full model)
+    format: str  # "keras" (.keras archive) or "h5" (legacy full model)
     compile: dict  # optimizer, loss, loss_weights, metrics
     # the optimizer's saved variables, in file order: (name or None, array)
     variables: list = field(default_factory=list)
-    # Keras 3 positional files: every model variable in the file's order
+    # every model variable in the file's order (Keras 3 lists the
+    # optimizer's slots by this order)
     order: list = field(default_factory=list)
+    # whether the optimizer variables are Keras 3's, listed by position
+    # (.keras; a Keras 3 .h5 names them, in the same order), else named
+    # by slot and variable (Keras 2)
+    positional: bool = True
     # layers with a regularizer: Keras adds their losses to the loss
     regularized: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
@@ -119,7 +105,7 @@ def _regularized(spec) -> list[str]:
     return out
 
 
-def from_h5(f, label: str, spec) -> TrainingSource | None:
+def from_h5(f, label: str, spec, keras_major: int) -> TrainingSource | None:
     """The ``training_config`` of a legacy full-model ``.h5`` and its
     ``optimizer_weights``; ``None`` when saved uncompiled."""
     text = text_attr(f, "training_config")
@@ -133,7 +119,9 @@ def from_h5(f, label: str, spec) -> TrainingSource | None:
                 "loss": cfg.get("loss"),
                 "loss_weights": cfg.get("loss_weights"),
                 "metrics": cfg.get("metrics")}
-    src = TrainingSource("h5", compile_, regularized=_regularized(spec))
+    src = TrainingSource("h5", compile_, regularized=_regularized(spec),
+                         order=list(_walk_order(spec)),
+                         positional=keras_major >= 3)
     grp = group(f, "optimizer_weights", required=False)
     if grp is not None:
         src.variables = [(name, dataset(grp, name))

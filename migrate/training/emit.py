@@ -10,8 +10,9 @@ When the model file holds a compile config (:mod:`migrate.read.training`),
   ``load_optimizer_state(optimizer, state)``;
 * the optimizer's saved state as tensors for ``optimizer.safetensors``:
   ``state.<i>.<key>`` is the state ``key`` of the ``i``-th parameter
-  ``make_optimizer`` gives the optimizer (``model.parameters()`` that
-  require grad, in order) -- ``optimizer.state_dict()["state"][i][key]``.
+  ``make_optimizer`` gives the optimizer (``model.parameters()``, in
+  order; frozen ones have no state) --
+  ``optimizer.state_dict()["state"][i][key]``.
   Each Keras slot goes through :meth:`Conversion.map_gradients` (the
   transposes and reshapes of its variable's weight), the step count is
   Keras's ``iteration``.
@@ -24,13 +25,14 @@ whole state.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..errors import ConversionError
-from ..read.training import KERAS2_SLOTS, KERAS3_SLOTS, _KEEP_K2, slot_of
+from ..read.training import slot_of
 from .losses import Output, UnsupportedLoss, loss_code
 
 TRAINING_FILE = "training.py"
@@ -79,16 +81,17 @@ def build(conv, tsrc) -> TrainingPort:
             raise ConversionError(f"optimizer {opt_cfg!r} is not a "
                                   "serialized Keras optimizer")
         code = optimizer_code(opt_cfg)
-    except ImportError:
-        _refuse(port, "optimizer", f"{info['optimizer']}: keras2torch has "
-                "no optimizer code yet")
     except ConversionError as exc:
         _refuse(port, "optimizer", str(exc))
     if code is not None:
         port.code = code
-        body = "\n".join("    " + ln if ln else "" for ln in
-                         code.make_optimizer)
-        notes = "".join(f"# {n}\n" for n in code.notes)
+        lines = (code.make_optimizer.splitlines()
+                 if isinstance(code.make_optimizer, str)
+                 else list(code.make_optimizer))
+        body = "\n".join("    " + ln if ln else "" for ln in lines)
+        notes = "".join(
+            "".join(f"# {ln}\n" for ln in textwrap.wrap(n, 77))
+            for n in code.notes)
         parts.append((notes + code.source.strip("\n")).strip("\n"))
         parts.append(f"def make_optimizer(model):\n{body}")
     outputs = [Output(t.name, len(t.keras_shape), tuple(t.layout.perm))
@@ -146,90 +149,111 @@ def _step(tsrc) -> float:
     return 0.0
 
 
-def _trainable(conv) -> list[str]:
-    """The port's parameters ``make_optimizer`` optimizes, in order."""
+def _parameters(conv) -> list[tuple[str, bool]]:
+    """``(key, requires_grad)`` of the port's ``model.parameters()``, in
+    order: ``make_optimizer`` gives the optimizer all of them (a frozen
+    one never gets a gradient, so never a state)."""
     cls = conv.module_class()
     with torch.device("meta"):
         model = cls()
-    return [k for k, p in model.named_parameters() if p.requires_grad]
+    return [(k, p.requires_grad) for k, p in model.named_parameters()]
 
 
-def _slot_arrays(conv, tsrc, code) -> tuple[dict, str]:
-    """``{slot: {keras path: array}}`` from the file, or ``({}, why)``."""
-    paths = {}  # keras path -> shape, of the trainable variables
+def _slot_arrays(conv, tsrc, code) -> tuple[dict, dict, str]:
+    """``({slot: {keras path: array}}, {global: array}, why not)``."""
     rows = {r["torch"]: r["keras_variables"] for r in conv.weight_map()}
-    for key in _trainable(conv):
-        for path in rows.get(key, ()):
+    paths = {}  # Keras paths of the trainable variables
+    for key, trains in _parameters(conv):
+        for path in rows.get(key, ()) if trains else ():
             paths[path] = None
     slots: dict[str, dict] = {}
-    if tsrc.format == "h5":
+    globals_: dict = {}
+    if not tsrc.positional:  # Keras 2: named by slot and variable
         for name, arr in tsrc.variables:
             found = slot_of(name, paths)
-            if found is None:
-                continue
-            slot, path = found
-            if tsrc.optimizer_class not in _KEEP_K2:
-                slot = KERAS2_SLOTS.get(slot, slot)
-            slots.setdefault(slot, {})[path] = arr
-        return slots, ""
-    layout = KERAS3_SLOTS.get(tsrc.optimizer_class)
-    if layout is None:
-        return {}, (f"the slot layout of {tsrc.optimizer_class} in Keras 3 "
-                    "files is not known to keras2torch")
+            if found is not None:
+                slots.setdefault(found[0], {})[found[1]] = arr
+            else:
+                last = name.split(":")[0].split("/")[-1]
+                if last in code.globals:
+                    globals_[last] = arr
+        return slots, globals_, ""
     cfg = (tsrc.compile.get("optimizer") or {}).get("config") or {}
-    if cfg.get("use_ema") or cfg.get("gradient_accumulation_steps"):
-        return {}, "use_ema / gradient_accumulation_steps state"
     scalars = 1 if isinstance(cfg.get("learning_rate"), dict) else 2
-    arrays = [a for _, a in tsrc.variables]
+    rest = [a for _, a in tsrc.variables][scalars:]
+    names = [n for n, _ in tsrc.variables][scalars:]
     order = [a for a in tsrc.order if a.path in paths]
-    rest = arrays[scalars:]
-    need = sum(len(g) for g in layout(cfg)) * len(order)
+    groups = code.slot_groups
+    need = sum(len(g) for g in groups) * len(order) + len(code.globals)
     if len(rest) != need:
-        return {}, (f"the file holds {len(rest)} slot variables, "
-                    f"{tsrc.optimizer_class} over the {len(order)} trainable "
-                    f"variables needs {need}")
-    it = iter(rest)
-    for group in layout(cfg):
+        return {}, {}, (
+            f"the file holds {len(rest)} optimizer variables after the step "
+            f"count; {code.class_name or 'the optimizer'} over the "
+            f"{len(order)} trainable variables needs {need}")
+    i = 0
+    for group in groups:
         for var in order:
             for slot in group:
-                arr = next(it)
-                if tuple(arr.shape) != tuple(var.shape):
-                    return {}, (f"slot {slot} of {var.path} has shape "
-                                f"{tuple(arr.shape)}, the variable "
-                                f"{tuple(var.shape)}")
+                arr, name = rest[i], names[i]
+                i += 1
+                expected = f"{var.path.replace('/', '_')}_{slot}"
+                if tuple(arr.shape) != tuple(var.shape) or (
+                        name and not name.endswith(expected)):
+                    return {}, {}, (
+                        f"optimizer variable {i + scalars} "
+                        f"({name or tuple(arr.shape)}) is not the {slot} "
+                        f"of {var.path} {tuple(var.shape)}")
                 slots.setdefault(slot, {})[var.path] = arr
-    return slots, ""
+    for g in code.globals:
+        globals_[g] = rest[i]
+        i += 1
+    return slots, globals_, ""
 
 
 def optimizer_state(conv, tsrc, code) -> tuple[dict | None, str]:
     """The tensors of ``optimizer.safetensors`` (see the module doc), or
-    ``(None, why not)``."""
+    ``(None, why not)``; ``(None, "")`` when the file holds no state."""
     if not tsrc.variables:
-        return None, ("" if tsrc.format in ("keras", "h5") and not
-                      tsrc.variables else "the file has none")
+        return None, ""
     try:
-        slots, why = _slot_arrays(conv, tsrc, code)
+        slots, globals_, why = _slot_arrays(conv, tsrc, code)
     except ConversionError as exc:
         return None, str(exc)
     if why:
         return None, why
+    for slot in code.ignored_slots:
+        slots.pop(slot, None)
     unknown = sorted(set(slots) - set(code.slots))
     if unknown:
         return None, f"Keras slots {unknown} have no torch state key"
-    keys = _trainable(conv)
     mapped = {slot: conv.map_gradients({p: a.read() for p, a in
                                         arrays.items()})
               for slot, arrays in slots.items()}
     step = _step(tsrc)
+    if code.step_key and step >= 2 ** 24:
+        return None, f"step count {step:g} is not exact in float32"
+    shared = {key: torch.tensor(float(np.asarray(globals_[g].read())
+                                      .reshape(())), dtype=torch.float32)
+              for g, key in code.globals.items() if g in globals_}
+    shared.update({key: torch.tensor(float(v), dtype=torch.float32)
+                   for key, v in code.restart.items() if key not in shared})
+    missing = sorted(set(code.globals.values()) - set(shared))
+    if missing:
+        return None, f"no Keras variable for the state {missing}"
     state = {}
-    for i, key in enumerate(keys):
+    for i, (key, trains) in enumerate(_parameters(conv)):
+        if not trains:
+            continue
         for slot, torch_key in code.slots.items():
             value = mapped.get(slot, {}).get(key)
             if value is None:
-                return None, (f"no Keras {slot} slot for parameter {key}")
+                return None, f"no Keras {slot} slot for parameter {key}"
             state[f"state.{i}.{torch_key}"] = value.to(torch.float32)
-        state[f"state.{i}.{code.step_key}"] = torch.tensor(
-            step, dtype=torch.float32)
+        if code.step_key:
+            state[f"state.{i}.{code.step_key}"] = torch.tensor(
+                step, dtype=torch.float32)
+        for torch_key, value in shared.items():
+            state[f"state.{i}.{torch_key}"] = value.clone()
     return state, ""
 
 
@@ -247,16 +271,20 @@ def _render(conv, parts: list[str], port: TrainingPort) -> str:
                 "        loss_fn(model(x), y).backward()",
                 "        optimizer.step()", ""]
     if port.state is not None:
-        doc += ["optimizer.safetensors holds the optimizer state Keras saved "
-                "(step", f"{int(_step_of(port))}), mapped onto the port's "
-                "parameters: ``state.<i>.<key>`` is", "``optimizer.state_dict()"
-                "[\"state\"][i][key]``, ``i`` counting the parameters",
-                "make_optimizer passes (``model.parameters()`` that require "
-                "grad)."]
+        doc += textwrap.wrap(
+            "optimizer.safetensors holds the optimizer state Keras saved "
+            f"after step {int(port.info.get('step', 0))}, mapped onto the "
+            "port's parameters: ``state.<i>.<key>`` is ``optimizer."
+            "state_dict()[\"state\"][i][key]``, ``i`` counting the "
+            "parameters make_optimizer passes (``model.parameters()``; a "
+            "frozen one has none).", 79)
     refused = port.info.get("refused") or []
     if refused:
         doc += ["", "Not reproduced (see conversion.json):"]
-        doc += [f"    {r['what']}: {r['reason']}"[:79] for r in refused]
+        for r in refused:
+            doc += textwrap.wrap(f"{r['what']}: {r['reason']}", 79,
+                                 initial_indent="    ",
+                                 subsequent_indent="        ")
     doc.append('"""')
     body = "\n\n\n".join(parts)
     imports = ["import math"] if "math." in body else []
@@ -265,7 +293,3 @@ def _render(conv, parts: list[str], port: TrainingPort) -> str:
         imports.append("import torch.nn.functional as F")
     return (header + "\n".join(doc) + "\n" + "\n".join(imports) + "\n\n\n"
             + body + "\n")
-
-
-def _step_of(port: TrainingPort) -> float:
-    return port.info.get("step", 0)

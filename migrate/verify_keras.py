@@ -74,7 +74,7 @@ def main(argv=None):
         model = keras.saving.load_model(a.model, compile=bool(a.fit),
                                         safe_mode=True)
     if a.fit:  # training steps from the saved optimizer state (fit_steps)
-        fit_steps(model, a.fit, a.outputs, a.major)
+        fit_steps(model, a.fit, a.outputs, a.major, a.model)
         print(keras.__version__)
         return
     if not a.weights:
@@ -204,7 +204,7 @@ def train_step(model, args, weights_file, out_file, major):
     np.savez(out_file, **arrays)
 
 
-def fit_steps(model, batches_file, out_file, major):
+def fit_steps(model, batches_file, out_file, major, model_path=""):
     """``train_on_batch`` on each stored batch (``x_<k>_<i>``, ``y_<k>_<j>``;
     dropout and noise rates 0), from the optimizer state loaded with the
     model.  Writes ``loss_<k>`` (the loss train_on_batch reports),
@@ -221,6 +221,8 @@ def fit_steps(model, batches_file, out_file, major):
               for k in range(steps)]
     _no_dropout(model)
     variables = list(model.trainable_variables)
+    if major >= 3:
+        _rebind_optimizer(model, model_path)
     arrays = {"iterations": np.asarray(int(model.optimizer.iterations))}
     for k in range(steps):
         y = ys[k] if len(ys[k]) > 1 else ys[k][0]
@@ -236,6 +238,38 @@ def fit_steps(model, batches_file, out_file, major):
              for v in variables]
     arrays["index"] = np.array(json.dumps({"paths": paths}))
     np.savez(out_file, **arrays)
+
+
+def _rebind_optimizer(model, path):
+    """Keras 3 loads a legacy ``.h5`` with its optimizer built on no
+    variables (only ``iteration`` and ``learning_rate``; ``train_on_batch``
+    then refuses the model's): the optimizer is rebuilt on the model's
+    trainable variables and given the file's ``optimizer_weights`` in
+    their stored order, which is the built optimizer's own order (shapes
+    checked).  ``.keras`` files load whole and are left alone."""
+    opt = model.optimizer
+    if not str(path).endswith((".h5", ".hdf5")) or len(
+            opt.variables) > 2 or not model.trainable_variables:
+        return
+    import h5py
+    import numpy as np
+    with h5py.File(path, "r") as f:
+        group = f.get("optimizer_weights")
+        if group is None:
+            return
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in group.attrs.get("weight_names", [])]
+        values = [np.asarray(group[n]) for n in names]
+    fresh = type(opt).from_config(opt.get_config())
+    fresh.build(model.trainable_variables)
+    if len(fresh.variables) != len(values) or any(
+            tuple(v.shape) != a.shape
+            for v, a in zip(fresh.variables, values)):
+        raise ValueError("the .h5 file's optimizer_weights do not fit the "
+                         "optimizer Keras builds for the model")
+    for v, a in zip(fresh.variables, values):
+        v.assign(a)
+    model.optimizer = fresh
 
 
 def _import_file(path):

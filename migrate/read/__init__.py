@@ -52,8 +52,8 @@ from .hdf5 import close_hdf5, group, open_hdf5, text_attr
 from .inline import build_graph
 from .legacy_weights import attach_legacy
 from .training import TrainingSource, from_archive, from_h5
-from .savedmodel import (attach_savedmodel, open_checkpoint, read_metadata,
-                         digest_files)
+from .savedmodel import (attach_savedmodel, compiled, open_checkpoint,
+                         read_metadata, digest_files)
 from .v3_weights import attach_v3
 
 _READ_AHEAD = 1 << 16  # bytes buffered over a .keras archive's weights
@@ -113,7 +113,7 @@ def open_model(path, weights=None) -> Source:
     try:
         if kind == "savedmodel":
             _no_weights_arg(path, weights, "a SavedModel directory")
-            fmt, version, graph = _read_savedmodel(path, files)
+            fmt, version, graph = _read_savedmodel(path, files, extra)
         elif kind == "zip":
             _no_weights_arg(path, weights, "a .keras archive")
             fmt, version, graph = _read_keras(path, files, extra)
@@ -149,13 +149,18 @@ def _read_keras(path, files, extra):
     return "keras", archive.keras_version, graph
 
 
-def _read_savedmodel(path, files):
+def _read_savedmodel(path, files, extra):
     entry, version, layer_names = read_metadata(path)
     spec = parse_model(entry, path)
     bundle = open_checkpoint(path)
     files.append(bundle)
     graph = build_graph(spec, path, version, "savedmodel")
     attach_savedmodel(spec, bundle, layer_names, path)
+    if compiled(path):
+        extra["training"] = TrainingSource("savedmodel", {}, warnings=[
+            "the SavedModel was saved compiled, but its compile config and "
+            "optimizer state are not read (no training.py); convert the "
+            "model's .keras or .h5 file for them"])
     return "savedmodel", version, graph
 
 

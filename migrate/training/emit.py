@@ -69,6 +69,11 @@ def build(conv, tsrc) -> TrainingPort:
     :class:`migrate.read.training.TrainingSource`)."""
     port = TrainingPort()
     port.warnings += tsrc.warnings
+    if tsrc.format == "savedmodel":  # its compile config is not read
+        port.info = {"optimizer": None, "loss": None, "state_file": None,
+                     "refused": [{"what": "training", "reason":
+                                  tsrc.warnings[0]}]}
+        return port
     opt_cfg = tsrc.compile.get("optimizer")
     info = port.info
     info["optimizer"] = _describe(opt_cfg)
@@ -179,7 +184,10 @@ def _slot_arrays(conv, tsrc, code) -> tuple[dict, dict, str]:
                     globals_[last] = arr
         return slots, globals_, ""
     cfg = (tsrc.compile.get("optimizer") or {}).get("config") or {}
-    scalars = 1 if isinstance(cfg.get("learning_rate"), dict) else 2
+    # the step count, then Keras 3's learning-rate variable (none under a
+    # schedule; tf.keras keeps none in its optimizer's variables)
+    scalars = 1 if (isinstance(cfg.get("learning_rate"), dict)
+                    or code.keras != "keras3") else 2
     rest = [a for _, a in tsrc.variables][scalars:]
     names = [n for n, _ in tsrc.variables][scalars:]
     order = [a for a in tsrc.order if a.path in paths]

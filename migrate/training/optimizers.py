@@ -43,7 +43,7 @@ class OptimizerCode:
     make_optimizer: str  # body lines of ``def make_optimizer(model):``
     slots: dict          # Keras slot name -> per-parameter torch state key
     step_key: str | None  # state key of the step count (None: none kept)
-    notes: list          # comment lines for training.py
+    notes: list          # comment lines for training.py (<= 72 columns)
     # Keras 3's weights file lists optimizer variables by index: after
     # ``iteration`` (and ``learning_rate`` unless it is a schedule), one
     # block per group, in each block for every trainable variable one
@@ -88,6 +88,11 @@ def optimizer_code(config: dict) -> OptimizerCode:
         raise Refused(f"optimizer {name!r} (module {module!r}): a custom "
                       f"optimizer class; write make_optimizer by hand in "
                       f"training.py")
+    if name.startswith("LossScaleOptimizer"):
+        raise Refused(f"optimizer {name!r}: dynamic loss scaling for mixed "
+                      f"precision is not reproduced; in torch, wrap the "
+                      f"inner optimizer's step in torch.amp.GradScaler, or "
+                      f"compile the model with the inner optimizer")
     spec = _CLASSES.get(kind, {}).get(name) or _CLASSES.get(
         kind, {}).get(name.lower())
     if spec is None:
@@ -141,6 +146,15 @@ class _Reader:
             return None
         return _number(value, f"{key}={value!r}", lo, hi, self.refuse)
 
+    def rate(self, key, default, cast=False):
+        """A decay rate in [0, 1] (beta, rho), as the float32 number Keras
+        computes with when it does (``cast``; tf.keras's legacy optimizers
+        always): 1 - 0.999 is not 1 - float32(0.999), which Keras uses."""
+        value = self.number(key, default, 0.0, 1.0)
+        if cast or self.kind == "legacy":
+            return _F32(struct.unpack("f", struct.pack("f", value))[0])
+        return value
+
     def flag(self, key, default=False):
         value = self.raw(key, default)
         if not isinstance(value, bool):
@@ -164,13 +178,6 @@ def _number(value, what, lo, hi, refuse):
             hi is not None and value > hi):
         refuse(what, f"out of range [{lo}, {hi}]")
     return value
-
-
-def _integer(value, what, lo, refuse):
-    number = _number(value, what, lo, None, refuse)
-    if number != int(number) or number > 2 ** 53:
-        refuse(what, "not an integer")
-    return int(number)
 
 
 def _num(x: float) -> str:
@@ -219,6 +226,10 @@ def _common(r: _Reader):
         wd = r.number("weight_decay", None, 0.0, None, none=True)
         if wd:
             kw["weight_decay"] = wd
+            r.notes.append("The model file does not record Keras's "
+                           "exclude_from_weight_decay(): if you excluded "
+                           "variables, give them a param group with "
+                           "weight_decay=0.")
     clip = {k: r.number(k, None, None, None, none=True)
             for k in ("clipvalue", "clipnorm", "global_clipnorm")}
     if r.kind == "legacy":
@@ -245,17 +256,17 @@ def _common(r: _Reader):
     if lr is None:
         lr = _DEFAULT_LR.get(r.name, 0.001)
     decay = r.number("decay", 0.0, 0.0) if r.kind == "legacy" else 0.0
-    if isinstance(lr, dict):
-        schedule, doc = _schedule(r, lr)
-    else:
+    if not isinstance(lr, dict):
         value = _number(lr, f"learning_rate={lr!r}", 0.0, None, r.refuse)
-        schedule, doc = None, None
         if not decay:
             return None, _num(value), kw
-        schedule = [f"lr = {_num(value)}"]
+        schedule = [f"lr = {_num(value)} / (1 + {_num(decay)} * step)"]
         doc = f"tf.keras's learning_rate={_num(value)}"
+    else:
+        schedule, doc = _schedule(r, lr)
+        if decay:
+            schedule.append(f"lr = lr / (1 + {_num(decay)} * step)")
     if decay:
-        schedule.append(f"lr = lr / (1 + {_num(decay)} * step)")
         doc += f" with decay={_num(decay)}: lr / (1 + decay * step)"
     return _schedule_source(doc, schedule), "learning_rate", kw
 
@@ -581,6 +592,53 @@ class Adagrad(KerasOptimizer):
         p.sub_(lr * grad / (s + group["eps"]).sqrt())
 '''
 
+LEGACY_RMSPROP = '''\
+class RMSprop(KerasOptimizer):
+    """tf.keras <= 2.10's RMSprop without momentum: torch.optim.RMSprop's
+    update, p -= lr * g / (sqrt(v) + eps), plus Keras's clipping and
+    learning-rate decay."""
+
+    def __init__(self, params, lr=0.001, rho=0.9, eps=1e-7, centered=False,
+                 **kwargs):
+        super().__init__(params, lr, rho=rho, eps=eps, centered=centered,
+                         **kwargs)
+
+    def init_state(self, state, p, group):
+        state["square_avg"] = torch.zeros_like(p)
+        if group["centered"]:
+            state["grad_avg"] = torch.zeros_like(p)
+
+    def update(self, p, grad, state, group, lr, t):
+        rho = group["rho"]
+        v = state["square_avg"]
+        v.copy_(rho * v + (1 - rho) * (grad * grad))
+        if group["centered"]:
+            g_avg = state["grad_avg"]
+            g_avg.copy_(rho * g_avg + (1 - rho) * grad)
+            v = v - g_avg * g_avg
+        p.sub_(lr * grad / (v.sqrt() + group["eps"]))
+'''
+
+LEGACY_ADAGRAD = '''\
+class Adagrad(KerasOptimizer):
+    """tf.keras <= 2.10's Adagrad: torch.optim.Adagrad's update,
+    p -= lr * g / (sqrt(sum) + eps), plus Keras's clipping and
+    learning-rate schedule."""
+
+    def __init__(self, params, lr=0.001, initial_accumulator_value=0.1,
+                 eps=1e-7, **kwargs):
+        super().__init__(params, lr, eps=eps, initial_accumulator_value=(
+            initial_accumulator_value), **kwargs)
+
+    def init_state(self, state, p, group):
+        state["sum"] = torch.full_like(p, group["initial_accumulator_value"])
+
+    def update(self, p, grad, state, group, lr, t):
+        s = state["sum"]
+        s.add_(grad * grad)
+        p.sub_(lr * grad / (s.sqrt() + group["eps"]))
+'''
+
 ADADELTA = '''\
 class Adadelta(KerasOptimizer):
     """Keras's Adadelta: torch.optim.Adadelta's update, plus Keras's
@@ -703,11 +761,18 @@ def _finish(r, cls_source, call_name, hyper, kw, schedule, lr, slots,
         func, args = call_name, {**hyper, **kw}
         step_key = "step"
     args = {"lr": lr, **args}
+    if any(isinstance(x, _F32) for v in args.values()
+           for x in (v if isinstance(v, tuple) else (v,))):
+        r.notes.append("Rates such as 0.8999999761581421 are the float32 "
+                       "numbers Keras computes with (float32(0.9)); "
+                       "Keras's 1 - float32(0.9) is not 1 - 0.9.")
     call = _call(func, args)
     src = "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
+    lines = [line for note in list(notes) + r.notes
+             for line in textwrap.wrap(note, 72)]
     return OptimizerCode(
         source=src, make_optimizer=call, slots=slots, step_key=step_key,
-        notes=list(notes) + r.notes, slot_groups=groups, keras=r.kind,
+        notes=lines, slot_groups=groups, keras=r.kind,
         class_name=r.name, **extra)
 
 
@@ -732,9 +797,16 @@ def _call(func, args):
     return "\n".join(lines)
 
 
+class _F32(float):
+    """A hyper-parameter Keras uses as a float32 number: written exactly
+    (0.8999999761581421, not 0.9)."""
+
+
 def _value(v):
     if isinstance(v, str):  # an expression we wrote (learning_rate)
         return v
+    if isinstance(v, _F32):
+        return repr(float(v))
     if isinstance(v, bool):
         return repr(v)
     if isinstance(v, tuple):
@@ -747,8 +819,8 @@ def _names(r, keras3, tf_keras, legacy):
 
 
 def _Adam(r, adamw=False):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
-    beta2 = r.number("beta_2", 0.999, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9)
+    beta2 = r.rate("beta_2", 0.999)
     eps = _eps(r)
     amsgrad = r.flag("amsgrad")
     schedule, lr, kw = _common(r)
@@ -793,13 +865,16 @@ def _SGD(r):
     if not momentum and not schedule and set(kw) <= {"weight_decay"}:
         # p -= lr * (g + wd * p) is Keras's p -= p * wd * lr; p -= lr * g
         builtin = ("torch.optim.SGD", kw)
+        r.notes.append("torch.optim.SGD is Keras's SGD without momentum "
+                       "(its weight_decay adds wd * p to the gradient: "
+                       "the same step as Keras's p -= p * wd * lr).")
     return _finish(r, SGD, "SGD", hyper, kw, schedule, lr, slots, groups,
                    builtin=builtin, ignored_slots=ignored,
                    **({"step_key": None} if builtin else {}))
 
 
 def _RMSprop(r):
-    rho = r.number("rho", 0.9, 0.0, 1.0)
+    rho = r.rate("rho", 0.9)
     momentum = r.number("momentum", 0.0, 0.0, 1.0)
     eps = _eps(r)
     centered = r.flag("centered")
@@ -822,56 +897,58 @@ def _RMSprop(r):
         groups.append([g])
     builtin = None
     notes = []
+    source = RMSPROP
     if r.kind == "legacy" and not momentum:
         # tf.keras <= 2.10 without momentum: p -= lr * g / (sqrt(v) + eps),
         # torch.optim.RMSprop's update.
-        if schedule or kw:
-            r.refuse("decay, schedule or clipping without momentum",
-                     "this legacy update (eps outside the square root) is "
-                     "torch.optim.RMSprop's, which has no such options "
-                     "here; compile with the tf.keras 2.11+ RMSprop")
-        args = {"alpha": rho, "eps": eps}
-        if centered:
-            args["centered"] = True
-        builtin = ("torch.optim.RMSprop", args)
+        source = LEGACY_RMSPROP
         notes.append("tf.keras's legacy RMSprop without momentum adds eps "
-                     "outside the square root: torch.optim.RMSprop.")
-    return _finish(r, RMSPROP, "RMSprop", hyper, kw, schedule, lr, slots,
+                     "outside the square root, as torch.optim.RMSprop.")
+        if not schedule and not kw:
+            args = {"alpha": rho, "eps": eps}
+            if centered:
+                args["centered"] = True
+            builtin = ("torch.optim.RMSprop", args)
+    return _finish(r, source, "RMSprop", hyper, kw, schedule, lr, slots,
                    groups, builtin=builtin, notes=notes)
 
 
 def _Adagrad(r):
     init = r.number("initial_accumulator_value", 0.1, 0.0)
     eps = _eps(r)
-    if r.kind == "legacy":
-        decay = r.number("decay", 0.0, 0.0)
-        r.cfg = dict(r.cfg, decay=0.0)  # torch's lr_decay is the same decay
+    # tf.keras <= 2.10 with a constant learning rate and no clipping is
+    # torch.optim.Adagrad, its decay torch's lr_decay.
+    builtin = r.kind == "legacy" and not isinstance(r.cfg.get(
+        "learning_rate", r.cfg.get("lr")), dict) and all(
+        r.cfg.get(k) is None for k in ("clipvalue", "clipnorm",
+                                       "global_clipnorm"))
+    decay = r.number("decay", 0.0, 0.0) if builtin else 0.0
+    if builtin:
+        r.cfg = dict(r.cfg, decay=0.0)
     schedule, lr, kw = _common(r)
     hyper = {"initial_accumulator_value": init, "eps": eps}
     name = "accumulator"
     slots = {name: "sum"}
-    builtin = None
     notes = []
+    source = ADAGRAD
     if r.kind == "legacy":
-        if schedule or kw:
-            r.refuse("learning-rate schedule or clipping", "the legacy "
-                     "update (eps outside the square root) is "
-                     "torch.optim.Adagrad's, which has no such options "
-                     "here; compile with the tf.keras 2.11+ Adagrad")
+        source = LEGACY_ADAGRAD
+        notes.append("tf.keras's legacy Adagrad adds eps outside the "
+                     "square root, as torch.optim.Adagrad.")
+    if builtin:
         args = {"lr_decay": decay, "initial_accumulator_value": init,
                 "eps": eps}
         if not decay:
             del args["lr_decay"]
         builtin = ("torch.optim.Adagrad", args)
-        notes.append("tf.keras's legacy Adagrad adds eps outside the "
-                     "square root and decays lr / (1 + decay * step): "
-                     "torch.optim.Adagrad with lr_decay.")
-    return _finish(r, ADAGRAD, "Adagrad", hyper, kw, schedule, lr, slots,
+    else:
+        builtin = None
+    return _finish(r, source, "Adagrad", hyper, kw, schedule, lr, slots,
                    [[name]], builtin=builtin, notes=notes)
 
 
 def _Adadelta(r):
-    rho = r.number("rho", 0.95, 0.0, 1.0)
+    rho = r.rate("rho", 0.95)
     eps = _eps(r)
     schedule, lr, kw = _common(r)
     hyper = {"rho": rho, "eps": eps}
@@ -883,13 +960,14 @@ def _Adadelta(r):
     builtin = None
     if not schedule and not kw:
         builtin = ("torch.optim.Adadelta", hyper)
+        r.notes.append("torch.optim.Adadelta is Keras's Adadelta.")
     return _finish(r, ADADELTA, "Adadelta", hyper, kw, schedule, lr, slots,
                    groups, builtin=builtin)
 
 
 def _Adamax(r):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
-    beta2 = r.number("beta_2", 0.999, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9)
+    beta2 = r.rate("beta_2", 0.999)
     eps = _eps(r)
     schedule, lr, kw = _common(r)
     hyper = {"betas": (beta1, beta2), "eps": eps}
@@ -900,8 +978,8 @@ def _Adamax(r):
 
 
 def _Nadam(r):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
-    beta2 = r.number("beta_2", 0.999, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9, cast=True)
+    beta2 = r.rate("beta_2", 0.999, cast=True)
     eps = _eps(r)
     decay = 1.0
     if r.kind == "legacy":  # tf.keras's legacy "decay" is schedule_decay
@@ -929,16 +1007,19 @@ def _Nadam(r):
         if kw:
             args.update(kw, decoupled_weight_decay=True)
         builtin = ("torch.optim.NAdam", args)
+        r.notes.append(f"torch.optim.NAdam with momentum_decay="
+                       f"{_num(decay)} is Keras's Nadam (Keras's momentum "
+                       f"schedule 0.96 ** (t * {_num(decay)})).")
     return _finish(r, NADAM, "Nadam", hyper, kw, schedule, lr,
                    {m: "exp_avg", v: "exp_avg_sq"}, groups,
                    builtin=builtin, **extra)
 
 
 def _Lion(r):
-    beta1 = r.number("beta_1", 0.9, 0.0, 1.0)
+    beta1 = r.rate("beta_1", 0.9, cast=True)
     if beta1 <= 0:
         r.refuse(f"beta_1={beta1!r}", "Keras refuses it")
-    beta2 = r.number("beta_2", 0.99, 0.0, 1.0)
+    beta2 = r.rate("beta_2", 0.99, cast=True)
     schedule, lr, kw = _common(r)
     m = _names(r, "momentum", "m", "m")
     return _finish(r, LION, "Lion", {"betas": (beta1, beta2)}, kw, schedule,

@@ -203,3 +203,20 @@ def test_cli_verify_training_reports_the_trajectory(tmp_path):
     assert report["training"]["state_file"] == "optimizer.safetensors"
     assert {"training.py", "optimizer.safetensors"} <= {
         p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("loss", [
+    {"loss": "mse", "loss_weights": [float("nan")]},
+    {"loss": {"class_name": "Huber", "config": {"delta": "1e9; import os"}}},
+    {"loss": {"class_name": "CategoricalCrossentropy",
+              "config": {"label_smoothing": 2.0}}},
+    {"loss": {"class_name": "CategoricalCrossentropy",
+              "config": {"axis": "0) + os.system('x'"}}},
+    {"loss": {"class_name": "BinaryCrossentropy",
+              "config": {"reduction": ["sum"]}}},
+])
+def test_hostile_loss_configs_are_refused(loss):
+    """Values from the file are written into training.py only as checked
+    numbers: anything else is refused by name, never written."""
+    with pytest.raises(UnsupportedLoss):
+        loss_code(loss, [Output("y", 2, (0, 1))])

@@ -118,13 +118,18 @@ def build(conv, tsrc) -> TrainingPort:
         port.has_loss = True
     except UnsupportedLoss as exc:
         _refuse(port, "loss", str(exc))
+    except (TypeError, ValueError, AttributeError) as exc:  # a malformed
+        _refuse(port, "loss", f"malformed loss config ({exc})")  # config
     info["state_file"] = None
     if code is not None:
-        state, why = optimizer_state(conv, tsrc, code)
+        try:
+            state, why = optimizer_state(conv, tsrc, code)
+        except (ConversionError, ValueError, TypeError) as exc:
+            state, why = None, f"cannot be read ({exc})"
         if state is not None:
             port.state = state
             info["state_file"] = STATE_FILE
-            info["step"] = int(_step(tsrc))
+            info["step"] = int(_step(tsrc))  # read once already
             parts.append(LOADER.strip("\n"))
         elif why:
             port.warnings.append(f"optimizer state not written: {why}")

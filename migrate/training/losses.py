@@ -20,6 +20,7 @@ then written without ``loss_fn`` (never an approximation).
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from dataclasses import dataclass, field
 
@@ -105,11 +106,12 @@ def _per_output(compile_: dict, outputs: list[Output]) -> list:
     if weights is None:
         weights = [1.0] * len(outputs)
     elif isinstance(weights, dict):
-        weights = [float(weights.get(n, 1.0)) for n in names]
+        weights = [_finite(weights.get(n, 1.0), "loss weight")
+                   for n in names]
     elif isinstance(weights, list) and len(weights) == len(outputs):
-        weights = [float(w) for w in weights]
+        weights = [_finite(w, "loss weight") for w in weights]
     elif isinstance(weights, (int, float)) and len(outputs) == 1:
-        weights = [float(weights)]
+        weights = [_finite(weights, "loss weight")]
     else:
         raise UnsupportedLoss(f"loss_weights {weights!r} do not fit "
                               f"{len(outputs)} outputs")
@@ -118,12 +120,32 @@ def _per_output(compile_: dict, outputs: list[Output]) -> list:
 
 
 def _num(x: float) -> str:
-    return repr(float(x))
+    return repr(_finite(x, "a loss option"))
 
 
-def _axis(o: Output, axis) -> int:
+def _finite(x, what: str, low: float = -math.inf,
+            high: float = math.inf) -> float:
+    """``x`` as a float, refused unless finite and in ``[low, high]``
+    (the value is written into training.py)."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        raise UnsupportedLoss(f"{what} {comment_text(repr(x))[:40]} is not "
+                              "a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise UnsupportedLoss(f"{what} {value!r} is out of range")
+    return value
+
+
+def _axis(o: Output, axis, cls: str = "the loss") -> int:
     """The torch dim of Keras axis ``axis`` of output ``o``."""
-    a = int(axis) % o.keras_ndim
+    if isinstance(axis, bool) or not isinstance(axis, int) or not (
+            -o.keras_ndim <= axis < o.keras_ndim) or o.keras_ndim < 2:
+        shown = comment_text(repr(axis))[:20]
+        raise UnsupportedLoss(f"{cls} along axis {shown} of output "
+                              f"{comment_text(o.name)!r} ({o.keras_ndim} "
+                              "axes)")
+    a = axis % o.keras_ndim
     return list(o.perm).index(a)
 
 
@@ -132,18 +154,20 @@ def _term(o: Output, cls: str, cfg: dict, y: str, t: str,
     """``(lines, expression, description)`` of one output's loss; ``s``
     suffixes the names of intermediate values (one per output)."""
     red = cfg.get("reduction", "sum_over_batch_size")
-    if red not in _REDUCTIONS:
+    if not isinstance(red, (str, type(None))) or red not in _REDUCTIONS:
         raise UnsupportedLoss(f"loss {cls} with reduction {red!r} is not "
                               "supported")
     mean = _REDUCTIONS[red] == "mean"
     logits = bool(cfg.get("from_logits", False))
-    ls = float(cfg.get("label_smoothing", 0.0) or 0.0)
+    ls = _finite(cfg.get("label_smoothing", 0.0) or 0.0, "label_smoothing",
+                 0.0, 1.0)
     reduce = "mean" if mean else "sum"
     arg = "" if mean else ", reduction='sum'"  # torch's default: mean
     desc = ["from_logits=True"] if logits else []
     lines: list[str] = []
     if ls and cls in ("CategoricalCrossentropy", "BinaryCrossentropy"):
-        smooth = (f"{ls!r} / {y}.shape[{_axis(o, cfg.get('axis', -1))}]"
+        smooth = (f"{ls!r} / "
+                  f"{y}.shape[{_axis(o, cfg.get('axis', -1), cls)}]"
                   if cls == "CategoricalCrossentropy" else _num(0.5 * ls))
         lines.append(f"smoothed{s} = {t} * {_num(1 - ls)} + {smooth}")
         t = f"smoothed{s}"
@@ -152,13 +176,13 @@ def _term(o: Output, cls: str, cfg: dict, y: str, t: str,
         if cfg.get("ignore_class") is not None:
             raise UnsupportedLoss("SparseCategoricalCrossentropy with "
                                   "ignore_class is not supported")
-        dim = _axis(o, cfg.get("axis", -1))
+        dim = _axis(o, cfg.get("axis", -1), cls)
         logit = y if logits else f"torch.log({y}.clamp(EPSILON, 1 - EPSILON))"
         if dim != 1:
             logit = f"{logit}.movedim({dim}, 1)"
         expr = f"F.cross_entropy({logit}, {t}{arg})"
     elif cls == "CategoricalCrossentropy":
-        dim = _axis(o, cfg.get("axis", -1))
+        dim = _axis(o, cfg.get("axis", -1), cls)
         if logits:
             lines.append(f"log_p{s} = F.log_softmax({y}, {dim})")
         else:
@@ -185,7 +209,7 @@ def _term(o: Output, cls: str, cfg: dict, y: str, t: str,
                 notes.append(f"{o.name}: the file does not record Huber's "
                              "delta (Keras 3's Huber.get_config omits it); "
                              "Keras reloads it as 1.0, and so does loss_fn")
-            delta = float(cfg.get("delta", 1.0))
+            delta = _finite(cfg.get("delta", 1.0), "Huber delta", 1e-30)
             extra = f", delta={_num(delta)}"
             desc.append(f"delta={delta:g}")
         expr = f"{fn}({y}, {t}{arg}{extra})"

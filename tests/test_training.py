@@ -32,7 +32,11 @@ CASES = [("k3_train_adam_sparse", "model.keras"),
          # by position
          ("k3_train_adam_sparse", "model.h5"),
          ("k3_train_rmsprop_bce", "model.h5"),
-         ("k2_train_adam_sparse", "model.keras")]
+         ("k2_train_adam_sparse", "model.keras")] + [
+    (f"k3_train_{name}", "model.keras") for name in (
+        "adagrad_cce_logits_globalclip", "adadelta_sparse_probs",
+        "adamax_bce_logits_clipvalue", "nadam_mse_sum",
+        "lion_huber_piecewise", "sgd_cosine_warmup_mae")]
 IDS = [f"{c}-{f.split('.')[-1]}" for c, f in CASES]
 
 
@@ -123,7 +127,7 @@ def test_loss_weights_dict_and_refusals():
     code = loss_code({"loss": {"a": "mse", "b": "mae"},
                       "loss_weights": {"a": 2.0, "b": 0.5}}, outs)
     assert [s["weight"] for s in code.summary] == [2.0, 0.5]
-    assert "2.0 * F.mse_loss" in code.source
+    assert "return 2.0 * loss_0 + 0.5 * loss_1" in code.source
     with pytest.raises(UnsupportedLoss, match="MyLoss"):
         loss_code({"loss": {"class_name": "MyLoss", "config": {}}},
                   outs[:1])

@@ -25,6 +25,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from ..errors import ConversionError
+from ..emit.format import wrap
 from ..emit.names import comment_text
 
 EPSILON = 1e-7  # keras.backend.epsilon()
@@ -238,7 +239,7 @@ def loss_code(compile_: dict, outputs: list[Output],
                    (f"outputs[{i}]", f"targets[{i}]", f"_{i}"))
         lines, expr, desc = _term(o, cls, cfg, y, t, s, notes)
         body += lines
-        parts.append(("" if w == 1.0 else f"{_num(w)} * ") + expr)
+        parts.append(expr)
         summary.append({"output": o.name, "loss": desc, "weight": w})
         doc.append(f"{comment_text(o.name)}: {desc}"
                    + ("" if w == 1.0 else f", weight {w:g}"))
@@ -261,8 +262,14 @@ def loss_code(compile_: dict, outputs: list[Output],
         src += ["        " + ln for ln in textwrap.wrap(
             d, 71, subsequent_indent="    ", break_on_hyphens=False)]
     src.append('    """')
-    src += [f"    {ln}" for ln in body]
-    total = " + ".join(parts) if single or len(parts) < 2 else (
-        "(" + "\n            + ".join(parts) + ")")
-    src.append(f"    return {total}")
+    for ln in body:
+        src += wrap(ln, 4)
+    if single:
+        src += wrap(f"return {parts[0]}", 4)
+    else:  # one named term per output, then their weighted sum
+        total = []
+        for i, (part, (_, _, _, w)) in enumerate(zip(parts, terms)):
+            src += wrap(f"loss_{i} = {part}", 4)
+            total.append(f"loss_{i}" if w == 1.0 else f"{_num(w)} * loss_{i}")
+        src += wrap("return " + " + ".join(total), 4)
     return LossCode("\n".join(src) + "\n", summary, notes)

@@ -224,3 +224,16 @@ def test_hostile_loss_configs_are_refused(loss):
     numbers: anything else is refused by name, never written."""
     with pytest.raises(UnsupportedLoss):
         loss_code(loss, [Output("y", 2, (0, 1))])
+
+
+def test_check_sees_a_drifted_training_py(tmp_path):
+    import shutil
+    from migrate.check import check
+    src = fixture_dir("k3_train_adam_sparse") / "model.keras"
+    shutil.copy(src, tmp_path / "m.keras")
+    migrate.convert(tmp_path / "m.keras").save(tmp_path / "m_torch")
+    assert check([tmp_path], verify=False).exit_code == 0
+    (tmp_path / "m_torch" / "training.py").write_text("# edited\n")
+    report = check([tmp_path], verify=False)
+    assert report.exit_code == 1
+    assert "training.py differs" in report.models[0].reason

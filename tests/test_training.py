@@ -32,7 +32,8 @@ CASES = [("k3_train_adam_sparse", "model.keras"),
          # by position
          ("k3_train_adam_sparse", "model.h5"),
          ("k3_train_rmsprop_bce", "model.h5"),
-         ("k2_train_adam_sparse", "model.keras")] + [
+         ("k2_train_adam_sparse", "model.keras"),
+         ("k2_train_sgd_nesterov_mse", "model.h5")] + [
     (f"k3_train_{name}", "model.keras") for name in (
         "adagrad_cce_logits_globalclip", "adadelta_sparse_probs",
         "adamax_bce_logits_clipvalue", "nadam_mse_sum",

@@ -239,8 +239,8 @@ def test_keras3_h5_config_is_the_same():
      ["custom optimizer"]),
     (keras3("Adam", learning_rate={
         "module": "keras.optimizers.schedules",
-        "class_name": "CosineDecayRestarts", "config": {}}),
-     ["CosineDecayRestarts", "learning_rate(step) by hand"]),
+        "class_name": "CyclicalDecay", "config": {}}),
+     ["CyclicalDecay", "learning_rate(step) by hand"]),
     (keras3("Adam", learning_rate={
         "module": "builtins", "class_name": "ExponentialDecay",
         "config": {}}), ["schedule keras2torch does not know"]),

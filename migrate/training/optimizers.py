@@ -413,7 +413,36 @@ def _polynomial(s):
     return lines, "Keras's PolynomialDecay"
 
 
+def _cosine_restarts(s):
+    lr = s.number("initial_learning_rate", None, 0.0)
+    first = s.number("first_decay_steps", None, 0.0)
+    if first <= 0:
+        s.refuse(f"first_decay_steps={first!r}", "not positive")
+    t_mul = s.number("t_mul", 2.0, 0.0)
+    m_mul = s.number("m_mul", 1.0, 0.0)
+    alpha = s.number("alpha", 0.0)
+    if t_mul <= 0:
+        s.refuse(f"t_mul={t_mul!r}", "not positive")
+    lines = [f"fraction = step / {_num(first)}"]
+    if t_mul == 1:
+        lines += ["restart = math.floor(fraction)",
+                  "fraction = fraction - restart"]
+    else:
+        t = _num(t_mul)
+        lines += [f"restart = math.floor(math.log(1 - fraction * (1 - {t}))"
+                  f" / math.log({t}))",
+                  f"done = (1 - {t} ** restart) / (1 - {t})",
+                  f"fraction = (fraction - done) / {t} ** restart"]
+    lines += [f"cosine = 0.5 * {_num(m_mul)} ** restart * (1 + math.cos("
+              f"math.pi * fraction))",
+              f"lr = {_num(lr)} * ((1 - {_num(alpha)}) * cosine + "
+              f"{_num(alpha)})"]
+    return lines, ("Keras's CosineDecayRestarts: periods first_decay_steps "
+                   "* t_mul ** i, each starting at m_mul ** i")
+
+
 _SCHEDULES = {"ExponentialDecay": _exponential,
+              "CosineDecayRestarts": _cosine_restarts,
               "InverseTimeDecay": _inverse_time,
               "PiecewiseConstantDecay": _piecewise,
               "CosineDecay": _cosine,

@@ -83,8 +83,8 @@ def build(conv, tsrc) -> TrainingPort:
     try:
         from .optimizers import optimizer_code
         if not isinstance(opt_cfg, dict):
-            raise ConversionError(f"optimizer {opt_cfg!r} is not a "
-                                  "serialized Keras optimizer")
+            raise ConversionError(f"optimizer {str(opt_cfg)[:40]!r} is not "
+                                  "a serialized Keras optimizer")
         code = optimizer_code(opt_cfg)
     except ConversionError as exc:
         _refuse(port, "optimizer", str(exc))
@@ -129,7 +129,7 @@ def build(conv, tsrc) -> TrainingPort:
         if state is not None:
             port.state = state
             info["state_file"] = STATE_FILE
-            info["step"] = int(_step(tsrc))  # read once already
+            info["step"] = int(_step(tsrc))
             parts.append(LOADER.strip("\n"))
         elif why:
             port.warnings.append(f"optimizer state not written: {why}")

@@ -52,7 +52,8 @@ Examples:
 @click.option("--training", is_flag=True,
               help="With --verify: also one train-mode step (dropout off): "
                    "outputs, every parameter's gradient and the running "
-                   "statistics against Keras's.")
+                   "statistics against Keras's; for a compiled model, five "
+                   "steps of training.py against five train_on_batch.")
 @atol_option
 @click.option("--report", "report_format", type=click.Choice(["html"]),
               help="Also write report.html beside the port: the layer "
@@ -158,6 +159,15 @@ def _single(model, weights, outdir, class_name, layout, weights_format,
                        f"{train['max_rel_err']:.3g}, gradients max rel err "
                        f"{train['max_grad_rel_err']:.3g} "
                        f"({len(train['gradients'])} parameters)")
+            steps = train.get("trajectory")
+            if steps and "per_step" in steps:
+                click.echo(f"training trajectory ({steps['steps']} steps "
+                           "with training.py): weights max rel err per step "
+                           + ", ".join(f"{r['max_rel_err']:.2g}"
+                                       for r in steps["per_step"]))
+            elif steps:
+                click.echo(f"training trajectory: skipped "
+                           f"({steps['skipped']})")
             if not train["passed"]:
                 click.echo("error: training parity failed (> 1e-05 "
                            "relative)", err=True)

@@ -49,6 +49,9 @@ class Conversion:
     # the extra rules used (--rules and rule packs): verify traces with them
     rules: dict | None = field(default=None, repr=False)
     rules_used: list = field(default_factory=list)  # conversion.json "rules"
+    # the file's compile config and optimizer variables (None: uncompiled)
+    training_source: object = field(default=None, repr=False)
+    _training: object = field(default=None, repr=False)
 
     @property
     def class_name(self) -> str:
@@ -124,6 +127,17 @@ class Conversion:
         return {k: (v - zero[k]) / scale if k in zero else v / scale
                 for k, v in mapped.items()}
 
+    @property
+    def training(self):
+        """The training port (:mod:`migrate.training.emit`): ``source``
+        (the text of training.py), ``state`` (the tensors of
+        optimizer.safetensors), ``info`` (conversion.json's ``training``)
+        and ``warnings``; ``None`` when the file has no compile config."""
+        if self._training is None and self.training_source is not None:
+            from .training.emit import build
+            self._training = build(self, self.training_source)
+        return self._training
+
     def module_class(self) -> type:
         """The generated ``nn.Module`` subclass (source executed in a fresh
         namespace; it is our own generated code, not the model file's)."""
@@ -194,6 +208,7 @@ def convert(path, weights=None, *, class_name: str | None = None,
             info["weights_path"] = os.fspath(weights)
         conv = Conversion(source, None, program, info, weights_format)
         conv.rules = rules
+        conv.training_source = src.training
         from .plugins import rules_used
         conv.rules_used = rules_used(src.graph, rules)
         specs, conv._params = _check(conv)

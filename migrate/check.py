@@ -439,7 +439,15 @@ def _drift(conv, committed) -> tuple[dict, str | None] | None:
         drift["weights"] = _weight_diff(wpath, conv.state_dict)
     if not committed["has_meta"]:
         drift["missing"].append("conversion.json")
-    if drift["model_py"] or drift["weights"] or drift["missing"]:
+    training = getattr(conv, "training", None)  # a compiled model
+    if training is not None and training.source is not None:
+        path = committed["port"] / "training.py"
+        if not path.is_file():
+            drift["missing"].append("training.py")
+        elif path.read_text(encoding="utf-8") != training.source:
+            drift["training_py"] = True
+    if (drift["model_py"] or drift["weights"] or drift["missing"]
+            or drift.get("training_py")):
         return drift, diff
     return None
 
@@ -472,6 +480,8 @@ def _drift_reason(job: Job, drift: dict) -> str:
         parts.append("missing " + ", ".join(drift["missing"]))
     if drift["model_py"]:
         parts.append("model.py differs")
+    if drift.get("training_py"):
+        parts.append("training.py differs")
     if drift["weights"]:
         names = drift["weights"]
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""

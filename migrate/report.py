@@ -34,6 +34,22 @@ def build_report(conv) -> dict:
         "rules": list(getattr(conv, "rules_used", [])),
         "permutes": list(p.permutes),
         "weights": conv.weight_map(),
-        "warnings": list(p.warnings),
+        "warnings": list(p.warnings) + _training_warnings(conv),
+        # training.py and optimizer.safetensors (null: not compiled)
+        "training": _training(conv),
         "parity": conv.parity,
     }
+
+
+def _training(conv):
+    port = getattr(conv, "training", None)
+    if port is None:
+        return None
+    info = dict(port.info)
+    info["file"] = "training.py" if port.source else None
+    return info
+
+
+def _training_warnings(conv) -> list:
+    port = getattr(conv, "training", None)
+    return list(port.warnings) if port is not None else []

@@ -363,7 +363,10 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
     rules the conversion used; ``custom_objects`` Python files that define
     the model's custom Keras classes (see :func:`run_keras`).
     ``training`` adds ``training``: one train-mode step's outputs,
-    gradients and buffers against Keras's (:mod:`migrate.verify_train`).
+    gradients and buffers against Keras's (:mod:`migrate.verify_train`),
+    and for a compiled model ``training.trajectory``: five steps of
+    ``training.py`` against five ``train_on_batch`` steps
+    (:mod:`migrate.verify_steps`).
     Raises
     :class:`VerifyUnavailable` without TensorFlow.
     """
@@ -401,6 +404,14 @@ def verify(model_path, conversion=None, weights=None, *, atol: float = 1e-4,
         result["training"] = train_parity(conversion, model_path, weights,
                                           major, inputs, seed, atol=1e-5,
                                           custom_objects=custom_objects)
+        if getattr(conversion, "training", None) is not None:
+            # a compiled model: five steps with training.py (verify_steps)
+            from .verify_steps import trajectory
+            steps = trajectory(conversion, model_path, weights, major,
+                               inputs, seed, custom_objects=custom_objects)
+            result["training"]["trajectory"] = steps
+            if "passed" in steps:
+                result["training"]["passed"] &= steps["passed"]
     conversion.parity = result
     return result
 

@@ -47,6 +47,7 @@ def main(argv=None):
     p.add_argument("--taps")
     p.add_argument("--custom-objects", action="append", default=[])
     p.add_argument("--train")
+    p.add_argument("--fit")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -68,9 +69,14 @@ def main(argv=None):
             cpu_config(config) or config))
         model.load_weights(a.weights)
     elif a.major < 3:
-        model = keras.models.load_model(a.model, compile=False)
+        model = keras.models.load_model(a.model, compile=bool(a.fit))
     else:
-        model = keras.saving.load_model(a.model, compile=False, safe_mode=True)
+        model = keras.saving.load_model(a.model, compile=bool(a.fit),
+                                        safe_mode=True)
+    if a.fit:  # training steps from the saved optimizer state (fit_steps)
+        fit_steps(model, a.fit, a.outputs, a.major, a.model)
+        print(keras.__version__)
+        return
     if not a.weights:
         model = cpu_twin(keras, model, a.model)
     with np.load(a.inputs, allow_pickle=False) as data:
@@ -196,6 +202,74 @@ def train_step(model, args, weights_file, out_file, major):
         names["after"].append(path(v))
     arrays["index"] = np.array(json.dumps(names))
     np.savez(out_file, **arrays)
+
+
+def fit_steps(model, batches_file, out_file, major, model_path=""):
+    """``train_on_batch`` on each stored batch (``x_<k>_<i>``, ``y_<k>_<j>``;
+    dropout and noise rates 0), from the optimizer state loaded with the
+    model.  Writes ``loss_<k>`` (the loss train_on_batch reports),
+    ``w_<k>_<j>`` (every trainable variable after step k), ``iterations``
+    (the optimizer's count before the first step) and ``index`` (JSON:
+    ``{"paths": [path...]}``, Keras's own paths)."""
+    import json
+    import numpy as np
+    with np.load(batches_file, allow_pickle=False) as data:
+        steps = int(data["steps"])
+        xs = [[data[f"x_{k}_{i}"] for i in range(int(data["inputs"]))]
+              for k in range(steps)]
+        ys = [[data[f"y_{k}_{j}"] for j in range(int(data["outputs"]))]
+              for k in range(steps)]
+    _no_dropout(model)
+    variables = list(model.trainable_variables)
+    if major >= 3:
+        _rebind_optimizer(model, model_path)
+    arrays = {"iterations": np.asarray(int(model.optimizer.iterations))}
+    for k in range(steps):
+        y = ys[k] if len(ys[k]) > 1 else ys[k][0]
+        loss = model.train_on_batch(model_args(model, xs[k]), y)
+        if isinstance(loss, dict):
+            loss = loss.get("loss")
+        if isinstance(loss, (list, tuple)):
+            loss = loss[0]
+        arrays[f"loss_{k}"] = np.asarray(loss, np.float64)
+        for j, v in enumerate(variables):
+            arrays[f"w_{k}_{j}"] = np.asarray(v)
+    paths = [v.path if major >= 3 else v.name.split(":")[0]
+             for v in variables]
+    arrays["index"] = np.array(json.dumps({"paths": paths}))
+    np.savez(out_file, **arrays)
+
+
+def _rebind_optimizer(model, path):
+    """Keras 3 loads a legacy ``.h5`` with its optimizer built on no
+    variables (only ``iteration`` and ``learning_rate``; ``train_on_batch``
+    then refuses the model's): the optimizer is rebuilt on the model's
+    trainable variables and given the file's ``optimizer_weights`` in
+    their stored order, which is the built optimizer's own order (shapes
+    checked).  ``.keras`` files load whole and are left alone."""
+    opt = model.optimizer
+    if not str(path).endswith((".h5", ".hdf5")) or len(
+            opt.variables) > 2 or not model.trainable_variables:
+        return
+    import h5py
+    import numpy as np
+    with h5py.File(path, "r") as f:
+        group = f.get("optimizer_weights")
+        if group is None:
+            return
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in group.attrs.get("weight_names", [])]
+        values = [np.asarray(group[n]) for n in names]
+    fresh = type(opt).from_config(opt.get_config())
+    fresh.build(model.trainable_variables)
+    if len(fresh.variables) != len(values) or any(
+            tuple(v.shape) != a.shape
+            for v, a in zip(fresh.variables, values)):
+        raise ValueError("the .h5 file's optimizer_weights do not fit the "
+                         "optimizer Keras builds for the model")
+    for v, a in zip(fresh.variables, values):
+        v.assign(a)
+    model.optimizer = fresh
 
 
 def _import_file(path):

@@ -66,9 +66,12 @@ def _rel(keras: np.ndarray, port: np.ndarray) -> dict:
     return {"max_abs_err": err, "max_rel_err": err / scale if scale else err}
 
 
-def run_keras_step(model_path, weights, major, inputs, rs, custom_objects=()):
-    """Keras's outputs, ``[(path, gradient)]`` and ``[(path, value
-    after)]``, in Keras's order (a path may repeat)."""
+def _run_runner(model_path, weights, major, tmp, files: dict, flags,
+                custom_objects=(), what="a training step"):
+    """Run ``verify_keras.py`` in the Keras process (the session's server,
+    or a new process) with the arrays of ``files`` (``{name: {key:
+    array}}``, written as ``tmp/<name>.npz``) and ``flags`` (file names
+    in them become those paths); returns the path of ``out.npz``."""
     import importlib
     v = importlib.import_module("migrate.verify")  # the module, not the
     # function migrate.verify
@@ -76,29 +79,40 @@ def run_keras_step(model_path, weights, major, inputs, rs, custom_objects=()):
         raise v.VerifyUnavailable("cannot verify: TensorFlow is not "
                                   "installed (pip install 'keras2torch"
                                   "[verify]')")
+    paths = {name: Path(tmp, f"{name}.npz") for name in files}
+    for name, arrays in files.items():
+        np.savez(paths[name], **arrays)
+    dst = Path(tmp, "out.npz")
+    cmd = [sys.executable, str(v.RUNNER), os.fspath(model_path),
+           str(paths["in"]), str(dst), "--major", str(major)]
+    cmd += [str(paths.get(f, f)) for f in flags]
+    if weights:
+        cmd += ["--weights", os.fspath(weights)]
+    for path in custom_objects or ():
+        cmd += ["--custom-objects", os.path.abspath(path)]
+    server = v._server(major)
+    if server is not None:
+        server.run(cmd[2:])
+    else:
+        import subprocess
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env=v._keras_env(), timeout=900)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            raise ConversionError(f"Keras could not run {what}: "
+                                  f"{v._keras_error(last)}")
+    return dst
+
+
+def run_keras_step(model_path, weights, major, inputs, rs, custom_objects=()):
+    """Keras's outputs, ``[(path, gradient)]`` and ``[(path, value
+    after)]``, in Keras's order (a path may repeat)."""
     with tempfile.TemporaryDirectory(prefix="keras2torch-train-") as tmp:
-        src, dst, rfile = (Path(tmp, n) for n in ("in.npz", "out.npz",
-                                                  "r.npz"))
-        np.savez(src, **{f"in_{i}": a for i, a in enumerate(inputs)})
-        np.savez(rfile, **{f"r_{i}": r for i, r in enumerate(rs)})
-        cmd = [sys.executable, str(v.RUNNER), os.fspath(model_path),
-               str(src), str(dst), "--major", str(major), "--train",
-               str(rfile)]
-        if weights:
-            cmd += ["--weights", os.fspath(weights)]
-        for path in custom_objects or ():
-            cmd += ["--custom-objects", os.path.abspath(path)]
-        server = v._server(major)
-        if server is not None:
-            server.run(cmd[2:])
-        else:
-            import subprocess
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env=v._keras_env(), timeout=900)
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                raise ConversionError(f"Keras could not run a training "
-                                      f"step: {v._keras_error(last)}")
+        dst = _run_runner(
+            model_path, weights, major, tmp,
+            {"in": {f"in_{i}": a for i, a in enumerate(inputs)},
+             "r": {f"r_{i}": r for i, r in enumerate(rs)}},
+            ["--train", "r"], custom_objects)
         with np.load(dst, allow_pickle=False) as data:
             index = json.loads(str(data["index"]))
             outs = [data[f"out_{i}"] for i in range(

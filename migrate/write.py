@@ -42,6 +42,7 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
         write = (write_safetensors if conv.weights_format == "safetensors"
                  else write_torch)
         write(weights, state.specs, state.produce)
+        _write_training(conv, tmp)
         report = json.dumps(conv.report, indent=2, sort_keys=False)
         (tmp / "conversion.json").write_text(report + "\n", encoding="utf-8")
         if outdir.exists():
@@ -59,3 +60,18 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return outdir
+
+
+def _write_training(conv, tmp: Path) -> None:
+    """training.py and optimizer.safetensors, when the model was compiled
+    (:mod:`migrate.training.emit`)."""
+    port = getattr(conv, "training", None)
+    if port is None or port.source is None:
+        return
+    from .training.emit import STATE_FILE, TRAINING_FILE
+    (tmp / TRAINING_FILE).write_text(port.source, encoding="utf-8")
+    if port.state is not None:
+        from .stream import Spec
+        specs = {k: Spec(tuple(v.shape), v.dtype)
+                 for k, v in port.state.items()}
+        write_safetensors(tmp / STATE_FILE, specs, port.state.__getitem__)

@@ -51,8 +51,9 @@ from .detect import hdf5_kind, sniff
 from .hdf5 import close_hdf5, group, open_hdf5, text_attr
 from .inline import build_graph
 from .legacy_weights import attach_legacy
-from .savedmodel import (attach_savedmodel, open_checkpoint, read_metadata,
-                         digest_files)
+from .training import TrainingSource, from_archive, from_h5
+from .savedmodel import (attach_savedmodel, compiled, open_checkpoint,
+                         read_metadata, digest_files)
 from .v3_weights import attach_v3
 
 _READ_AHEAD = 1 << 16  # bytes buffered over a .keras archive's weights
@@ -71,6 +72,9 @@ class Source:
     _digest: "_Digest | str" = field(repr=False)
     graph: Graph
     _files: list = field(default_factory=list, repr=False)
+    # the compile config and optimizer variables (:mod:`.training`), or
+    # None when the file was saved uncompiled or its format has none
+    training: "TrainingSource | None" = None
 
     @property
     def sha256(self) -> str:
@@ -103,26 +107,28 @@ def open_model(path, weights=None) -> Source:
     weights = os.fspath(weights) if weights is not None else None
     kind = sniff(path)
     files: list = []
+    extra: dict = {}
     digest = _Digest(digest_files(path) if kind == "savedmodel" else
                      [(None, path)])
     try:
         if kind == "savedmodel":
             _no_weights_arg(path, weights, "a SavedModel directory")
-            fmt, version, graph = _read_savedmodel(path, files)
+            fmt, version, graph = _read_savedmodel(path, files, extra)
         elif kind == "zip":
             _no_weights_arg(path, weights, "a .keras archive")
-            fmt, version, graph = _read_keras(path, files)
+            fmt, version, graph = _read_keras(path, files, extra)
         elif kind == "hdf5":
-            fmt, version, graph = _read_h5(path, weights, files)
+            fmt, version, graph = _read_h5(path, weights, files, extra)
         else:
             fmt, version, graph = _read_json(path, weights, files)
     except BaseException:
         Source(path, weights, "", "", "", None, files).close()
         raise
-    return Source(path, weights, fmt, version, digest, graph, files)
+    return Source(path, weights, fmt, version, digest, graph, files,
+                  extra.get("training"))
 
 
-def _read_keras(path, files):
+def _read_keras(path, files, extra):
     archive = read_archive(path)
     weights = archive.weights
     if not isinstance(weights, bytes):
@@ -139,20 +145,26 @@ def _read_keras(path, files):
         raise ConversionError(f"{label}: not in the Keras 3 weights layout")
     graph = build_graph(spec, path, archive.keras_version, "keras")
     attach_v3(spec, f, label, graph.keras_major)
+    extra["training"] = from_archive(archive.config, f, spec)
     return "keras", archive.keras_version, graph
 
 
-def _read_savedmodel(path, files):
+def _read_savedmodel(path, files, extra):
     entry, version, layer_names = read_metadata(path)
     spec = parse_model(entry, path)
     bundle = open_checkpoint(path)
     files.append(bundle)
     graph = build_graph(spec, path, version, "savedmodel")
     attach_savedmodel(spec, bundle, layer_names, path)
+    if compiled(path):
+        extra["training"] = TrainingSource("savedmodel", {}, warnings=[
+            "the SavedModel was saved compiled, but its compile config and "
+            "optimizer state are not read (no training.py); convert the "
+            "model's .keras or .h5 file for them"])
     return "savedmodel", version, graph
 
 
-def _read_h5(path, weights, files):
+def _read_h5(path, weights, files, extra):
     f = open_hdf5(path, path)
     files.append(f)
     kind = hdf5_kind(f)
@@ -172,6 +184,7 @@ def _read_h5(path, weights, files):
     spec = parse_model(config, path)
     graph = build_graph(spec, path, version, "h5")
     attach_legacy(spec, root, path)
+    extra["training"] = from_h5(f, path, spec, graph.keras_major)
     return "h5", version, graph
 
 

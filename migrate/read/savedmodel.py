@@ -79,10 +79,9 @@ def is_savedmodel(path: str) -> bool:
         os.path.join(path, GRAPH_FILE))
 
 
-def read_metadata(path: str) -> tuple[dict, str, dict]:
-    """The root model's ``{"class_name", "config"}``, its Keras version
-    and the metadata's layer name at each node path (``"root.layer-1"``)
-    of the SavedModel directory ``path``."""
+def _root_info(path: str) -> tuple[dict, str, dict, str]:
+    """The root object's metadata JSON and kind, the raw metadata at every
+    other node path, and the label for messages."""
     meta = os.path.join(path, METADATA)
     if os.path.lexists(meta):
         real = safe_file(meta, path, f"{path}: {METADATA}")
@@ -108,14 +107,27 @@ def read_metadata(path: str) -> tuple[dict, str, dict]:
             names[node_path] = raw
     if root is None:
         raise ConversionError(f"{label}: no metadata for the root object")
-    info = _metadata_json(root[1], label)
+    return _metadata_json(root[1], label), root[0], names, label
+
+
+def compiled(path: str) -> bool:
+    """Whether the SavedModel's Keras metadata has a ``training_config``
+    (the model was saved compiled)."""
+    return bool(_root_info(path)[0].get("training_config"))
+
+
+def read_metadata(path: str) -> tuple[dict, str, dict]:
+    """The root model's ``{"class_name", "config"}``, its Keras version
+    and the metadata's layer name at each node path (``"root.layer-1"``)
+    of the SavedModel directory ``path``."""
+    info, what, names, label = _root_info(path)
     cls = info.get("class_name")
     entry = info.get("model_config")
     if not isinstance(entry, dict):
         if isinstance(info.get("config"), dict) and isinstance(cls, str):
             entry = {"class_name": cls, "config": info["config"]}
         else:
-            what = root[0] or "object"
+            what = what or "object"
             raise ConversionError(
                 f"{label}: the saved {what} ({_short(cls)}) has no layer "
                 "graph in its metadata (a subclassed model?); only "

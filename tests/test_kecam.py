@@ -3,6 +3,7 @@ layer's "infer it" sentinels through to its rule (every missing piece is
 reported in one run), the TensorFlow functions kecam calls, and the kecam
 rule pack (parity of every rule is proven by the ``kecam`` fixtures
 through test_parity; here, what they refuse)."""
+import importlib.util
 import json
 import shutil
 
@@ -13,7 +14,7 @@ import migrate
 from migrate.errors import ConversionError
 from migrate.read.config import MAX_DIM, check_dims, is_custom
 
-from conftest import fixture_dir
+from conftest import fixture_dir, needs_tf
 
 
 def _h5_with(tmp_path, edit):
@@ -142,3 +143,31 @@ def test_tf_einsum_names_why_it_is_refused():
     graph = Graph("g", [x], [out], [node], keras_version="2.21.0")
     with pytest.raises(migrate.UnsupportedLayers, match="lost the operands"):
         translate(graph)
+
+
+# -- rules that compute from trainable weights train as Keras does ---------
+needs_kecam = pytest.mark.skipif(
+    importlib.util.find_spec("keras_cv_attention_models") is None,
+    reason="keras-cv-attention-models not installed")
+
+
+@needs_tf
+@needs_kecam
+@pytest.mark.keras
+@pytest.mark.slow
+def test_scaled_standardized_conv_trains_like_keras(tmp_path):
+    """NFNet's kernel is standardised in forward from the raw kernel, so
+    one training step gives Keras's gradients (eps=1.0 picked by the max
+    for some filters included)."""
+    from migrate.verify import make_inputs
+    from migrate.verify_train import train_parity
+
+    register = tmp_path / "kecam_objects.py"
+    register.write_text("import keras_cv_attention_models  # noqa: F401\n")
+    path = fixture_dir("k2_kecam_std_conv") / "model.h5"
+    conv = migrate.convert(path)
+    got = train_parity(conv, path, None, 2, make_inputs(conv.program, 0, 4),
+                       custom_objects=[register])
+    assert got["max_grad_rel_err"] <= 1e-5, got["gradients"]
+    assert not got["missing"] and got["passed"]
+    assert {"plain.gain", "options.gain"} <= set(got["gradients"])

@@ -10,7 +10,8 @@ one of them.  One module per family:
   EfficientFormer), MultiHeadRelativePositionalEmbedding (BEiT, CoAtNet,
   MaxViT...);
 * :mod:`.activations` -- hard_swish, hard_sigmoid_torch, mish, phish;
-* :mod:`.conv` -- PatchConv2DWithResampleWeights (a Conv2D);
+* :mod:`.conv` -- PatchConv2DWithResampleWeights (a Conv2D),
+  ScaledStandardizedConv2D (NFNet, weight standardisation);
 * :mod:`.patches` -- CompatibleExtractPatches (an unfold);
 * :mod:`.relative` -- RelativePositionalEmbedding (BotNet, HaloNet).
 

@@ -171,3 +171,23 @@ def test_scaled_standardized_conv_trains_like_keras(tmp_path):
     assert got["max_grad_rel_err"] <= 1e-5, got["gradients"]
     assert not got["missing"] and got["passed"]
     assert {"plain.gain", "options.gain"} <= set(got["gradients"])
+
+
+@pytest.mark.parametrize("kwargs", [{"axis": 1},
+                                    {"axis": 0, "keepdims": True}])
+def test_tf_reduce_of_a_list_refuses_other_axes(kwargs):
+    """tf.reduce_sum([a, b], axis=0) folds the list (k2_tf_reduce_list);
+    another axis of the stacked tensor is refused by name."""
+    from migrate.graph import Graph, GraphInput, GraphOutput, Layer, Node
+    from migrate.graph import TensorRef
+    from migrate.translate import translate
+
+    layer = Layer("op", "TFOpLambda", {"name": "op",
+                                       "function": "math.reduce_sum"})
+    x = GraphInput("x", (None, 4, 5), "float32", TensorRef("x", 0))
+    node = Node("op", layer, args=[[TensorRef("x", 0), TensorRef("x", 0)]],
+                kwargs=kwargs)
+    graph = Graph("g", [x], [GraphOutput("op", TensorRef("op", 0))], [node],
+                  keras_version="2.21.0")
+    with pytest.raises(migrate.UnsupportedLayers, match="over the list"):
+        translate(graph)

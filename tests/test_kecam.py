@@ -191,3 +191,29 @@ def test_tf_reduce_of_a_list_refuses_other_axes(kwargs):
                   keras_version="2.21.0")
     with pytest.raises(migrate.UnsupportedLayers, match="over the list"):
         translate(graph)
+
+
+@pytest.mark.parametrize("case", ["k2_kecam_std_conv", "k2_kecam_fourier",
+                                  "k2_kecam_eva02", "k2_tf_reduce_list"])
+def test_new_kecam_modules_export_with_a_dynamic_batch(case):
+    """ScaledStdConv2d, FourierPositionEncoding, Rotary2d and the list
+    reductions pass torch.export with a dynamic batch and still match."""
+    import numpy as np
+    import torch
+
+    d = fixture_dir(case)
+    conv = migrate.convert(d / "model.h5")
+    with np.load(d / "reference.npz") as ref:
+        n_in = sum(f.startswith("in_") for f in ref.files)
+        xs = [ref[f"in_{i}"] for i in range(n_in)]
+        want = [ref[f"out_{i}"] for i in range(len(ref.files) - n_in)]
+    args = tuple(torch.from_numpy(np.concatenate([a, a])).permute(
+        *t.layout.perm).contiguous() for a, t in zip(xs, conv.program.inputs))
+    batch = torch.export.Dim("batch")
+    ep = torch.export.export(conv.module().eval(), args,
+                             dynamic_shapes=[{0: batch}] * len(args))
+    outs = ep.module()(*(a[:2] for a in args))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    for o, t, w in zip(outs, conv.program.outputs, want):
+        got = o.detach().permute(*np.argsort(t.layout.perm)).numpy()
+        assert np.abs(got - w).max() < 1e-5

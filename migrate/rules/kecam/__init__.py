@@ -13,12 +13,14 @@ one of them.  One module per family:
 * :mod:`.conv` -- PatchConv2DWithResampleWeights (a Conv2D),
   ScaledStandardizedConv2D (NFNet, weight standardisation);
 * :mod:`.patches` -- CompatibleExtractPatches (an unfold);
-* :mod:`.relative` -- RelativePositionalEmbedding (BotNet, HaloNet).
+* :mod:`.relative` -- RelativePositionalEmbedding (BotNet, HaloNet);
+* :mod:`.fourier` -- PositionalEncodingFourier (EdgeNeXt),
+  PositionalEncodingFourierRot (EVA02).
 
 Weights are read as kecam's ``build`` creates them; index tables that
 kecam computes from the input shape are computed the same way in the
 generated module's ``__init__`` (torchvision's Swin does the same for its
 relative position index), never stored.
 """
-from . import activations, conv, patches, positional  # noqa: F401
+from . import activations, conv, fourier, patches, positional  # noqa: F401
 from . import relative, scale, tokens  # noqa: F401

@@ -15,7 +15,9 @@ one of them.  One module per family:
 * :mod:`.patches` -- CompatibleExtractPatches (an unfold);
 * :mod:`.relative` -- RelativePositionalEmbedding (BotNet, HaloNet);
 * :mod:`.fourier` -- PositionalEncodingFourier (EdgeNeXt),
-  PositionalEncodingFourierRot (EVA02).
+  PositionalEncodingFourierRot (EVA02);
+* :mod:`.swin` -- ExpLogitScale, MlpPairwisePositionalEmbedding,
+  WindowAttentionMask (Swin V2, FasterViT).
 
 Weights are read as kecam's ``build`` creates them; index tables that
 kecam computes from the input shape are computed the same way in the
@@ -23,4 +25,4 @@ generated module's ``__init__`` (torchvision's Swin does the same for its
 relative position index), never stored.
 """
 from . import activations, conv, fourier, patches, positional  # noqa: F401
-from . import relative, scale, tokens  # noqa: F401
+from . import relative, scale, swin, tokens  # noqa: F401

@@ -195,11 +195,12 @@ def test_tf_reduce_of_a_list_refuses_other_axes(kwargs):
 
 @pytest.mark.parametrize("case", ["k2_kecam_std_conv", "k2_kecam_fourier",
                                   "k2_kecam_eva02", "k2_tf_reduce_list",
-                                  "k2_kecam_swin_v2", "k2_kecam_fastervit"])
+                                  "k2_kecam_swin_v2", "k2_kecam_fastervit",
+                                  "k2_kecam_nat"])
 def test_new_kecam_modules_export_with_a_dynamic_batch(case):
     """ScaledStdConv2d, FourierPositionEncoding, Rotary2d, the Swin V2
-    modules and the list reductions pass torch.export with a dynamic
-    batch and still match."""
+    modules, KernelPositionBias and the list reductions pass torch.export
+    with a dynamic batch and still match."""
     import numpy as np
     import torch
 

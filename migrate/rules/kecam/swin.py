@@ -123,7 +123,7 @@ class ShiftedWindowMask(nn.Module):
 @rule("kecam>ExpLogitScale", variables=lambda cfg: ["gamma"],
       masks="propagate")
 def exp_logit_scale(call):
-    """x * exp(min(nn.Parameter, max_value))"""
+    """torch.exp of an nn.Parameter clamped at max_value, times x"""
     gamma = call.weights(["gamma"])["gamma"]
     x, shape, value = broadcast_param(call, 0, gamma, True)
     max_value = float(call.get("max_value", 4.605170185988092))

@@ -3,6 +3,7 @@ layer's "infer it" sentinels through to its rule (every missing piece is
 reported in one run), the TensorFlow functions kecam calls, and the kecam
 rule pack (parity of every rule is proven by the ``kecam`` fixtures
 through test_parity; here, what they refuse)."""
+import importlib.util
 import json
 import shutil
 
@@ -13,7 +14,7 @@ import migrate
 from migrate.errors import ConversionError
 from migrate.read.config import MAX_DIM, check_dims, is_custom
 
-from conftest import fixture_dir
+from conftest import fixture_dir, needs_tf
 
 
 def _h5_with(tmp_path, edit):
@@ -142,3 +143,80 @@ def test_tf_einsum_names_why_it_is_refused():
     graph = Graph("g", [x], [out], [node], keras_version="2.21.0")
     with pytest.raises(migrate.UnsupportedLayers, match="lost the operands"):
         translate(graph)
+
+
+# -- rules that compute from trainable weights train as Keras does ---------
+needs_kecam = pytest.mark.skipif(
+    importlib.util.find_spec("keras_cv_attention_models") is None,
+    reason="keras-cv-attention-models not installed")
+
+
+@needs_tf
+@needs_kecam
+@pytest.mark.keras
+@pytest.mark.slow
+def test_scaled_standardized_conv_trains_like_keras(tmp_path):
+    """NFNet's kernel is standardised in forward from the raw kernel, so
+    one training step gives Keras's gradients (eps=1.0 picked by the max
+    for some filters included)."""
+    from migrate.verify import make_inputs
+    from migrate.verify_train import train_parity
+
+    register = tmp_path / "kecam_objects.py"
+    register.write_text("import keras_cv_attention_models  # noqa: F401\n")
+    path = fixture_dir("k2_kecam_std_conv") / "model.h5"
+    conv = migrate.convert(path)
+    got = train_parity(conv, path, None, 2, make_inputs(conv.program, 0, 4),
+                       custom_objects=[register])
+    assert got["max_grad_rel_err"] <= 1e-5, got["gradients"]
+    assert not got["missing"] and got["passed"]
+    assert {"plain.gain", "options.gain"} <= set(got["gradients"])
+
+
+@pytest.mark.parametrize("kwargs", [{"axis": 1},
+                                    {"axis": 0, "keepdims": True}])
+def test_tf_reduce_of_a_list_refuses_other_axes(kwargs):
+    """tf.reduce_sum([a, b], axis=0) folds the list (k2_tf_reduce_list);
+    another axis of the stacked tensor is refused by name."""
+    from migrate.graph import Graph, GraphInput, GraphOutput, Layer, Node
+    from migrate.graph import TensorRef
+    from migrate.translate import translate
+
+    layer = Layer("op", "TFOpLambda", {"name": "op",
+                                       "function": "math.reduce_sum"})
+    x = GraphInput("x", (None, 4, 5), "float32", TensorRef("x", 0))
+    node = Node("op", layer, args=[[TensorRef("x", 0), TensorRef("x", 0)]],
+                kwargs=kwargs)
+    graph = Graph("g", [x], [GraphOutput("op", TensorRef("op", 0))], [node],
+                  keras_version="2.21.0")
+    with pytest.raises(migrate.UnsupportedLayers, match="over the list"):
+        translate(graph)
+
+
+@pytest.mark.parametrize("case", ["k2_kecam_std_conv", "k2_kecam_fourier",
+                                  "k2_kecam_eva02", "k2_tf_reduce_list",
+                                  "k2_kecam_swin_v2", "k2_kecam_fastervit",
+                                  "k2_kecam_nat"])
+def test_new_kecam_modules_export_with_a_dynamic_batch(case):
+    """ScaledStdConv2d, FourierPositionEncoding, Rotary2d, the Swin V2
+    modules, KernelPositionBias and the list reductions pass torch.export
+    with a dynamic batch and still match."""
+    import numpy as np
+    import torch
+
+    d = fixture_dir(case)
+    conv = migrate.convert(d / "model.h5")
+    with np.load(d / "reference.npz") as ref:
+        n_in = sum(f.startswith("in_") for f in ref.files)
+        xs = [ref[f"in_{i}"] for i in range(n_in)]
+        want = [ref[f"out_{i}"] for i in range(len(ref.files) - n_in)]
+    args = tuple(torch.from_numpy(np.concatenate([a, a])).permute(
+        *t.layout.perm).contiguous() for a, t in zip(xs, conv.program.inputs))
+    batch = torch.export.Dim("batch")
+    ep = torch.export.export(conv.module().eval(), args,
+                             dynamic_shapes=[{0: batch}] * len(args))
+    outs = ep.module()(*(a[:2] for a in args))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    for o, t, w in zip(outs, conv.program.outputs, want):
+        got = o.detach().permute(*np.argsort(t.layout.perm)).numpy()
+        assert np.abs(got - w).max() < 1e-5

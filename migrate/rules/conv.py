@@ -66,7 +66,9 @@ def padding_plan(call, x, kernel, strides, dilation, padding):
     return None, f"F.pad({{}}, {lit(torch_pad_arg(pads))})", {}
 
 
-def _conv(call, nd: int):
+def _conv(call, nd: int, variables=_conv_variables):
+    """Conv{nd}D; ``variables`` names the layer's weights (a subclass's
+    extra ones are the caller's to map)."""
     x, fmt = conv_input(call, nd)
     filters = int(call.get("filters"))
     kernel = ntuple(call.get("kernel_size"), nd, "kernel_size")
@@ -77,7 +79,7 @@ def _conv(call, nd: int):
     if padding == "causal" and nd != 1:
         call.refuse("padding='causal'", "only Conv1D supports it")
     use_bias = bool(call.get("use_bias", True))
-    w = call.weights(_conv_variables(call.config))
+    w = call.weights(variables(call.config))
     kernel_w = w["kernel"]
     in_channels = kernel_w.shape[-2] * groups
     have = x.shape[-1 if fmt == "channels_last" else 1]

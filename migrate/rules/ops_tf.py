@@ -25,9 +25,9 @@ from ..graph import TensorRef
 from ..layout import Layout, channels_first, identity
 from .base import HOLE, Emit, Out, chain
 from .common import lit
-from .ops import (IMPLEMENTATIONS, TF_FIXES, Op, Ref, _axes, _drop_axes,
-                  _plain_value, _single, _tensor_refs, _TF_OPERANDS, _tf,
-                  _unflat, elementwise)
+from .ops import (IMPLEMENTATIONS, TF_FIXES, Op, Ref, _align, _axes,
+                  _drop_axes, _plain_value, _single, _tensor_refs,
+                  _TF_OPERANDS, _tf, _unflat, elementwise)
 from .ops_more import _one_axis, split as _split
 
 _tf("shape compat.v1.shape", "shape", {"out_type": "int32"})
@@ -434,6 +434,42 @@ def _tf_spellings(op: Op) -> Op:
     return op
 
 
+def _list_reduce(impl):
+    """``tf.reduce_sum([a, b], axis=0)`` (ResNeSt's split attention): a
+    list operand is stacked on a new axis 0 (``tf.convert_to_tensor``);
+    reducing over that axis only folds the tensors element-wise."""
+    def convert(call, op: Op) -> Emit:
+        if not (len(op.operands) == 1 and isinstance(op.operands[0], list)):
+            return impl(call, op)
+        items = op.operands[0]
+        refs = _tensor_refs(items)
+        if not refs or len(refs) != len(items):
+            call.refuse("operands", f"{op.name} of a list of tensors only")
+        for r in refs:
+            _unflat(call, r.i)
+        layout = _align(call, items)
+        xs = [call.inputs[r.i] for r in refs]
+        if len({x.shape for x in xs}) != 1:
+            call.refuse("operands", f"{op.name} of a list of tensors of one "
+                        "shape")
+        axis = op.options.get("axis")
+        axes = (list(range(xs[0].rank + 1)) if axis in (None, [])
+                else _axes(axis, xs[0].rank + 1))
+        if axes != [0] or op.options.get("keepdims"):
+            call.refuse(f"axis={axis!r}", f"{op.name} of a list over the "
+                        "list only (axis=0, keepdims=False)")
+        names = [x.expr for x in xs]
+        if op.name == "sum":
+            code = " + ".join(names)
+        else:
+            method = {"mean": "mean", "max": "amax", "min": "amin",
+                      "any": "any", "all": "all"}[op.name]
+            code = f"torch.stack([{', '.join(names)}]).{method}(dim=0)"
+        dtype = "bool" if op.name in ("any", "all") else xs[0].dtype
+        return Emit([Out(chain(code), xs[0].shape, layout, dtype)])
+    return convert
+
+
 _RESHAPE = IMPLEMENTATIONS["reshape"]
 _PAD = IMPLEMENTATIONS["pad"]
 _RESIZE = IMPLEMENTATIONS["resize"]
@@ -447,4 +483,6 @@ IMPLEMENTATIONS.update({
     "reshape": _with_python_numbers(reshape),
     "pad": pad, "resize": resize,
 })
+for _name in ("sum", "mean", "max", "min", "any", "all"):
+    IMPLEMENTATIONS[_name] = _list_reduce(IMPLEMENTATIONS[_name])
 TF_FIXES.append(_tf_spellings)

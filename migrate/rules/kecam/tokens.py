@@ -5,6 +5,8 @@
   (after it with ``is_at_end``).
 * ``volo>PositionalEmbedding`` (ViT, GPViT, Hiera, IFormer...): ``x +
   positional_embedding``, a weight of the input's shape with batch 1.
+* ``kecam>PureWeigths`` (GPViT's group tokens): its weight ``gain`` of
+  the configured ``shape``, whatever the input.
 """
 from __future__ import annotations
 
@@ -49,3 +51,17 @@ def positional_embedding(call):
     return Emit([Out(chain(f"{x.expr} + self.{call.attr}"), x.shape,
                      x.layout, x.dtype)],
                 module=module, state={"": weight})
+
+
+@rule("kecam>PureWeigths", variables=lambda cfg: ["gain"])
+def pure_weights(call):
+    """nn.Parameter returned as is (the input is not used)"""
+    gain = call.weights(["gain"])["gain"]
+    shape = tuple(int(d) for d in gain.shape)
+    cfg_shape = call.get("shape")
+    if not isinstance(cfg_shape, (list, tuple)) or tuple(cfg_shape) != shape:
+        call.refuse(f"shape={cfg_shape!r}", f"the weight's shape {shape}")
+    module = f"nn.Parameter(torch.zeros({', '.join(map(str, shape))}))"
+    return Emit([Out(chain(f"self.{call.attr}"), shape,
+                     identity(len(shape)), "float32")],
+                module=module, state={"": lambda: as_f32(gain.read())})

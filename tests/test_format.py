@@ -20,3 +20,28 @@ def test_comment_moves_above_when_too_long():
                  "  # Keras: 'a rather long layer name with spaces'")
     assert lines[0].strip().startswith("# Keras:")
     assert all(len(ln) <= LIMIT for ln in lines)
+
+
+def test_long_line_without_a_useful_bracket_is_parenthesised():
+    """kecam's long layer names: no bracket at all, or the text before the
+    bracket is itself too long -- black's parentheses, operators first."""
+    line = ("stack2_block1_deep_1_conv = stack2_block1_deep_1_conv"
+            " * tf_math_reduce_mean_1")
+    assert wrap(line, 8) == [
+        "        stack2_block1_deep_1_conv = (",
+        "            stack2_block1_deep_1_conv * tf_math_reduce_mean_1",
+        "        )"]
+    long = ("stage_1_block_0_dark_block_conv_1_output = "
+            "stage_1_block_0_dark_block_conv_1_output_name"
+            " + stage_1_block_0_dark_block_conv_2_output_name"
+            " * stage_1_block_0_dark_block_conv_3")
+    out = wrap(long, 8)
+    assert all(len(x) <= 79 for x in out), out
+    assert out[0].endswith("= (") and out[-1] == "        )"
+    assert out[2].lstrip().startswith("+ ") and out[3].lstrip().startswith(
+        "* ")
+    head = ("stage_1_block_0_dark_block_conv_1 = "
+            "self.stage_1_block_0_dark_block_conv_1_with_long_name(x, y)")
+    out = wrap(head, 8)
+    assert all(len(x) <= 79 for x in out), out
+    compile("\n".join(x[8:] for x in out), "m", "exec")

@@ -3,9 +3,14 @@
 A long statement is broken inside its widest top-level bracket pair, black
 style: the opening bracket ends the first line, the contents go on the next
 lines one indent deeper (one argument per line when they still do not fit),
-and the closing bracket starts the last line.
+and the closing bracket starts the last line.  When no bracket helps (none
+in the statement, or the text before it is itself too long), the right-hand
+side of an assignment or ``return`` goes in parentheses, as black does,
+broken before its top-level operators if it still does not fit.
 """
 from __future__ import annotations
+
+import re
 
 LIMIT = 79
 _OPEN = {"(": ")", "[": "]", "{": "}"}
@@ -27,11 +32,24 @@ def wrap(line: str, indent: int, comment: str = "") -> list[str]:
     return out
 
 
+_TARGET = re.compile(r"(?:[A-Za-z_][\w.]*(?:, [A-Za-z_][\w.]*)* = |return )")
+_OPERATORS = (" + ", " - ", " * ", " / ", " @ ", " & ", " | ", " if ",
+              " else ")
+
+
 def _split(line: str, indent: int) -> list[str]:
     pad = " " * indent
     if len(pad + line) <= LIMIT:
         return [pad + line]
     span = _widest(line)
+    target = _TARGET.match(line)
+    if target and (span is None or len(pad + line[:span[0] + 1]) > LIMIT):
+        value = line[target.end():]
+        if not (value.startswith("(") and _widest(value) == (
+                0, len(value) - 1)):
+            return ([pad + target.group(0) + "("] + _operands(value,
+                                                              indent + 4)
+                    + [pad + ")"])
     if span is None:
         return [pad + line]
     start, end = span
@@ -92,3 +110,37 @@ def _commas(text: str) -> list[str]:
     if cur.strip():
         parts.append(cur.strip())
     return parts
+
+
+def _operands(expr: str, indent: int) -> list[str]:
+    """``expr`` inside parentheses: whole when it fits, else broken before
+    each top-level binary operator (the operator starts its line)."""
+    pad = " " * indent
+    if len(pad + expr) <= LIMIT:
+        return [pad + expr]
+    pieces, depth, quote, cur, i = [], 0, None, "", 0
+    while i < len(expr):
+        ch = expr[i]
+        if quote:
+            quote = None if ch == quote and expr[i - 1] != "\\" else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _OPEN:
+            depth += 1
+        elif ch in _OPEN.values():
+            depth -= 1
+        elif depth == 0:
+            op = next((o for o in _OPERATORS if expr.startswith(o, i)), None)
+            if op is not None and cur.strip():
+                pieces.append(cur)
+                cur, i = op.lstrip(), i + len(op)
+                continue
+        cur += ch
+        i += 1
+    pieces.append(cur)
+    if len(pieces) == 1:
+        return _split(expr, indent)
+    out = []
+    for piece in pieces:
+        out += _split(piece.strip(), indent)
+    return out

@@ -153,6 +153,13 @@ def _tail(code: str):
         return None
     call = node.value
     var = node.targets[0].id
+    if isinstance(call, ast.Subscript) and isinstance(
+            call.value, (ast.Call, ast.BinOp)) and not any(
+            isinstance(x, ast.Name) for x in ast.walk(call.slice)):
+        # y = self.ln(x)[:, 0] -> y = self.ln(x); y = y[:, 0]
+        inner = call.value
+        head = f"{var} = {code[inner.col_offset:inner.end_col_offset]}"
+        return head, f"{var} = {var}{code[inner.end_col_offset:]}"
     if isinstance(call, ast.BinOp) and isinstance(call.left, ast.Call) \
             and isinstance(call.right, ast.Name):
         # x = self.drop(x) + y -> x = self.drop(x); x = x + y
@@ -1126,7 +1133,7 @@ def _substitute(prev: Stmt, s: Stmt):
     before = s.parts[i - 1] if isinstance(s.parts[i - 1], str) else ""
     after = s.parts[i + 1] if i + 1 < len(s.parts) and isinstance(
         s.parts[i + 1], str) else ""
-    if after.startswith("."):
+    if after.startswith((".", "[")):
         code = _render(rhs, lambda v: "v", lambda m: "self.m")
         try:
             simple = isinstance(ast.parse(code, mode="eval").body,

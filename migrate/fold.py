@@ -177,7 +177,8 @@ def _tail(code: str):
         if any(isinstance(x, ast.Name) for a in others for x in ast.walk(a)):
             return None
         head = f"{var} = {ast.get_source_segment(code, inner)}"
-        return head, (code[:inner.col_offset].replace(code[:node.value.col_offset], f"{var} = ", 1)
+        start = code[:node.value.col_offset]
+        return head, (code[:inner.col_offset].replace(start, f"{var} = ", 1)
                       + var + code[inner.end_col_offset:])
     inner = func.value
     if not isinstance(inner, (ast.Call, ast.BinOp)) or any(
@@ -777,9 +778,11 @@ class Folder:
         base = rs[0]
         union = sorted({o for r in rs for o in r.opts},
                        key=lambda o: (o[1], o[0]))
+        common = set.intersection(*(set(r.opts) for r in rs))
         flags = Namespace({"x", "identity", "self"})
         guard = {o: flags.name(("opt", o), {"residual": "use_res_connect"}
-                               .get(o[0], o[0])) for o in union}
+                               .get(o[0], o[0]))
+                 for o in union if o not in common}
 
         def reduced(r):
             skip = {k for _, ks, _, _ in r.groups for k in ks}
@@ -798,7 +801,8 @@ class Folder:
                     continue
                 if o in base.opts:
                     for k in group(base, o)[1]:
-                        out.append(replace(self.stmts[k], guard=guard[o]))
+                        out.append(replace(self.stmts[k],
+                                           guard=guard.get(o)))
                     continue
                 donor = next(r for r in rs if o in r.opts)
                 _, ks, u, w = group(donor, o)
@@ -1287,7 +1291,7 @@ class Superset:
     def fit(self, folder: "Folder", r: Region) -> bool:
         """Check ``r`` is this without the parts it lacks, and record how
         its modules and numbers map onto these."""
-        have = {self.guard[o] for o in r.opts}
+        have = {self.guard[o] for o in r.opts if o in self.guard}
         if not self.mods:
             for s in self.stmts:
                 for m in s.mods:

@@ -565,8 +565,9 @@ _subst = subst  # the older name
 
 
 def translate(graph: Graph, options: Options | None = None) -> Program:
+    from .padfold import fold_padding
     options = options or Options()
-    program = Translator(graph, options).run()
+    program = fold_padding(Translator(graph, options).run())
     if options.flat:
         return program
     from .fold import fold

@@ -34,6 +34,10 @@ CLASS_COST = 9  # lines a class costs besides its body
 MAX_BLOCK_STMTS = 120
 
 
+_ORDER = ("pad", "drop", "residual")  # optional parts at one place
+_FLAG = {"residual": "use_res_connect", "drop": "use_drop"}
+
+
 # -- statements -------------------------------------------------------------
 @dataclass
 class Stmt:
@@ -460,6 +464,8 @@ class Folder:
                  optional: bool = True):
         self.p = program
         self.optional = optional  # blocks may differ by optional parts
+        self.strict: set = set()  # shapes whose parts did not line up
+        self._fit_cache: dict = {}
         self.decls = {m.attr: m for m in program.modules}
         self.bool_vars = bool_vars
         self.paths: dict[str, str] = {}  # flat attr -> dotted path
@@ -673,16 +679,15 @@ class Folder:
                 and len(p) == 5 and p[1] == " = " and p[3] == " + "
                 and c_in in s.reads and len(set(s.reads)) == 2):
             (u,) = [v for v in s.reads if v != c_in]
-            ks = [b - 1]
             prev = self.stmts[b - 2]
-            if (prev.writes == [u] and len(prev.mods) == 1
-                    and "Dropout" in self.decls[prev.mods[0]].code.split(
-                        "(")[0] and len(set(prev.reads)) == 1
-                    and self.last.get(u) == b - 1):
-                ks.insert(0, b - 2)
-                u = prev.reads[0]
             if u != c_in and self.defined.get(u, -2) >= a:
-                groups.append(("residual", ks, u, c_out))
+                if (prev.writes == [u] and len(prev.mods) == 1
+                        and "Dropout" in self.decls[prev.mods[0]].code.split(
+                            "(")[0] and len(set(prev.reads)) == 1
+                        and prev.reads[0] != c_in
+                        and self.last.get(u) == b - 1):
+                    groups.append(("drop", [b - 2], prev.reads[0], u))
+                groups.append(("residual", [b - 1], u, c_out))
         for k in range(a, b - 1):
             s = self.stmts[k]
             text = "".join(x if isinstance(x, str) else "\x00"
@@ -710,8 +715,8 @@ class Folder:
                         break
                     r = self._region(a, b, c_in, c_out)
                     if r is not None:
-                        groups.setdefault(r.key, []).append(r)
-            best, best_save = None, 0
+                        groups.setdefault(self._gkey(r), []).append(r)
+            best, best_save, retry = None, 0, False
             for key, rs in groups.items():
                 inst, at = [], -1
                 for r in sorted(rs, key=lambda r: r.start):
@@ -725,6 +730,10 @@ class Folder:
                             and inst[i + 1].start == r.end]
                 if len(inst) < 2 or not self._bare(inst[0]) and len(
                         inst[0].mods) < 2:  # a class holds two modules
+                    continue
+                if not self._fits(inst):  # the parts do not line up
+                    self.strict.add(key)
+                    retry = True
                     continue
                 save = self._saving(inst)
                 if self._bare(inst[0]):  # torch layers: runs of four
@@ -742,12 +751,31 @@ class Folder:
                 if save > best_save:
                     best, best_save = inst, save
             if best is None:
+                if retry:
+                    continue
                 break
             for r in best:
                 for k in range(r.start, r.end):
                     taken[k] = True
             chosen.extend(best)
         return sorted(chosen, key=lambda r: r.start)
+
+    def _gkey(self, r: Region):
+        """The shape a region is grouped by: up to its optional parts,
+        unless those did not line up for that shape."""
+        return r.key if r.key not in self.strict else (r.key, tuple(r.opts))
+
+    def _fits(self, inst: list[Region]) -> bool:
+        if len({tuple(r.opts) for r in inst}) < 2:
+            return True
+        ids = tuple(id(r) for r in inst)
+        if ids not in self._fit_cache:
+            try:
+                self._superset(inst)
+                self._fit_cache[ids] = True
+            except _NoFit:
+                self._fit_cache[ids] = False
+        return self._fit_cache[ids]
 
     def _saving(self, inst: list[Region]) -> int:
         r = inst[0]
@@ -777,12 +805,17 @@ class Folder:
         instance is the superset without the parts it lacks."""
         base = rs[0]
         union = sorted({o for r in rs for o in r.opts},
-                       key=lambda o: (o[1], o[0]))
+                       key=lambda o: (o[1], _ORDER.index(o[0])))
         common = set.intersection(*(set(r.opts) for r in rs))
         flags = Namespace({"x", "identity", "self"})
-        guard = {o: flags.name(("opt", o), {"residual": "use_res_connect"}
-                               .get(o[0], o[0]))
+        guard = {o: flags.name(("opt", o), _FLAG.get(o[0], o[0]))
                  for o in union if o not in common}
+        # parts that come and go together are one option (EfficientNet's
+        # stochastic-depth dropout and its residual add)
+        pattern = {o: tuple(o in r.opts for r in rs) for o in guard}
+        for o in guard:
+            same = [p for p in guard if pattern[p] == pattern[o]]
+            guard[o] = guard[same[-1]]
 
         def reduced(r):
             skip = {k for _, ks, _, _ in r.groups for k in ks}
@@ -801,8 +834,14 @@ class Folder:
                     continue
                 if o in base.opts:
                     for k in group(base, o)[1]:
-                        out.append(replace(self.stmts[k],
-                                           guard=guard.get(o)))
+                        s = self.stmts[k]
+                        parts = [("v", redirect.get(x[1], x[1]))
+                                 if isinstance(x, tuple) and x[0] == "v"
+                                 and x[1] not in s.writes else x
+                                 for x in s.parts]
+                        out.append(replace(
+                            s, parts=parts, guard=guard.get(o),
+                            reads=[redirect.get(v, v) for v in s.reads]))
                     continue
                 donor = next(r for r in rs if o in r.opts)
                 _, ks, u, w = group(donor, o)
@@ -813,16 +852,22 @@ class Folder:
                     for v in s.writes:
                         fresh[v] = len(self.names)
                         self.names.append(self.names[v])
-                    parts = [("v", fresh.get(x[1]) if x[1] in fresh
-                              else vmap.get(x[1], x[1]))
+
+                    def at(v):
+                        if v in fresh:
+                            return fresh[v]
+                        v = vmap.get(v, v)
+                        return redirect.get(v, v) if v != base.c_in else v
+                    parts = [("v", at(x[1]))
                              if isinstance(x, tuple) and x[0] == "v" else x
                              for x in s.parts]
-                    reads = [fresh.get(v) if v in fresh else vmap.get(v, v)
-                             for v in s.reads]
+                    reads = [at(v) for v in s.reads]
                     out.append(Stmt(parts, [fresh[v] for v in s.writes],
                                     reads, list(s.mods), s.comment,
                                     guard=guard[o]))
                 inserted.append((donor, w, fresh[w]))
+                ub = vmap.get(u, u)
+                redirect[ub] = fresh[w]
                 if donor.c_out == w:
                     c_out = fresh[w]
             if pos == len(base_red):
@@ -837,7 +882,6 @@ class Folder:
             reads = [x[1] for x in parts if isinstance(x, tuple)
                      and x[0] == "v" and x[1] not in s.writes]
             out.append(replace(s, parts=parts, reads=reads))
-        del redirect
         sup = Superset(out, base.c_in, c_out, guard)
         for r in rs:
             if not sup.fit(self, r):
@@ -867,7 +911,7 @@ class Folder:
         # classes: one per region key
         by_key: dict[tuple, list[Region]] = {}
         for r in regions:
-            by_key.setdefault(r.key, []).append(r)
+            by_key.setdefault(self._gkey(r), []).append(r)
         classes = {}  # key -> ClassSpec
         class_names = Namespace(set(helpers) | {p.class_name})
         for key, rs in by_key.items():
@@ -899,10 +943,10 @@ class Folder:
         for run in runs:
             name = attrs.name(("run", run[0].start), _run_name(
                 [_common_prefix(r.mods) for r in run], len(run),
-                classes[run[0].key] is None))
+                classes[self._gkey(run[0])] is None))
             ctor = []
             for i, r in enumerate(run):
-                spec = classes[r.key]
+                spec = classes[self._gkey(r)]
                 path = f"{name}.{i}" if len(run) > 1 else name
                 if spec is None:
                     m = r.mods[0]

@@ -165,3 +165,49 @@ def test_blocks_are_found_without_meaningful_names():
         "nn.Sequential(*[ResidualBlock() for _ in range(4)])"]
     assert q.body == ["x = self.blocks(x)"]
     assert q.renames["l4.weight"] == "blocks.1.bn.weight"
+
+
+@pytest.fixture(scope="module")
+def inverted_residuals():
+    case = MODELS / "k3_inverted_residuals"
+    _, model, weights = model_files(case)[0]
+    inputs, _ = load_reference(case)
+    x = torch.from_numpy(inputs[0]).permute(0, 3, 1, 2).contiguous()
+    flat = migrate.convert(model, weights, flat=True)
+    folded = migrate.convert(model, weights)
+    with torch.no_grad():
+        want = flat.module()(x)
+    return folded, x, want
+
+
+def test_blocks_with_optional_parts_are_one_class(inverted_residuals):
+    """Blocks with and without the residual add, the dropout before it
+    and the stride-2 pad: one class, each part under its option (a module
+    that may be absent is None), still the flat port's bits."""
+    folded, x, want = inverted_residuals
+    src = folded.source
+    assert src.count("\nclass ") == 3  # SharedDropout, Block, the model
+    assert "    if self.use_res_connect:\n            x = x + identity" \
+        in src
+    assert "        if self.drop is not None:\n            x = self.drop(x)" \
+        in src
+    assert "        if self.pad:\n            x = F.pad(x, (0, 1, 0, 1))" \
+        in src
+    assert "        self.drop = None\n        if p is not None:\n" in src
+    assert "Block(8, 32, 2, 0, 12, pad=True, use_res_connect=False)" in src
+    with torch.no_grad():
+        assert torch.equal(folded.module()(x), want)
+
+
+def test_optional_parts_survive_torch_export(inverted_residuals):
+    folded, x, want = inverted_residuals
+    ep = torch.export.export(folded.module(), (x,))
+    torch.testing.assert_close(ep.module()(x), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_optional_parts_survive_torch_compile(inverted_residuals):
+    folded, x, want = inverted_residuals
+    with torch.no_grad():
+        got = torch.compile(folded.module())(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

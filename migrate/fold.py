@@ -1070,10 +1070,13 @@ class Folder:
             if self._bare(first) and len(run) == 1:
                 s = self.stmts[first.start]
                 parts = [y] + s.parts[1:2] + [("m", name)] + s.parts[3:]
-                return [Stmt(parts, [last.c_out], [first.c_in], [name])]
-            args = [x] + sum(([", ", g] for g in globs), [])
-            return [Stmt([y, " = ", ("m", name), "("] + args + [")"],
-                         [last.c_out], [first.c_in], [name])]
+                call = Stmt(parts, [last.c_out], [first.c_in], [name])
+            else:
+                args = [x] + sum(([", ", g] for g in globs), [])
+                call = Stmt([y, " = ", ("m", name), "("] + args + [")"],
+                            [last.c_out], [first.c_in], [name])
+            call.run_end = last.end
+            return [call]
         # a loop; the value keeps one name through it
         if self._bare(first):
             s = self.stmts[first.start]
@@ -1096,6 +1099,11 @@ class Folder:
             if getattr(s, "alias_of", None) is not None and not (
                     s.writes[0] in self.returns and len(self.returns) > 1):
                 alias[s.writes[0]] = alias.get(s.alias_of, s.alias_of)
+        disp = self._main_names(body, alias)
+
+        def name(v):
+            v = alias.get(v, v)
+            return disp.get(v, self.names[v])
         lines = []
         pending_loop = None
         body = _rejoin(body, keep=self.returns)
@@ -1105,12 +1113,11 @@ class Folder:
                     # one of several outputs keeps its name (pooled_output,
                     # sequence_output): the docstring tells them apart
                     y = self.names[s.writes[0]]
-                    x = self.names[alias.get(s.alias_of, s.alias_of)]
+                    x = name(s.alias_of)
                     if y != x:
                         lines.append(f"{y} = {x}")
                 continue
-            text = _render(s.parts, lambda v: self.names[alias.get(v, v)],
-                           lambda m: f"self.{m}")
+            text = _render(s.parts, name, lambda m: f"self.{m}")
             if getattr(s, "indent", False):
                 lines[-1] = pending_loop + "\n" + " " * 4 + text
                 pending_loop = None
@@ -1120,9 +1127,48 @@ class Folder:
                 lines.append(text)
                 continue
             lines.append(text + ("  " + s.comment if s.comment else ""))
-        self.new_returns = [self.names[alias.get(v, v)]
-                            for v in self.returns]
+        self.new_returns = [name(v) for v in self.returns]
         return lines
+
+    def _main_names(self, body: list, alias: dict) -> dict:
+        """Names for what the model's forward holds now: a run's output
+        takes its input's name when the input is not read again (``x =
+        self.conv3(x)``, not ``conv4_block1_1_conv = self.conv3(x)``), and
+        a value the flat port wrote to the variable it read keeps that
+        variable's name.  Outputs keep theirs; none when a name would hold
+        two live values."""
+        disp: dict[int, str] = {}
+
+        def name(v):
+            v = alias.get(v, v)
+            return disp.get(v, self.names[v])
+        for s in body:
+            if getattr(s, "alias_of", None) is not None or \
+                    len(s.writes) != 1 or s.writes[0] in self.returns:
+                continue
+            w = s.writes[0]
+            end = getattr(s, "run_end", None)
+            if end is not None:
+                if self.last.get(s.reads[0], -1) < end:
+                    disp[w] = name(s.reads[0])
+                continue
+            for v in s.reads:
+                if v != w and self.names[v] == self.names[w]:
+                    disp[w] = name(v)
+                    break
+        current = {self.names[i]: i for i in range(len(self.p.inputs))}
+        for s in body:
+            if getattr(s, "alias_of", None) is not None:
+                continue
+            for x in s.parts:
+                if isinstance(x, tuple) and x[0] == "v" and \
+                        x[1] not in s.writes:
+                    v = alias.get(x[1], x[1])
+                    if current.get(name(v)) != v:
+                        return {}
+            for w in s.writes:
+                current[name(w)] = alias.get(w, w)
+        return disp
 
     # ---------------------------------------------------------------------
     def _class(self, rs: list[Region], names: Namespace, helpers):

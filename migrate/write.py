@@ -36,7 +36,8 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
     except OSError as exc:
         raise ConversionError(f"cannot write to {parent}: {exc.strerror}")
     try:
-        (tmp / "model.py").write_text(conv.source, encoding="utf-8")
+        (tmp / "model.py").write_text(_with_outdir(conv.source, outdir),
+                                      encoding="utf-8")
         weights = tmp / WEIGHT_FILES[conv.weights_format]
         state = conv.state_dict
         write = (write_safetensors if conv.weights_format == "safetensors"
@@ -59,3 +60,14 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return outdir
+
+
+def _with_outdir(source: str, outdir: Path) -> str:
+    """model.py with the header's regenerate command naming the folder it
+    is written to (its base name: run from the folder's parent)."""
+    from .emit.source import shell_word
+    name = shell_word(outdir.absolute().name, "OUTDIR")
+    head, sep, rest = source.partition("\n# Source file")
+    if not sep or "# Regenerate: " not in head:
+        return source
+    return head.replace(" -o OUTDIR", f" -o {name}", 1) + sep + rest

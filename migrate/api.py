@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .emit.source import render
+from .emit.source import render, shell_word
 from .errors import ConversionError
 from . import read as _read
 from .stream import LazyStateDict, Spec
@@ -201,7 +201,11 @@ def convert(path, weights=None, *, class_name: str | None = None,
             flags += " --flat"
         if class_name:
             flags += f" --class-name {class_name}"
-        source = render(program, flags)
+        cmd = shell_word(os.path.basename(os.fspath(path)), "MODEL_FILE")
+        if weights is not None:
+            cmd += " --weights " + shell_word(
+                os.path.basename(os.fspath(weights)), "WEIGHTS_FILE")
+        source = render(program, flags, cmd)
         info = {"path": os.fspath(path), "sha256": "",
                 "format": src.format, "keras_version": src.keras_version}
         if weights is not None:

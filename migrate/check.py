@@ -420,16 +420,23 @@ def _committed(port: Path) -> dict:
             "weights_path": port / WEIGHT_FILES[fmt]}
 
 
+def port_source(source: str, port) -> str:
+    """model.py as written to ``port`` (its header names the folder)."""
+    from .write import _with_outdir
+    return _with_outdir(source, Path(port))
+
+
 def _drift(conv, committed) -> tuple[dict, str | None] | None:
     drift = {"model_py": False, "weights": [], "missing": []}
     diff = None
     if committed["source"] is None:
         drift["missing"].append("model.py")
-    elif committed["source"] != conv.source:
+    elif committed["source"] != port_source(conv.source, committed["port"]):
         drift["model_py"] = True
         diff = "".join(difflib.unified_diff(
             committed["source"].splitlines(keepends=True),
-            conv.source.splitlines(keepends=True),
+            port_source(conv.source, committed["port"]).splitlines(
+                keepends=True),
             f"{committed['port']}/model.py",
             f"{committed['port']}/model.py (converted now)"))
     wpath = committed["weights_path"]

@@ -37,6 +37,10 @@ CLASS_COST = 9  # lines a class costs besides its body
 MAX_BLOCK_STMTS = 120
 
 
+_ORDER = ("pad", "drop", "residual")  # optional parts at one place
+_FLAG = {"residual": "use_res_connect", "drop": "use_drop"}
+
+
 # -- statements -------------------------------------------------------------
 @dataclass
 class Stmt:
@@ -47,6 +51,7 @@ class Stmt:
     comment: str = ""
     tail: bool = False  # split from the statement before (_split_tails)
     paren: bool = False  # ... whose value then needs brackets
+    guard: str | None = None  # a block's optional part: if self.<guard>
 
 
 def _parse(body: list[str], inputs: list[str], attrs: set[str]):
@@ -154,10 +159,22 @@ def _tail(code: str):
             not isinstance(node.targets[0], ast.Name) or "\n" in code:
         return None
     call = node.value
+    var = node.targets[0].id
+    if isinstance(call, ast.Subscript) and isinstance(
+            call.value, (ast.Call, ast.BinOp)) and not any(
+            isinstance(x, ast.Name) for x in ast.walk(call.slice)):
+        # y = self.ln(x)[:, 0] -> y = self.ln(x); y = y[:, 0]
+        inner = call.value
+        head = f"{var} = {code[inner.col_offset:inner.end_col_offset]}"
+        return head, f"{var} = {var}{code[inner.end_col_offset:]}"
+    if isinstance(call, ast.BinOp) and isinstance(call.left, ast.Call) \
+            and isinstance(call.right, ast.Name):
+        # x = self.drop(x) + y -> x = self.drop(x); x = x + y
+        head = f"{var} = {ast.get_source_segment(code, call.left)}"
+        return head, f"{var} = {var}{code[call.left.end_col_offset:]}"
     if not (isinstance(call, ast.Call) and isinstance(call.func,
                                                       ast.Attribute)):
         return None
-    var = node.targets[0].id
     func = call.func
     if isinstance(func.value, ast.Name) and func.value.id == "F" and \
             call.args and isinstance(call.args[0], (ast.Call, ast.BinOp)):
@@ -167,7 +184,8 @@ def _tail(code: str):
         if any(isinstance(x, ast.Name) for a in others for x in ast.walk(a)):
             return None
         head = f"{var} = {ast.get_source_segment(code, inner)}"
-        return head, (code[:inner.col_offset].replace(code[:node.value.col_offset], f"{var} = ", 1)
+        start = code[:node.value.col_offset]
+        return head, (code[:inner.col_offset].replace(start, f"{var} = ", 1)
                       + var + code[inner.end_col_offset:])
     inner = func.value
     if not isinstance(inner, (ast.Call, ast.BinOp)) or any(
@@ -433,6 +451,8 @@ class Region:
     globals_: list[int]  # other values read, in order of first read
     size: int  # statements + modules
     consts: list = field(default_factory=list)  # numbers in its forward
+    groups: list = field(default_factory=list)  # optional parts it has
+    opts: list = field(default_factory=list)  # (kind, position) of each
 
 
 @dataclass
@@ -443,8 +463,12 @@ class Block:
 
 
 class Folder:
-    def __init__(self, program: Program, bool_vars: set[str]):
+    def __init__(self, program: Program, bool_vars: set[str],
+                 optional: bool = True):
         self.p = program
+        self.optional = optional  # blocks may differ by optional parts
+        self.strict: set = set()  # shapes whose parts did not line up
+        self._fit_cache: dict = {}
         self.decls = {m.attr: m for m in program.modules}
         self.bool_vars = bool_vars
         self.paths: dict[str, str] = {}  # flat attr -> dotted path
@@ -633,7 +657,6 @@ class Folder:
     def _new_region(self, a: int, b: int, c_in: int, c_out: int):
         if b - a > MAX_BLOCK_STMTS:
             return None
-        stmts = self.stmts[a:b]
         local = {}
         for k in range(a, b):
             for w in self.stmts[k].writes:
@@ -644,8 +667,47 @@ class Folder:
         for v in local:
             if v != c_out and self.last.get(v, -1) >= b:
                 return None
-        mods, globs = [], []
-        canon = []
+        for k in range(a, b):
+            for m in self.stmts[k].mods:
+                if any(u < a or u >= b for u in self.mod_uses[m]):
+                    return None  # a shared layer
+        stmts = self.stmts[a:b]
+        groups = self._optional_groups(a, b, c_in, c_out) \
+            if self.optional else []
+        skip = {k - a for _, ks, _, _ in groups for k in ks}
+        subst = {w: u for _, _, u, w in groups}
+        kept = [s for i, s in enumerate(stmts) if i not in skip]
+        canon = self._canon(kept, c_in, subst)
+        if canon is None:
+            return None
+        key, _, globs = canon
+        mods = list(dict.fromkeys(m for s in stmts for m in s.mods))
+        opts = []
+        for kind, ks, _, _ in groups:
+            pos = sum(1 for i in range(ks[0] - a) if i not in skip)
+            opts.append((kind, pos))
+        consts = [v for st in stmts for part in st.parts
+                  if isinstance(part, str) and _literals_ok(part)
+                  for v in _LITERAL.findall(part)]
+        return Region(a, b, c_in, c_out, key, mods, globs,
+                      (b - a) + len(mods), consts, groups, opts)
+
+    def _canon(self, stmts: list[Stmt], c_in: int, subst: dict):
+        """(key, modules in order of first use, globals read) of a list of
+        statements read as a block with input ``c_in``: its statements
+        with values numbered by their definition and modules by their
+        first use, constructors up to their values; ``subst`` gives a
+        value that stands for another (an optional part left out)."""
+        local = {}
+        for s in stmts:
+            for w in s.writes:
+                local[w] = len(local)
+
+        def see(v):
+            while v in subst:
+                v = subst[v]
+            return v
+        mods, globs, canon = [], [], []
         for s in stmts:
             out = []
             for part in s.parts:
@@ -654,19 +716,16 @@ class Folder:
                                if _literals_ok(part) else part)
                 elif part[0] == "m":
                     if part[1] not in mods:
-                        if any(u < a or u >= b
-                               for u in self.mod_uses[part[1]]):
-                            return None  # a shared layer
                         mods.append(part[1])
                     out.append(f"\x00m{mods.index(part[1])}")
                 else:
-                    v = part[1]
+                    v = see(part[1]) if part[1] not in s.writes else part[1]
                     if v == c_in:
                         out.append("\x00X")
                     elif v in local:
                         out.append(f"\x00v{local[v]}")
                     else:
-                        if not self.is_global[v]:
+                        if not self.is_global.get(v, False):
                             return None
                         if v not in globs:
                             globs.append(v)
@@ -685,11 +744,42 @@ class Folder:
             slot_keys.append((t, lines))
         key = (tuple(canon), tuple(slot_keys), len(globs),
                canon.index(canon[-1]) if canon else 0)
-        consts = [v for st in stmts for part in st.parts
-                  if isinstance(part, str) and _literals_ok(part)
-                  for v in _LITERAL.findall(part)]
-        return Region(a, b, c_in, c_out, key, mods, globs,
-                      (b - a) + len(mods), consts)
+        return key, mods, globs
+
+    def _optional_groups(self, a: int, b: int, c_in: int, c_out: int):
+        """The parts of region [a, b) that a block may have or not, as
+        ``(kind, statement indices, input, output)``: leaving one out
+        means its output is its input.  A residual add at the end (``x =
+        identity + x``, with a dropout just before it: EfficientNet's
+        stochastic depth) and a ``F.pad`` that only the next statement
+        reads (MobileNetV2's stride-2 blocks)."""
+        groups = []
+        s = self.stmts[b - 1]
+        p = s.parts
+        if (b - a >= 3 and s.writes == [c_out] and not s.mods
+                and len(p) == 5 and p[1] == " = " and p[3] == " + "
+                and c_in in s.reads and len(set(s.reads)) == 2):
+            (u,) = [v for v in s.reads if v != c_in]
+            prev = self.stmts[b - 2]
+            if u != c_in and self.defined.get(u, -2) >= a:
+                if (prev.writes == [u] and len(prev.mods) == 1
+                        and "Dropout" in self.decls[prev.mods[0]].code.split(
+                            "(")[0] and len(set(prev.reads)) == 1
+                        and prev.reads[0] != c_in
+                        and self.last.get(u) == b - 1):
+                    groups.append(("drop", [b - 2], prev.reads[0], u))
+                groups.append(("residual", [b - 1], u, c_out))
+        for k in range(a, b - 1):
+            s = self.stmts[k]
+            text = "".join(x if isinstance(x, str) else "\x00"
+                           for x in s.parts)
+            if (not s.mods and len(s.writes) == 1 and len(s.reads) == 1
+                    and text.startswith("\x00 = F.pad(\x00, ")
+                    and s.reads[0] != c_in
+                    and self.last.get(s.writes[0]) == k + 1
+                    and self.stmts[k + 1].reads.count(s.writes[0]) == 1):
+                groups.append(("pad", [k], s.reads[0], s.writes[0]))
+        return groups
 
     def _choose(self) -> list[Region]:
         """Greedy: the region shape whose instances save most lines first,
@@ -706,8 +796,8 @@ class Folder:
                         break
                     r = self._region(a, b, c_in, c_out)
                     if r is not None:
-                        groups.setdefault(r.key, []).append(r)
-            best, best_save = None, 0
+                        groups.setdefault(self._gkey(r), []).append(r)
+            best, best_save, retry = None, 0, False
             for key, rs in groups.items():
                 inst, at = [], -1
                 for r in sorted(rs, key=lambda r: r.start):
@@ -721,6 +811,10 @@ class Folder:
                             and inst[i + 1].start == r.end]
                 if len(inst) < 2 or not self._bare(inst[0]) and len(
                         inst[0].mods) < 2:  # a class holds two modules
+                    continue
+                if not self._fits(inst):  # the parts do not line up
+                    self.strict.add(key)
+                    retry = True
                     continue
                 save = self._saving(inst)
                 if self._bare(inst[0]):  # torch layers: runs of four
@@ -738,6 +832,8 @@ class Folder:
                 if save > best_save:
                     best, best_save = inst, save
             if best is None:
+                if retry:
+                    continue
                 break
             for r in best:
                 for k in range(r.start, r.end):
@@ -745,12 +841,31 @@ class Folder:
             chosen.extend(best)
         return sorted(chosen, key=lambda r: r.start)
 
+    def _gkey(self, r: Region):
+        """The shape a region is grouped by: up to its optional parts,
+        unless those did not line up for that shape."""
+        return r.key if r.key not in self.strict else (r.key, tuple(r.opts))
+
+    def _fits(self, inst: list[Region]) -> bool:
+        if len({tuple(r.opts) for r in inst}) < 2:
+            return True
+        ids = tuple(id(r) for r in inst)
+        if ids not in self._fit_cache:
+            try:
+                self._superset(inst)
+                self._fit_cache[ids] = True
+            except _NoFit:
+                self._fit_cache[ids] = False
+        return self._fit_cache[ids]
+
     def _saving(self, inst: list[Region]) -> int:
         r = inst[0]
         flat = sum(x.size for x in inst)
         if self._bare(r):
             return flat - (len(inst) + 3)
-        return flat - (r.size + CLASS_COST + 2 * len(inst))
+        opts = {o for x in inst for o in x.opts}
+        return flat - (max(x.size for x in inst) + CLASS_COST
+                       + 2 * len(inst) + 3 * len(opts))
 
     def _bare(self, r: Region) -> bool:
         """One statement ``v = self.m(x, ...)`` with the region's input as
@@ -764,6 +879,112 @@ class Folder:
                 and _closes_at_end(self.stmts[r.start]))
 
     # ---------------------------------------------------------------------
+    def _superset(self, rs: list[Region]) -> "Superset":
+        """One block's statements with every optional part some instance
+        has (taken from the first instance that has it, its values
+        renumbered), and how each instance maps onto them; checked: each
+        instance is the superset without the parts it lacks."""
+        base = rs[0]
+        union = sorted({o for r in rs for o in r.opts},
+                       key=lambda o: (o[1], _ORDER.index(o[0])))
+        common = set.intersection(*(set(r.opts) for r in rs))
+        flags = Namespace({"x", "identity", "self"})
+        guard = {o: flags.name(("opt", o), _FLAG.get(o[0], o[0]))
+                 for o in union if o not in common}
+        # parts that come and go together are one option (EfficientNet's
+        # stochastic-depth dropout and its residual add)
+        pattern = {o: tuple(o in r.opts for r in rs) for o in guard}
+        for o in guard:
+            same = [p for p in guard if pattern[p] == pattern[o]]
+            guard[o] = guard[same[-1]]
+
+        def reduced(r):
+            skip = {k for _, ks, _, _ in r.groups for k in ks}
+            return [k for k in range(r.start, r.end) if k not in skip]
+
+        def group(r, o):
+            return r.groups[r.opts.index(o)]
+        base_red = reduced(base)
+        out: list[Stmt] = []
+        redirect: dict[int, int] = {}  # base value -> inserted output
+        inserted = []  # (donor, donor output, new output)
+        c_out = base.c_out
+        for pos in range(len(base_red) + 1):
+            for o in union:
+                if o[1] != pos:
+                    continue
+                if o in base.opts:
+                    for k in group(base, o)[1]:
+                        s = self.stmts[k]
+                        parts = [("v", redirect.get(x[1], x[1]))
+                                 if isinstance(x, tuple) and x[0] == "v"
+                                 and x[1] not in s.writes else x
+                                 for x in s.parts]
+                        out.append(replace(
+                            s, parts=parts, guard=guard.get(o),
+                            reads=[redirect.get(v, v) for v in s.reads]))
+                    continue
+                donor = next(r for r in rs if o in r.opts)
+                _, ks, u, w = group(donor, o)
+                vmap = self._value_map(donor, base)
+                fresh = {}
+                for k in ks:
+                    s = self.stmts[k]
+                    for v in s.writes:
+                        fresh[v] = len(self.names)
+                        self.names.append(self.names[v])
+
+                    def at(v):
+                        if v in fresh:
+                            return fresh[v]
+                        v = vmap.get(v, v)
+                        return redirect.get(v, v) if v != base.c_in else v
+                    parts = [("v", at(x[1]))
+                             if isinstance(x, tuple) and x[0] == "v" else x
+                             for x in s.parts]
+                    reads = [at(v) for v in s.reads]
+                    out.append(Stmt(parts, [fresh[v] for v in s.writes],
+                                    reads, list(s.mods), s.comment,
+                                    guard=guard[o]))
+                inserted.append((donor, w, fresh[w]))
+                ub = vmap.get(u, u)
+                redirect[ub] = fresh[w]
+                if donor.c_out == w:
+                    c_out = fresh[w]
+            if pos == len(base_red):
+                break
+            s = self.stmts[base_red[pos]]
+            parts = list(s.parts)
+            for donor, w, new in inserted:
+                ds = self.stmts[reduced(donor)[pos]]
+                for i, x in enumerate(ds.parts):
+                    if x == ("v", w) and i < len(parts):
+                        parts[i] = ("v", new)
+            reads = [x[1] for x in parts if isinstance(x, tuple)
+                     and x[0] == "v" and x[1] not in s.writes]
+            out.append(replace(s, parts=parts, reads=reads))
+        sup = Superset(out, base.c_in, c_out, guard)
+        for r in rs:
+            if not sup.fit(self, r):
+                raise _NoFit
+        return sup
+
+    def _value_map(self, donor: Region, base: Region) -> dict:
+        """Donor values -> the base's: their inputs, globals and the
+        writes of their common statements, in order."""
+        vmap = {donor.c_in: base.c_in}
+        vmap.update(zip(donor.globals_, base.globals_))
+
+        def red(r):
+            skip = {k for _, ks, _, _ in r.groups for k in ks}
+            return [k for k in range(r.start, r.end) if k not in skip]
+        for kd, kb in zip(red(donor), red(base)):
+            vmap.update(zip(self.stmts[kd].writes, self.stmts[kb].writes))
+        for _, _, u, w in donor.groups:  # a part the base lacks
+            if w not in vmap:
+                vmap[w] = vmap.get(u, u)
+        return vmap
+
     def _rewrite(self, regions: list[Region]) -> Program:
         p = self.p
         helpers = p.helpers
@@ -771,7 +992,7 @@ class Folder:
         # classes: one per region key
         by_key: dict[tuple, list[Region]] = {}
         for r in regions:
-            by_key.setdefault(r.key, []).append(r)
+            by_key.setdefault(self._gkey(r), []).append(r)
         classes = {}  # key -> ClassSpec
         class_names = Namespace(set(helpers) | {p.class_name})
         for key, rs in by_key.items():
@@ -803,10 +1024,10 @@ class Folder:
         for run in runs:
             name = attrs.name(("run", run[0].start), _run_name(
                 [_common_prefix(r.mods) for r in run], len(run),
-                classes[run[0].key] is None))
+                classes[self._gkey(run[0])] is None))
             ctor = []
             for i, r in enumerate(run):
-                spec = classes[r.key]
+                spec = classes[self._gkey(r)]
                 path = f"{name}.{i}" if len(run) > 1 else name
                 if spec is None:
                     m = r.mods[0]
@@ -930,10 +1151,13 @@ class Folder:
             if self._bare(first) and len(run) == 1:
                 s = self.stmts[first.start]
                 parts = [y] + s.parts[1:2] + [("m", name)] + s.parts[3:]
-                return [Stmt(parts, [last.c_out], [first.c_in], [name])]
-            args = [x] + sum(([", ", g] for g in globs), [])
-            return [Stmt([y, " = ", ("m", name), "("] + args + [")"],
-                         [last.c_out], [first.c_in], [name])]
+                call = Stmt(parts, [last.c_out], [first.c_in], [name])
+            else:
+                args = [x] + sum(([", ", g] for g in globs), [])
+                call = Stmt([y, " = ", ("m", name), "("] + args + [")"],
+                            [last.c_out], [first.c_in], [name])
+            call.run_end = last.end
+            return [call]
         # a loop; the value keeps one name through it
         if self._bare(first):
             s = self.stmts[first.start]
@@ -956,6 +1180,11 @@ class Folder:
             if getattr(s, "alias_of", None) is not None and not (
                     s.writes[0] in self.returns and len(self.returns) > 1):
                 alias[s.writes[0]] = alias.get(s.alias_of, s.alias_of)
+        disp = self._main_names(body, alias)
+
+        def name(v):
+            v = alias.get(v, v)
+            return disp.get(v, self.names[v])
         lines = []
         pending_loop = None
         body = _rejoin(body, keep=self.returns)
@@ -965,12 +1194,11 @@ class Folder:
                     # one of several outputs keeps its name (pooled_output,
                     # sequence_output): the docstring tells them apart
                     y = self.names[s.writes[0]]
-                    x = self.names[alias.get(s.alias_of, s.alias_of)]
+                    x = name(s.alias_of)
                     if y != x:
                         lines.append(f"{y} = {x}")
                 continue
-            text = _render(s.parts, lambda v: self.names[alias.get(v, v)],
-                           lambda m: f"self.{m}")
+            text = _render(s.parts, name, lambda m: f"self.{m}")
             if getattr(s, "indent", False):
                 lines[-1] = pending_loop + "\n" + " " * 4 + text
                 pending_loop = None
@@ -980,9 +1208,48 @@ class Folder:
                 lines.append(text)
                 continue
             lines.append(text + ("  " + s.comment if s.comment else ""))
-        self.new_returns = [self.names[alias.get(v, v)]
-                            for v in self.returns]
+        self.new_returns = [name(v) for v in self.returns]
         return lines
+
+    def _main_names(self, body: list, alias: dict) -> dict:
+        """Names for what the model's forward holds now: a run's output
+        takes its input's name when the input is not read again (``x =
+        self.conv3(x)``, not ``conv4_block1_1_conv = self.conv3(x)``), and
+        a value the flat port wrote to the variable it read keeps that
+        variable's name.  Outputs keep theirs; none when a name would hold
+        two live values."""
+        disp: dict[int, str] = {}
+
+        def name(v):
+            v = alias.get(v, v)
+            return disp.get(v, self.names[v])
+        for s in body:
+            if getattr(s, "alias_of", None) is not None or \
+                    len(s.writes) != 1 or s.writes[0] in self.returns:
+                continue
+            w = s.writes[0]
+            end = getattr(s, "run_end", None)
+            if end is not None:
+                if self.last.get(s.reads[0], -1) < end:
+                    disp[w] = name(s.reads[0])
+                continue
+            for v in s.reads:
+                if v != w and self.names[v] == self.names[w]:
+                    disp[w] = name(v)
+                    break
+        current = {self.names[i]: i for i in range(len(self.p.inputs))}
+        for s in body:
+            if getattr(s, "alias_of", None) is not None:
+                continue
+            for x in s.parts:
+                if isinstance(x, tuple) and x[0] == "v" and \
+                        x[1] not in s.writes:
+                    v = alias.get(x[1], x[1])
+                    if current.get(name(v)) != v:
+                        return {}
+            for w in s.writes:
+                current[name(w)] = alias.get(w, w)
+        return disp
 
     # ---------------------------------------------------------------------
     def _class(self, rs: list[Region], names: Namespace, helpers):
@@ -1010,6 +1277,7 @@ def _rejoin(body: list, anywhere: bool = False, width: int = 71,
                 and len(prev.writes) == 1 and len(s.writes) == 1
                 and not getattr(prev, "indent", False)
                 and not getattr(s, "indent", False)
+                and getattr(prev, "guard", None) == getattr(s, "guard", None)
                 and s.reads.count(prev.writes[0]) == 1
                 and reads.get(prev.writes[0], 0) == 1
                 and (getattr(s, "tail", False) or anywhere and not s.mods)):
@@ -1040,7 +1308,7 @@ def _substitute(prev: Stmt, s: Stmt):
     before = s.parts[i - 1] if isinstance(s.parts[i - 1], str) else ""
     after = s.parts[i + 1] if i + 1 < len(s.parts) and isinstance(
         s.parts[i + 1], str) else ""
-    if after.startswith("."):
+    if after.startswith((".", "[")):
         code = _render(rhs, lambda v: "v", lambda m: "self.m")
         try:
             simple = isinstance(ast.parse(code, mode="eval").body,
@@ -1062,7 +1330,8 @@ def _substitute(prev: Stmt, s: Stmt):
             merged.append(x)
     reads = [v for v in prev.reads] + [v for v in s.reads if v != w]
     out = Stmt(merged, s.writes, reads, prev.mods + [
-        m for m in s.mods if m not in prev.mods], s.comment or prev.comment)
+        m for m in s.mods if m not in prev.mods], s.comment or prev.comment,
+        guard=s.guard)
     return out
 
 
@@ -1175,6 +1444,74 @@ def _kind(code: str) -> str:
     return identifier(callee.rsplit(".", 1)[-1].lower(), "layer")
 
 
+class _NoFit(Exception):
+    """An instance is not the superset without its missing parts."""
+
+
+@dataclass
+class Superset:
+    stmts: list  # Stmt, optional parts with their guard
+    c_in: int
+    c_out: int
+    guard: dict  # (kind, position) -> flag name
+    mods: list = field(default_factory=list)  # attrs, in order of use
+    inst_mods: list = field(default_factory=list)  # per instance: attr|None
+    inst_consts: list = field(default_factory=list)  # per instance, stmt
+    inst_flags: list = field(default_factory=list)  # per instance: flags
+
+    def fit(self, folder: "Folder", r: Region) -> bool:
+        """Check ``r`` is this without the parts it lacks, and record how
+        its modules and numbers map onto these."""
+        have = {self.guard[o] for o in r.opts if o in self.guard}
+        if not self.mods:
+            for s in self.stmts:
+                for m in s.mods:
+                    if m not in self.mods:
+                        self.mods.append(m)
+        subst, kept = {}, []
+        for s in self.stmts:
+            if s.guard is not None and s.guard not in have:
+                rd = set(s.reads)
+                if len(rd) == 2 and self.c_in in rd:  # x = identity + x
+                    rd.discard(self.c_in)
+                if len(s.writes) != 1 or len(rd) != 1:
+                    return False
+                subst[s.writes[0]] = rd.pop()
+                continue
+            kept.append(s)
+        mine = folder._canon(kept, self.c_in, subst)
+        full = folder._canon(folder.stmts[r.start:r.end], r.c_in, {})
+        if mine is None or full is None or mine[0] != full[0]:
+            return False
+        out = self.c_out
+        while out in subst:
+            out = subst[out]
+        writes = [w for s in kept for w in s.writes]
+        theirs = [w for s in folder.stmts[r.start:r.end] for w in s.writes]
+        if out not in writes or writes.index(out) != theirs.index(r.c_out):
+            return False
+        by = dict(zip(mine[1], full[1]))
+        self.inst_mods.append([by.get(m) for m in self.mods])
+        consts, it = [], iter(folder.stmts[r.start:r.end])
+        for s in self.stmts:
+            if s.guard is not None and s.guard not in have:
+                consts.append(None)
+                continue
+            st = next(it)
+            consts.append([v for part in st.parts if isinstance(part, str)
+                           and _literals_ok(part)
+                           for v in _LITERAL.findall(part)])
+        self.inst_consts.append(consts)
+        self.inst_flags.append(have)
+        return True
+
+
+def _lookup(by_values: dict, values: tuple):
+    """The argument that already holds ``values`` (None where an instance
+    lacks the part: only the same gaps share an argument)."""
+    return by_values.get(values)
+
+
 class ClassSpec:
     """One block class: its source and how each instance is built."""
 
@@ -1182,17 +1519,23 @@ class ClassSpec:
                  helpers: dict):
         self.folder = f = folder
         self.regions = rs
-        first = rs[0]
+        self.sup = sup = f._superset(rs)
+        mods = sup.mods
+        inst = sup.inst_mods  # per instance, per slot: its attr or None
+        group_of = {m: s.guard for s in sup.stmts for m in s.mods}
         # submodule names: the Keras names past the block's common prefix
         # when every instance agrees, else the module kind
-        slots = Namespace({"x", "identity", "shortcut"})
+        slots = Namespace({"x", "identity", "shortcut"}
+                          | set(sup.guard.values()))
         self.slot_of: dict[str, str] = {}
         per_slot = []
-        for k in range(len(first.mods)):
+        for k in range(len(mods)):
             rests = set()
-            for r in rs:
+            for i, r in enumerate(rs):
+                if inst[i][k] is None:
+                    continue
                 pre = f._prefix(r)
-                kn = f.decls[r.mods[k]].keras_name
+                kn = f.decls[inst[i][k]].keras_name
                 rest = kn[len(pre):].strip("_") if pre and kn.startswith(
                     pre) else ""
                 rests.add(rest)
@@ -1200,61 +1543,109 @@ class ClassSpec:
             m = re.fullmatch(r"(\d+)_([A-Za-z]\w*)", rest)
             if m:
                 rest = f"{m.group(2)}{m.group(1)}"
-            base = rest or _kind(f.decls[first.mods[k]].code)
+            base = rest or _kind(f.decls[mods[k]].code)
             per_slot.append(slots.name(("slot", k), base, "layer"))
-        for r in rs:
-            for k, m in enumerate(r.mods):
-                self.slot_of[m] = per_slot[k]
+        for i in range(len(rs)):
+            for k in range(len(mods)):
+                if inst[i][k] is not None:
+                    self.slot_of[inst[i][k]] = per_slot[k]
+        for k, m in enumerate(mods):
+            self.slot_of[m] = per_slot[k]
         self.slots = per_slot
+        self.slot_guard = [group_of.get(m) for m in mods]
         # constructor values: those that vary become arguments
-        filled = [_filled([f.decls[r.mods[k]].code for r in rs], helpers)
-                  for k in range(len(first.mods))]
-        temps = [[_template(filled[k][i]) for k in range(len(first.mods))]
-                 for i in range(len(rs))]
         params = []  # (name, [value per instance])
         self.code = []  # per slot: text with {param} holes
-        pnames = Namespace(set(per_slot) | {"self", "x"})
+        pnames = Namespace(set(per_slot) | {"self", "x"}
+                           | set(sup.guard.values()))
         by_values: dict[tuple, str] = {}
-        for k in range(len(first.mods)):
-            t0 = temps[0][k]
+        for k in range(len(mods)):
+            have = [i for i in range(len(rs)) if inst[i][k] is not None]
+            filled = _filled([f.decls[inst[i][k]].code for i in have],
+                             helpers)
+            temps = {i: _template(c) for i, c in zip(have, filled)}
+            t0 = temps[have[0]]
             text = []
             for part in t0.text:
                 if isinstance(part, str):
                     text.append(part)
                     continue
-                values = tuple(temps[i][k].values[part] for i in range(len(rs)))
-                if len(set(values)) == 1:
-                    text.append(values[0])
+                values = tuple(temps[i].values[part] if i in temps
+                               else None for i in range(len(rs)))
+                known = {v for v in values if v is not None}
+                if len(known) == 1:
+                    text.append(known.pop())
                     continue
-                if values not in by_values:
+                name = _lookup(by_values, values)
+                if name is None:
                     callee, slot = t0.holes[part]
                     base = _param_name(callee, slot, helpers)
                     if pnames.name(("p", base), base) != base or \
                             base in {pn for pn, _ in params}:
                         base = pnames.name(("p", k, part),
                                            f"{per_slot[k]}_{base}")
-                    else:
-                        base = base
-                    by_values[values] = base
-                    params.append((base, values))
-                text.append(by_values[values])
+                    name = base
+                    by_values[values] = name
+                    params.append((name, values))
+                text.append(name)
             self.code.append("".join(text))
         # numbers in forward that differ: arguments kept as attributes
-        self.forward_values = []  # per number: its text in forward
+        self.forward_values = []  # per statement, per number: its text
         self.attrs = []  # params forward reads as self.<name>
-        for i, v0 in enumerate(first.consts):
-            values = tuple(r.consts[i] for r in rs)
-            if len(set(values)) == 1:
-                self.forward_values.append(v0)
+        for j in range(len(sup.stmts)):
+            row = [c[j] for c in sup.inst_consts]
+            first = next(c for c in row if c is not None)
+            texts = []
+            for n, v0 in enumerate(first):
+                values = tuple(c[n] if c is not None else None
+                               for c in row)
+                known = {v for v in values if v is not None}
+                if len(known) == 1:
+                    texts.append(v0)
+                    continue
+                name = _lookup(by_values, values)
+                if name is None:
+                    name = pnames.name(("c", j, n), "value")
+                    by_values[values] = name
+                    params.append((name, values))
+                if name not in self.attrs:
+                    self.attrs.append(name)
+                texts.append(f"self.{name}")
+            self.forward_values.append(texts)
+        # optional parts: a flag each, False where most instances lack it
+        self.flags = []  # (name, default)
+        self.cond = {}  # flag -> the test forward writes
+        self.init_cond = {}  # flag -> (test in __init__, module or None)
+        for name in dict.fromkeys(sup.guard.values()):
+            on = [name in h for h in sup.inst_flags]
+            self.cond[name] = f"self.{name}"
+            used = {t for s, texts in zip(sup.stmts, self.forward_values)
+                    if s.guard == name for t in texts
+                    if t.startswith("self.")}
+            pv = dict(params)
+            if len(used) == 1 and not any(
+                    s.mods for s in sup.stmts if s.guard == name):
+                p = used.pop()[5:]
+                if [v is not None for v in pv[p]] == on:
+                    # a number only instances with the part have: the
+                    # number is the flag (F.pad(x, self.pad))
+                    params = [(name if n == p else n, v) for n, v in params]
+                    self.attrs = [name if n == p else n for n in self.attrs]
+                    self.forward_values = [
+                        [f"self.{name}" if t == f"self.{p}" else t
+                         for t in texts] for texts in self.forward_values]
+                    self.cond[name] = f"self.{name} is not None"
+                    continue
+            ks = [k for k, g in enumerate(self.slot_guard) if g == name]
+            hole = [n for n, v in params if [x is not None for x in v] == on
+                    and ks and any(re.search(rf"\b{n}\b", self.code[k])
+                                   for k in ks)]
+            if hole:  # its module's value says whether it is there
+                self.cond[name] = f"self.{per_slot[ks[0]]} is not None"
+                self.init_cond[name] = (f"{hole[0]} is not None",
+                                        per_slot[ks[0]])
                 continue
-            if values not in by_values:
-                base = pnames.name(("c", i), "value")
-                by_values[values] = base
-                params.append((base, values))
-            name = by_values[values]
-            if name not in self.attrs:
-                self.attrs.append(name)
-            self.forward_values.append(f"self.{name}")
+            self.flags.append((name, sum(on) * 2 > len(rs)))
         self.params = params
         self.index = {id(r): i for i, r in enumerate(rs)}
         self.base = self._class_name()
@@ -1267,18 +1658,17 @@ class ClassSpec:
 
     def projection(self) -> bool:
         """True when a module runs off the main path (a shortcut conv)."""
-        f, r = self.folder, self.regions[0]
-        main, _ = self._main_path(r)
+        main, _ = self._main_path()
         return any(s.mods and not (set(s.writes) & main)
-                   for s in f.stmts[r.start:r.end])
+                   for s in self.sup.stmts)
 
-    def _main_path(self, r: Region):
+    def _main_path(self):
         """The values on the longest path (in statements) from the
         block's input to its output, and the path in order."""
-        f = self.folder
-        depth = {r.c_in: 0}
+        sup = self.sup
+        depth = {sup.c_in: 0}
         prev = {}
-        for s in f.stmts[r.start:r.end]:
+        for s in sup.stmts:
             best = max(((depth[v], v) for v in s.reads if v in depth),
                        default=None)
             if best is None:
@@ -1286,12 +1676,12 @@ class ClassSpec:
             for w in s.writes:
                 depth[w] = best[0] + 1
                 prev[w] = best[1]
-        path = [r.c_out]
+        path = [sup.c_out]
         while path[-1] in prev:
             path.append(prev[path[-1]])
         path.reverse()
-        if path[0] != r.c_in:
-            path = [r.c_in, r.c_out]
+        if path[0] != sup.c_in:
+            path = [sup.c_in, sup.c_out]
         return set(path), path
 
     def _class_name(self) -> str:
@@ -1308,55 +1698,76 @@ class ClassSpec:
         return class_identifier("_".join(words))
 
     def _role(self) -> str:
-        f, r = self.folder, self.regions[0]
-        last = f.stmts[r.end - 1]
-        if r.c_in in last.reads and "torch.cat" in "".join(
+        sup = self.sup
+        last = sup.stmts[-1]
+        if sup.c_in in last.reads and "torch.cat" in "".join(
                 p for p in last.parts if isinstance(p, str)):
             return "dense_layer"
-        if any(r.c_in in f.stmts[k].reads for k in range(r.start + 1,
-                                                         r.end)):
+        if any(sup.c_in in s.reads for s in sup.stmts[1:]):
             return "residual_block"
         return "block"
 
     def instance(self, r: Region) -> str:
         i = self.index[id(r)]
-        args = ", ".join(values[i] for _, values in self.params)
-        return f"{self.name}({args})"
+        holes = {n for n, values in self.params if None in values}
+        args = [values[i] for n, values in self.params if n not in holes]
+        args += [f"{n}={values[i]}" for n, values in self.params
+                 if n in holes and values[i] is not None]
+        have = self.sup.inst_flags[i]
+        args += [f"{n}={n in have}" for n, default in self.flags
+                 if (n in have) != default]
+        return f"{self.name}({', '.join(args)})"
 
     def _source(self) -> str:
-        f, r = self.folder, self.regions[0]
-        args = ", ".join(["self"] + [n for n, _ in self.params])
+        f = self.folder
+        holes = {n for n, values in self.params if None in values}
+        args = ["self"] + [n for n, _ in self.params if n not in holes]
+        args += [f"{n}=None" for n, _ in self.params if n in holes]
+        args += [f"{n}={d}" for n, d in self.flags]
         lines = [f"class {self.name}(nn.Module):"]
-        lines.append(f"    def __init__({args}):")
+        lines.append(f"    def __init__({', '.join(args)}):")
         lines.append("        super().__init__()")
-        for k, m in enumerate(r.mods):
-            lines.append(f"        self.{self.slots[k]} = {self.code[k]}")
+        for n, _ in self.flags:
+            lines.append(f"        self.{n} = {n}")
+        guard = None
+        for k, m in enumerate(self.sup.mods):
+            g = self.slot_guard[k]
+            pad = "        " + ("    " if g else "")
+            if g and g != guard:
+                test, none = self.init_cond.get(g, (g, None))
+                if none:
+                    lines.append(f"        self.{none} = None")
+                lines.append(f"        if {test}:")
+            guard = g
+            lines.append(f"{pad}self.{self.slots[k]} = {self.code[k]}")
             for extra in f.decls[m].init_lines:
-                lines.append("        " + re.sub(
+                lines.append(pad + re.sub(
                     rf"\bself\.{re.escape(m)}\b", f"self.{self.slots[k]}",
                     extra))
         for name in self.attrs:
             lines.append(f"        self.{name} = {name}")
-        body, gnames = self._forward(r)
+        body, gnames = self._forward()
         lines.append("")
         lines.append("    def forward(" + ", ".join(["self", "x"] + gnames)
                      + "):")
         lines += ["        " + ln for ln in body]
         return "\n".join(lines)
 
-    def _forward(self, r: Region):
+    def _forward(self):
         """The block's statements with its own names: ``x`` along the
         longest path from input to output, ``identity`` for the input
-        where a branch also reads it, producer names elsewhere."""
-        f = self.folder
-        stmts = self._with_values(f.stmts[r.start:r.end])
+        where a branch also reads it, producer names elsewhere; an
+        optional part under ``if self.<flag>:``."""
+        f, sup = self.folder, self.sup
+        c_in, c_out = sup.c_in, sup.c_out
+        stmts = self._with_values(sup.stmts)
         gnames = []
         names = {}
         ns = Namespace({"x", "identity", "self"})
-        for g in r.globals_:
+        for g in self.regions[0].globals_:
             names[g] = ns.name(("g", g), f.names[g], "mask")
             gnames.append(names[g])
-        main, _ = self._main_path(r)
+        main, _ = self._main_path()
         deff = {}
         last = {}
         for k, s in enumerate(stmts):
@@ -1364,18 +1775,17 @@ class ClassSpec:
                 deff[w] = k
             for v in s.reads:
                 last[v] = k
-        deff[r.c_in] = -1
+        deff[c_in] = -1
         ordered = sorted(main, key=lambda v: deff.get(v, 0))
         lines = []
-        holder = None  # the main value now in x
         for i, v in enumerate(ordered):
             nxt = ordered[i + 1] if i + 1 < len(ordered) else None
             if nxt is None or last.get(v, -1) <= deff[nxt]:
                 names[v] = "x"
             else:
                 names[v] = None  # named below
-        if names.get(r.c_in) is None:
-            names[r.c_in] = "identity"
+        if names.get(c_in) is None:
+            names[c_in] = "identity"
             lines.append("identity = x")
         for k, s in enumerate(stmts):
             for w in s.writes:
@@ -1391,26 +1801,55 @@ class ClassSpec:
                         w not in main:
                     hint = "shortcut"
                 names[w] = ns.name(("v", w), hint or f.names[w], "t")
-        del holder
         second = ordered[1] if len(ordered) > 1 else None
-        for s in _rejoin(self._shortcut_last(stmts, main, names), True,
-                         keep=[r.c_out]):
+        order = _rejoin(self._shortcut_last(stmts, main, names), True,
+                        keep=[c_out])
+        self._check_guards(order, names)
+        guard = None
+        for s in order:
             # x still holds the input until the next main value is written
-            early = second in s.writes and names[r.c_in] != "x"
-            text = _render(s.parts, lambda v: "x" if early and v == r.c_in
+            early = second in s.writes and names[c_in] != "x"
+            text = _render(s.parts, lambda v: "x" if early and v == c_in
                            else names[v],
                            lambda m: f"self.{self.slot_of[m]}")
-            lines.append(text)
-        lines.append(f"return {names[r.c_out]}")
+            if s.guard and s.guard != guard:
+                lines.append(f"if {self.cond[s.guard]}:")
+            guard = s.guard
+            lines.append(("    " if s.guard else "") + text)
+        lines.append(f"return {names[c_out]}")
         return lines, gnames
 
+    def _check_guards(self, order: list[Stmt], names: dict) -> None:
+        """Skipping an optional part leaves its input where its output
+        would be: each part is one run of lines whose input and output
+        have the same name."""
+        c_in = self.sup.c_in
+        seen = set()
+        for i, s in enumerate(order):
+            if s.guard is None or (i and order[i - 1].guard == s.guard):
+                continue
+            if s.guard in seen:
+                raise _NoFit
+            seen.add(s.guard)
+            run = [s]
+            for t in order[i + 1:]:
+                if t.guard != s.guard:
+                    break
+                run.append(t)
+            inside = {w for t in run for w in t.writes}
+            ins = {v for t in run for v in t.reads if v not in inside}
+            if len(ins) == 2 and c_in in ins:
+                ins.discard(c_in)
+            if len(ins) != 1 or len(run[-1].writes) != 1 or \
+                    names[ins.pop()] != names[run[-1].writes[0]]:
+                raise _NoFit
 
     def _with_values(self, stmts: list[Stmt]) -> list[Stmt]:
         """Copies of the statements with each number as the block writes
         it (the instances' common value, or ``self.<argument>``)."""
-        values = iter(self.forward_values)
         out = []
-        for st in stmts:
+        for st, texts in zip(stmts, self.forward_values):
+            values = iter(texts)
             parts = [_LITERAL.sub(lambda m: next(values), x)
                      if isinstance(x, str) and _literals_ok(x) else x
                      for x in st.parts]
@@ -1453,7 +1892,10 @@ def fold(program: Program, bool_vars: set[str] | None = None) -> Program:
     """The program with its repeated blocks folded into classes (the flat
     program itself when nothing repeats, or when a folded forward would
     read a name it does not define: folding never guesses)."""
-    out = Folder(program, bool_vars or set()).run()
+    try:
+        out = Folder(program, bool_vars or set()).run()
+    except _NoFit:  # a block with optional parts did not check out
+        out = Folder(program, bool_vars or set(), optional=False).run()
     if out is program:
         return out
     known = set(dir(__builtins__) if not isinstance(__builtins__, dict)

@@ -20,7 +20,8 @@ from .graph import Graph, Node, TensorRef
 from .layout import Layout, channels_first, convert, identity
 from .rules import registry
 from .rules.base import HOLE, IN, TMP, Call, Emit, Refused, Tensor
-from .emit.names import Namespace, class_identifier, comment_text
+from .emit.names import (Namespace, class_identifier, comment_text,
+                         shape_text)
 from .compose import _atomic, fill, subst  # noqa: F401 (_atomic: tests)
 from .masks import Masks, keras3_run_order
 from .params import layer_params
@@ -475,6 +476,7 @@ class Translator:
             else:
                 base = node.layer.keras_name if single \
                     else f"{node.layer.keras_name}_{i}"
+                base = _role_name(node, out, self.tensors) or base
                 var = self.vars.name(ref, self.output_names.get(ref, base),
                                      "t")
             outs.append((ref, var, out))
@@ -624,8 +626,7 @@ class Translator:
 
 
 def _shape_note(shape) -> str:
-    dims = ["B"] + ["?" if d is None else str(d) for d in shape[1:]]
-    return "# (" + ", ".join(dims) + ")"
+    return "# " + shape_text(shape)
 
 
 def _too_long(var: str, expr: str) -> bool:
@@ -636,8 +637,9 @@ _subst = subst  # the older name
 
 
 def translate(graph: Graph, options: Options | None = None) -> Program:
+    from .padfold import fold_padding
     options = options or Options()
-    program = Translator(graph, options).run()
+    program = fold_padding(Translator(graph, options).run())
     if options.flat:
         return program
     from .fold import fold
@@ -667,6 +669,21 @@ def _token_inputs(graph: Graph) -> dict[TensorRef, str]:
     if named:
         return {named[0].ref: "x"}
     return {ints[0].ref: "x"} if len(ints) == 1 else {}
+
+
+def _role_name(node: Node, out, tensors) -> str | None:
+    """A name for what an op computes where its Keras name is only the
+    op's (``get_item``): ``x[:, 0]`` of a (B, T, C) sequence is the first
+    position's vector, BERT's ``cls_token``."""
+    layer = node.layer
+    if not re.fullmatch(r"get_item(_\d+)?", layer.keras_name) or \
+            len(node.inputs) != 1 or node.inputs[0] not in tensors:
+        return None
+    src = tensors[node.inputs[0]]
+    if (len(src.shape) == 3 and out.steps == [IN(0) + "[:, 0]"]
+            and len(out.shape) == 2 and src.layout.perm == (0, 1, 2)):
+        return "cls_token"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -36,13 +36,14 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
     except OSError as exc:
         raise ConversionError(f"cannot write to {parent}: {exc.strerror}")
     try:
-        (tmp / "model.py").write_text(conv.source, encoding="utf-8")
+        (tmp / "model.py").write_text(_with_outdir(conv.source, outdir),
+                                      encoding="utf-8")
         weights = tmp / WEIGHT_FILES[conv.weights_format]
         state = conv.state_dict
         write = (write_safetensors if conv.weights_format == "safetensors"
                  else write_torch)
         write(weights, state.specs, state.produce)
-        _write_training(conv, tmp)
+        _write_training(conv, tmp, outdir)
         report = json.dumps(conv.report, indent=2, sort_keys=False)
         (tmp / "conversion.json").write_text(report + "\n", encoding="utf-8")
         if outdir.exists():
@@ -62,16 +63,28 @@ def write_outdir(conv, outdir: Path, *, force: bool = False) -> Path:
     return outdir
 
 
-def _write_training(conv, tmp: Path) -> None:
+def _write_training(conv, tmp: Path, outdir: Path) -> None:
     """training.py and optimizer.safetensors, when the model was compiled
     (:mod:`migrate.training.emit`)."""
     port = getattr(conv, "training", None)
     if port is None or port.source is None:
         return
     from .training.emit import STATE_FILE, TRAINING_FILE
-    (tmp / TRAINING_FILE).write_text(port.source, encoding="utf-8")
+    (tmp / TRAINING_FILE).write_text(_with_outdir(port.source, outdir),
+                                     encoding="utf-8")
     if port.state is not None:
         from .stream import Spec
         specs = {k: Spec(tuple(v.shape), v.dtype)
                  for k, v in port.state.items()}
         write_safetensors(tmp / STATE_FILE, specs, port.state.__getitem__)
+
+
+def _with_outdir(source: str, outdir: Path) -> str:
+    """model.py with the header's regenerate command naming the folder it
+    is written to (its base name: run from the folder's parent)."""
+    from .emit.source import shell_word
+    name = shell_word(outdir.absolute().name, "OUTDIR")
+    head, sep, rest = source.partition("\n# Source file")
+    if not sep or "# Regenerate: " not in head:
+        return source
+    return head.replace(" -o OUTDIR", f" -o {name}", 1) + sep + rest

@@ -1,6 +1,7 @@
 """The Python API and what convert writes, on whole small models."""
 import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,7 +31,8 @@ def test_every_format_gives_byte_identical_source_and_weights(case):
     convs = [migrate.convert(m, w) for _, m, w in model_files(d)]
     assert len(convs) >= 2
     for c in convs[1:]:
-        assert c.source == convs[0].source
+        # the same code; the header's command names each file
+        assert _code(c.source) == _code(convs[0].source)
         assert c.state_dict.keys() == convs[0].state_dict.keys()
         for k, v in c.state_dict.items():
             assert torch.equal(v, convs[0].state_dict[k]), k
@@ -39,7 +41,26 @@ def test_every_format_gives_byte_identical_source_and_weights(case):
 def test_keras2_and_keras3_saves_of_one_architecture_give_one_source():
     k3 = migrate.convert(fixture_dir("k3_small_cnn") / "model.keras")
     k2 = migrate.convert(fixture_dir("k2_small_cnn") / "model.h5")
-    assert k3.source == k2.source
+    assert _code(k3.source) == _code(k2.source)
+
+
+def _code(source: str) -> str:
+    return re.sub(r"^# Regenerate: .*\n", "", source, flags=re.M)
+
+
+def test_the_header_command_works_from_the_output_folders_parent(tmp_path):
+    """Base names and the options used: no absolute path, no timestamp;
+    the folder written to is named once saved."""
+    d = fixture_dir("k3_small_cnn")
+    conv = migrate.convert(d / "model.json", d / "model.weights.h5",
+                           flat=True)
+    assert "# Regenerate: keras2torch convert model.json --weights " \
+        "model.weights.h5 -o OUTDIR --flat\n" in conv.source
+    conv.save(tmp_path / "port")
+    text = (tmp_path / "port" / "model.py").read_text()
+    assert "# Regenerate: keras2torch convert model.json --weights " \
+        "model.weights.h5 -o port --flat\n" in text
+    assert str(tmp_path) not in text and str(d) not in text
 
 
 def test_conversion_object():

@@ -191,3 +191,99 @@ def test_blocks_are_found_without_meaningful_names():
         "nn.Sequential(*[ResidualBlock() for _ in range(4)])"]
     assert q.body == ["x = self.blocks(x)"]
     assert q.renames["l4.weight"] == "blocks.1.bn.weight"
+
+
+@pytest.fixture(scope="module")
+def inverted_residuals():
+    case = MODELS / "k3_inverted_residuals"
+    _, model, weights = model_files(case)[0]
+    inputs, _ = load_reference(case)
+    x = torch.from_numpy(inputs[0]).permute(0, 3, 1, 2).contiguous()
+    flat = migrate.convert(model, weights, flat=True)
+    folded = migrate.convert(model, weights)
+    with torch.no_grad():
+        want = flat.module()(x)
+    return folded, x, want
+
+
+def test_blocks_with_optional_parts_are_one_class(inverted_residuals):
+    """Blocks with and without the residual add, the dropout before it
+    and the stride-2 pad: one class, each part under its option (a module
+    that may be absent is None), still the flat port's bits."""
+    folded, x, want = inverted_residuals
+    src = folded.source
+    assert src.count("\nclass ") == 3  # SharedDropout, Block, the model
+    assert "    if self.use_res_connect:\n            x = x + identity" \
+        in src
+    assert "        if self.drop is not None:\n            x = self.drop(x)" \
+        in src
+    assert "        if self.pad:\n            x = F.pad(x, (0, 1, 0, 1))" \
+        in src
+    assert "        self.drop = None\n        if p is not None:\n" in src
+    assert "Block(8, 32, 2, 0, 12, pad=True, use_res_connect=False)" in src
+    with torch.no_grad():
+        assert torch.equal(folded.module()(x), want)
+
+
+def test_optional_parts_survive_torch_export(inverted_residuals):
+    folded, x, want = inverted_residuals
+    ep = torch.export.export(folded.module(), (x,))
+    torch.testing.assert_close(ep.module()(x), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_optional_parts_survive_torch_compile(inverted_residuals):
+    folded, x, want = inverted_residuals
+    with torch.no_grad():
+        got = torch.compile(folded.module())(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+# -- names (issue 14, section 3) ---------------------------------------------
+def test_a_sequence_of_unknown_length_is_t_in_shapes():
+    from migrate.emit.names import shape_text
+    assert shape_text((None, None, 64)) == "(B, T, 64)"
+    assert shape_text((None, None)) == "(B, T)"
+    assert shape_text((None, 3, None, None)) == "(B, 3, ?, ?)"
+
+
+def test_the_first_position_of_a_sequence_is_the_cls_token():
+    """x[:, 0] of a (B, T, C) tensor, named only by its op (get_item),
+    is BERT's cls_token; any other slice, or a layer the user named,
+    keeps its name."""
+    from types import SimpleNamespace as NS
+    from migrate.rules.base import IN
+    from migrate.translate import _role_name
+    seq = NS(shape=(None, 8, 4), layout=identity(3))
+
+    def role(name, step, shape=(None, 4), src=seq):
+        node = NS(layer=NS(keras_name=name), inputs=["r"])
+        return _role_name(node, NS(steps=[IN(0) + step], shape=shape),
+                          {"r": src})
+    assert role("get_item", "[:, 0]") == "cls_token"
+    assert role("get_item_3", "[:, 0]") == "cls_token"
+    assert role("first_token", "[:, 0]") is None
+    assert role("get_item", "[:, -1]") is None
+    assert role("get_item", "[:, 0]", src=NS(shape=(None, 8, 4, 4),
+                                             layout=identity(4))) is None
+
+
+def test_the_forward_names_the_main_path_x():
+    """After a folded run the value keeps its input's name (x =
+    self.blocks(x)), and so do the flat lines that continue it."""
+    body, modules, k = [], [], 0
+    for i in range(4):
+        a, b, c = f"l{k}", f"l{k + 1}", f"l{k + 2}"
+        k += 3
+        body += [f"t{i} = self.{a}(x)", f"t{i} = F.relu(self.{b}(t{i}))",
+                 f"t{i} = self.{c}(t{i})", f"x = F.relu(x + t{i})"]
+        modules += [(a, "nn.Conv2d(8, 8, kernel_size=3, padding=1)"),
+                    (b, "nn.BatchNorm2d(8, eps=0.001)"),
+                    (c, "nn.Conv2d(8, 8, kernel_size=1)")]
+    body[-1] = "head = F.relu(x + t3)"
+    body += ["head = self.top(head)", "out = F.softmax(head, dim=1)"]
+    modules.append(("top", "nn.Conv2d(8, 4, kernel_size=1)"))
+    p = _program(body, modules, ["out"])
+    q = fold(p)
+    assert q.body == ["x = self.blocks(x)", "x = self.top(x)",
+                      "out = F.softmax(x, dim=1)"], q.body

@@ -120,3 +120,18 @@ def comment_text(text: str) -> str:
         else:
             out.append(ascii(ch)[1:-1])
     return "".join(out)
+
+
+def shape_text(shape) -> str:
+    """``(B, T, 64)``: a shape for a comment or docstring; an unknown
+    size is ``T`` along a sequence (axis 1 of a rank-2 or rank-3 shape),
+    ``?`` elsewhere."""
+    dims = ["B"]
+    for axis, d in enumerate(shape[1:], 1):
+        if d is not None:
+            dims.append(str(d))
+        elif axis == 1 and len(shape) in (2, 3):
+            dims.append("T")
+        else:
+            dims.append("?")
+    return "(" + ", ".join(dims) + ")"

@@ -76,6 +76,32 @@ class MultiHeadAttention(nn.Module):
         return (out, weights) if return_attention_scores else out
 '''
 
+SELF_ATTENTION = '''\
+class SelfAttention(nn.Module):
+    """Keras MultiHeadAttention over one sequence (query = key = value),
+    unmasked, no dropout: per-head scaled dot-product attention, the heads
+    projected to the output.  Input and output (B, T, features)."""
+
+    def __init__(self, size, num_heads, key_dim):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.query = nn.Linear(size, num_heads * key_dim)
+        self.key = nn.Linear(size, num_heads * key_dim)
+        self.value = nn.Linear(size, num_heads * key_dim)
+        self.output = nn.Linear(num_heads * key_dim, size)
+
+    def forward(self, x):
+        heads = (self.num_heads, -1)
+        q = self.query(x).unflatten(-1, heads).transpose(1, 2)
+        k = self.key(x).unflatten(-1, heads).transpose(1, 2)
+        v = self.value(x).unflatten(-1, heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v,
+                                             scale=self.key_dim ** -0.5)
+        out = out.transpose(1, 2).flatten(2)  # (B, T, heads * key_dim)
+        return self.output(out)
+'''
+
 COMBINED_MASK = '''\
 def combined_mask(mask, q, k, use_causal_mask, sliding_window=None,
                   explicit=False):
@@ -382,11 +408,20 @@ def multi_head_attention(call):
         "{attend}", _attend_code(version, "self.key_dim")),
         "combined_mask": COMBINED_MASK}
     state = _mha_state(call, heads, key_dim, value_dim, use_bias, gate)
+    one = call.node.inputs[call.index(query)] == \
+        call.node.inputs[call.index(value)]
+    if (one and self_key and len(args) == 3 and not parts and not causal
+            and not scores_out and not fold):
+        # attention of a sequence over itself, nothing optional used: the
+        # short helper (nanoGPT's shape), the same weights and arithmetic
+        module = f"SelfAttention({sizes['query']}, {heads}, {key_dim})"
+        helpers = {"SelfAttention": SELF_ATTENTION}
 
     def seq(t):
         return f"{t.expr}.flatten(1, -2)" if fold else t.expr
 
-    call_args = [seq(query), seq(value)]
+    call_args = [seq(query)] if module.startswith("SelfAttention") \
+        else [seq(query), seq(value)]
     if key is not None and not self_key:
         call_args.append(f"key={seq(key)}")
     if parts:

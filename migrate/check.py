@@ -451,7 +451,8 @@ def _drift(conv, committed) -> tuple[dict, str | None] | None:
         path = committed["port"] / "training.py"
         if not path.is_file():
             drift["missing"].append("training.py")
-        elif path.read_text(encoding="utf-8") != training.source:
+        elif path.read_text(encoding="utf-8") != port_source(
+                training.source, committed["port"]):
             drift["training_py"] = True
     if (drift["model_py"] or drift["weights"] or drift["missing"]
             or drift.get("training_py")):

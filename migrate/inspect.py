@@ -187,7 +187,7 @@ def _table(path, graph: Graph, tr: Trace, fmt, version) -> Inspection:
         rows.append(LayerRow(
             node=node.id, keras_name=layer.name,
             class_name=layer.class_name, output_shapes=shapes,
-            params=layer_params(layer),
+            params=layer_params(layer, graph),
             rule=rule.name if rule is not None else None,
             status=status, reason=reason,
             torch_name=decl.attr if decl is not None else None,

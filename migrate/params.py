@@ -15,10 +15,41 @@ from __future__ import annotations
 import math
 
 
-def layer_params(layer) -> int:
-    """Keras's parameter count of one :class:`migrate.graph.Layer`."""
+def tracked(layer) -> list[str]:
+    """Graph names of the other layers whose variables Keras also counts in
+    this layer's ``count_params()``: keras-hub's MaskedLMHead tracks the
+    token embedding it is given (its file holds only its own variables)."""
+    cfg = layer.config
+    if not layer.class_name.endswith("MaskedLMHead"):
+        return []
+    if isinstance(cfg.get("_tied_embedding"), str):  # an expander's
+        return [cfg["_tied_embedding"]]
+    embedding = cfg.get("token_embedding")
+    if isinstance(embedding, dict):  # a user's Functional model
+        name = (embedding.get("config") or {}).get("name")
+        return [name] if isinstance(name, str) else []
+    return []
+
+
+def _token_table(layer) -> int:
+    """The size of an embedding's token table: all of a plain embedding, the
+    ``token_embedding`` sub-layer of a TokenAndPositionEmbedding."""
+    entries = layer.weights.entries
+    token = [e for e in entries if "token_embedding" in e.key]
+    return sum(int(math.prod(e.array.shape)) for e in token or entries)
+
+
+def layer_params(layer, graph=None) -> int:
+    """Keras's parameter count of one :class:`migrate.graph.Layer`
+    (``graph``: its model's graph, for a layer that counts another's)."""
     entries = layer.weights.entries
     n = sum(int(math.prod(e.array.shape)) for e in entries)
+    names = tracked(layer) if graph is not None else []
+    if names:
+        others = {other.name: other for other in graph.layers()}
+        for name in names:
+            if name in others and name != layer.name:
+                n += _token_table(others[name])
     rank = layer.config.get("lora_rank")
     if isinstance(rank, int) and rank > 0 and entries:
         # lora_kernel_a: kernel.shape[:-1] + (rank,); lora_kernel_b:
@@ -38,4 +69,4 @@ def model_params(layers) -> int:
     return sum(seen.values())
 
 
-__all__ = ["layer_params", "model_params"]
+__all__ = ["layer_params", "model_params", "tracked"]

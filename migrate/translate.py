@@ -374,7 +374,7 @@ class Translator:
         self.layers.setdefault(layer.name, LayerRecord(
             layer.name, layer.class_name, rule.name,
             attr if (emit.module or emit.state) else None,
-            layer_params(layer)))
+            layer_params(layer, self.graph)))
         self.helpers.update(emit.helpers)
         try:
             self._statement(node, call, emit)

@@ -50,7 +50,8 @@ def test_counts_are_keras_counts(key, path, weights):
     want = COUNTS[key]
     with read.open_model(path, weights) as src:
         layers = src.graph.layers()
-        ours = {layer.name: layer_params(layer) for layer in layers}
+        ours = {layer.name: layer_params(layer, src.graph)
+                for layer in layers}
         assert model_params(layers) == want["total"]
     bad = {n: (ours.get(n), c) for n, c in want["layers"].items()
            if not _matches(ours, n, c)}

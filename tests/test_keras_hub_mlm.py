@@ -82,7 +82,7 @@ def test_head_is_one_class_with_the_tied_table(case, table):
     assert all("torch" in line for line in imports), imports
     names = [t.name for t in conv.program.inputs]
     assert names[0] == "mask_positions"
-    assert "mask_positions: (B, ?) int32, positions in [0, T)" in src
+    assert "mask_positions: (B, T) int32, positions in [0, T)" in src
 
 
 def test_albert_head_maps_back_to_the_embedding_width():
@@ -230,4 +230,20 @@ def test_one_training_step_matches_keras_hub():
     path = MODELS / "k3_hub_bert_masked_lm" / "model.keras"
     parity = migrate.verify(path, migrate.convert(path), training=True)
     train = parity["training"]
-    assert train["passed"] and not train["missing"], train
+    assert not train["missing"] and not train["unmapped"], train
+    assert train["max_rel_err"] < 1e-5 and train["max_grad_rel_err"] < 1e-5
+
+
+@needs_tf
+@pytest.mark.keras
+@pytest.mark.slow
+@pytest.mark.skipif(not hub_tests.HAS_HUB,
+                    reason="keras-hub is not installed")
+@pytest.mark.xfail(reason=(
+    "known gap: keras-hub compiles its MaskedLM tasks by default, and five "
+    "steps of training.py drift from Keras's (5.8e-5 at step 1, worst on "
+    "segment_embedding, 2.6e-4 by step 5); not yet explained"))
+def test_five_steps_of_keras_hubs_default_compile_match():
+    path = MODELS / "k3_hub_bert_masked_lm" / "model.keras"
+    parity = migrate.verify(path, migrate.convert(path), training=True)
+    assert parity["training"]["trajectory"]["passed"], parity["training"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ConversionError
-from .verify_train import TOL, _run_runner, no_dropout
+from .verify_train import TOL, _run_runner, map_by_path, no_dropout
 
 STEPS = 5
 
@@ -90,13 +90,15 @@ def trajectory(conv, model_path, weights, major, inputs, seed=0,
         with np.load(dst, allow_pickle=False) as data:
             paths = json.loads(str(data["index"]))["paths"]
             k_loss = [float(data[f"loss_{k}"]) for k in range(steps)]
-            k_weights = [{p: data[f"w_{k}_{j}"] for j, p in enumerate(paths)}
-                         for k in range(steps)]
+            # (path, array) pairs: a path may repeat (keras-hub T5's
+            # relative tables), map_by_path gives each its own layer
+            k_weights = [[(p, data[f"w_{k}_{j}"]) for j, p in
+                          enumerate(paths)] for k in range(steps)]
             start = int(data["iterations"])
     t_loss, t_weights = port_steps(conv, batches, ys)
     rows = []
     for k in range(steps):
-        mapped = conv.map_arrays(k_weights[k])
+        mapped = map_by_path(conv, k_weights[k], conv.map_arrays)
         errs = {}
         for key, value in t_weights[k].items():
             if key in mapped:
@@ -108,7 +110,8 @@ def trajectory(conv, model_path, weights, major, inputs, seed=0,
         rows.append({"step": k + 1, "max_rel_err": errs.get(worst, 0.0),
                      "worst": worst, "compared": len(errs),
                      "loss_keras": k_loss[k], "loss_port": t_loss[k]})
-    missing = sorted(set(t_weights[0]) - set(conv.map_arrays(k_weights[0])))
+    missing = sorted(set(t_weights[0]) - set(
+        map_by_path(conv, k_weights[0], conv.map_arrays)))
     worst = max((r["max_rel_err"] for r in rows), default=0.0)
     return {"steps": steps, "keras_start_iteration": start,
             "from_saved_state": port.state is not None,

@@ -308,16 +308,22 @@ def _short(value):
 
 
 def _exponential(s):
+    lr, rate, p, stair = _decay(s)
+    return ([f"lr = {_num(lr)} * {_num(rate)} ** ({p})"],
+            f"Keras's ExponentialDecay: lr * rate ** (step / steps"
+            f"{', floored' if stair else ''})")
+
+
+def _decay(s):
+    """ExponentialDecay's and InverseTimeDecay's shared arguments: the
+    initial rate, the decay rate, the step fraction's code, staircase."""
     lr = s.number("initial_learning_rate", None, 0.0)
     steps = s.number("decay_steps", None, 0.0)
     rate = s.number("decay_rate", None, 0.0)
     if steps <= 0:
         s.refuse(f"decay_steps={steps!r}", "not positive")
     stair = s.flag("staircase")
-    p = _steps_fraction(steps, stair)
-    return ([f"lr = {_num(lr)} * {_num(rate)} ** ({p})"],
-            f"Keras's ExponentialDecay: lr * rate ** (step / steps"
-            f"{', floored' if stair else ''})")
+    return lr, rate, _steps_fraction(steps, stair), stair
 
 
 def _steps_fraction(steps, staircase):
@@ -329,13 +335,7 @@ def _steps_fraction(steps, staircase):
 
 
 def _inverse_time(s):
-    lr = s.number("initial_learning_rate", None, 0.0)
-    steps = s.number("decay_steps", None, 0.0)
-    rate = s.number("decay_rate", None, 0.0)
-    if steps <= 0:
-        s.refuse(f"decay_steps={steps!r}", "not positive")
-    stair = s.flag("staircase")
-    p = _steps_fraction(steps, stair)
+    lr, rate, p, stair = _decay(s)
     return ([f"lr = {_num(lr)} / (1 + {_num(rate)} * ({p}))"],
             f"Keras's InverseTimeDecay: lr / (1 + rate * step / steps"
             f"{', floored' if stair else ''})")

@@ -82,23 +82,12 @@ def test_keras_hub_ports_train_as_keras(case):
     train = parity["training"]
     assert not train["missing"] and not train["unmapped"], train
     assert train["max_rel_err"] < 1e-5 and train["max_grad_rel_err"] < 1e-5
-    if case != "k3_hub_phi3_causal_lm":  # see the test below
-        assert train["passed"], train
-
-
-@pytest.mark.keras
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_HUB, reason="keras-hub is not installed")
-@pytest.mark.xfail(reason=(
-    "known gap: keras-hub compiles its tasks by default (Adam 2e-5, sparse "
-    "cross-entropy from logits); five steps of the Phi-3 CausalLM's "
-    "training.py drift from Keras's (5.6e-5 at step 1, worst on "
-    "token_embedding, 1.9e-4 by step 5) while one step's gradients match "
-    "to 1.1e-6; not yet explained"))
-def test_phi3_five_default_compile_steps_match():
-    path = MODELS / "k3_hub_phi3_causal_lm" / "model.keras"
-    parity = migrate.verify(path, migrate.convert(path), training=True)
-    assert parity["training"]["trajectory"]["passed"], parity["training"]
+    # keras-hub compiles its tasks (Adam, 2e-5): five steps of training.py
+    # land where Keras's do, the untied token table's lookup gradient
+    # taken row by row as Keras's Adam takes it
+    assert train["passed"], train
+    if case == "k3_hub_phi3_causal_lm":
+        assert train["trajectory"]["passed"], train["trajectory"]
 
 
 def test_gemma2_options_are_written():

@@ -184,11 +184,11 @@ def test_t5_trains_as_keras(case):
     assert training["max_rel_err"] < 1e-5
     assert training["max_grad_rel_err"] < 1e-5, training
     # the Seq2SeqLM is compiled (keras-hub compiles its tasks by default):
-    # its five-step trajectory drifts (7.4e-5 at step 1, on the decoder's
-    # relative table) -- the known gap of test_keras_hub_llama's
-    # test_phi3_five_default_compile_steps_match
+    # its five steps land where Keras's do, the relative tables' lookup
+    # gradients taken row by row as Keras's Adam takes them
     if "trajectory" in training:
-        assert not training["trajectory"]["missing"]
+        assert training["trajectory"]["passed"], training["trajectory"]
+    assert training["passed"], training
     for stack in ("encoder", "decoder"):
         assert f"{stack}_position_bias.relative_attention_bias.weight" in \
             training["gradients"]

@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.make_optimizer_refs import CASES, SHAPES, STEPS
+from fixtures.make_optimizer_refs import (CASES, LOOKED_UP, SHAPES, SPARSE,
+                                          STEPS)
 from migrate.rules.base import Refused
 from migrate.training.optimizers import optimizer_code
 
@@ -70,6 +71,28 @@ def make_optimizer(code):
     return namespace["make_optimizer"]
 
 
+def code_of(refs, lookups=None):
+    """The OptimizerCode of a case; its sparse cases are a model's
+    embedding lookups (``lookups`` overrides)."""
+    if lookups is None:
+        lookups = "float64_rows" in refs.files
+    return optimizer_code(json.loads(str(refs["config"])), lookups=lookups)
+
+
+def set_grads(params, refs, dtype, k, sparse=True):
+    """Step ``k``'s gradients; a sparse case's first one as the rows an
+    nn.Embedding(sparse=True) gives (one per looked-up id, unsummed), or
+    summed (``sparse=False``)."""
+    grads = split(refs["float64_g"][k].astype(dtype))
+    for p, g in zip(params, grads):
+        p.grad = torch.from_numpy(g.copy())
+    if sparse and "float64_rows" in refs.files:
+        rows = torch.from_numpy(refs["float64_rows"][k].astype(dtype))
+        ids = torch.tensor([LOOKED_UP[k]])
+        params[0].grad = torch.sparse_coo_tensor(ids, rows, SHAPES[0],
+                                                 check_invariants=False)
+
+
 def split(vector):
     out, at = [], 0
     for shape in SHAPES:
@@ -85,12 +108,12 @@ def rel(got, want):
         np.abs(got).max())
 
 
-def errors(refs, dtype):
+def errors(refs, dtype, lookups=None):
     """Per step: (variable error, worst slot/global error) of torch's
-    trajectory against Keras's in ``refs``; asserts the slot bookkeeping."""
-    code = optimizer_code(json.loads(str(refs["config"])))
+    trajectory against Keras's in ``refs``; asserts the slot bookkeeping.
+    ``lookups=False``: a sparse case run as if its gradient were dense."""
+    code = code_of(refs, lookups)
     x = refs["float64_x"].astype(dtype)
-    grads = refs["float64_g"].astype(dtype)
     params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in
               split(x)]
     opt = make_optimizer(code)(torch.nn.ParameterList(params))
@@ -102,8 +125,7 @@ def errors(refs, dtype):
     assert keras_globals == set(code.globals)
     out = []
     for k in range(STEPS):
-        for p, g in zip(params, split(grads[k])):
-            p.grad = torch.from_numpy(g.copy())
+        set_grads(params, refs, dtype, k, sparse=lookups is None)
         opt.step()
         got = np.concatenate([p.detach().numpy().ravel() for p in params])
         want = refs[f"{dtype}_v"][k]
@@ -134,11 +156,10 @@ def test_resumes_from_keras_state(name, dtype):
     ``globals``, give Keras's next 3 steps: what optimizer.safetensors
     relies on."""
     with stored(name) as refs:
-        code = optimizer_code(json.loads(str(refs["config"])))
+        code = code_of(refs)
         if code.restart:
             pytest.skip("tf.keras does not save this state (restart)")
         done = 2
-        grads = refs["float64_g"].astype(dtype)
         params = [torch.nn.Parameter(torch.from_numpy(a.copy()))
                   for a in split(refs[f"{dtype}_v"][done - 1])]
         opt = make_optimizer(code)(torch.nn.ParameterList(params))
@@ -156,8 +177,7 @@ def test_resumes_from_keras_state(name, dtype):
         opt.load_state_dict({"state": state, "param_groups":
                              opt.state_dict()["param_groups"]})
         for k in range(done, STEPS):
-            for p, g in zip(params, split(grads[k])):
-                p.grad = torch.from_numpy(g.copy())
+            set_grads(params, refs, dtype, k)
             opt.step()
             got = np.concatenate([p.detach().numpy().ravel()
                                   for p in params])
@@ -183,6 +203,19 @@ def test_matches_keras(name, dtype):
     assert max(s for _, s in errs) <= TOL, errs
 
 
+@pytest.mark.parametrize("name", sorted(SPARSE))
+def test_lookup_rows_matter_where_keras_treats_them_apart(name):
+    """The sparse cases where the treatment is needed: given the summed
+    gradient instead of the rows, Keras's trajectory is missed (so the
+    sparse path is what matches it)."""
+    with stored(name) as refs:
+        if code_of(refs).make_optimizer == code_of(
+                refs, lookups=False).make_optimizer:
+            pytest.skip("Keras's update is the summed gradient's here")
+        errs = errors(refs, "float64", lookups=False)
+    assert max(e for e, _ in errs) > 1e-3, errs
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_source(name):
     """pycodestyle-clean, deterministic, torch only; torch's built-in
@@ -190,8 +223,10 @@ def test_source(name):
     pycodestyle = pytest.importorskip("pycodestyle")
     with stored(name) as refs:
         config = json.loads(str(refs["config"]))
-    code = optimizer_code(config)
-    assert optimizer_code(json.loads(json.dumps(config))) == code
+        code = code_of(refs)
+    lookups = name in SPARSE
+    assert optimizer_code(json.loads(json.dumps(config)),
+                          lookups=lookups) == code
     source = training_py(code)
     style = pycodestyle.StyleGuide(max_line_length=79, quiet=True)
     checker = pycodestyle.Checker("training.py", lines=source.splitlines(

@@ -25,6 +25,7 @@ whole state.
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -85,7 +86,9 @@ def build(conv, tsrc) -> TrainingPort:
         if not isinstance(opt_cfg, dict):
             raise ConversionError(f"optimizer {str(opt_cfg)[:40]!r} is not "
                                   "a serialized Keras optimizer")
-        code = optimizer_code(opt_cfg)
+        # nn.Embedding modules, or classes built on it
+        lookups = re.search(r"\bnn\.Embedding\b", conv.source) is not None
+        code = optimizer_code(opt_cfg, lookups=lookups)
     except ConversionError as exc:
         _refuse(port, "optimizer", str(exc))
     if code is not None:

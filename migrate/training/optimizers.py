@@ -64,8 +64,11 @@ class OptimizerCode:
     class_name: str = ""  # the Keras optimizer class (AdamW, ...)
 
 
-def optimizer_code(config: dict) -> OptimizerCode:
-    """torch code for the Keras optimizer serialized as ``config``.
+def optimizer_code(config: dict, lookups: bool = False) -> OptimizerCode:
+    """torch code for the Keras optimizer serialized as ``config``;
+    ``lookups``: the model looks rows up in nn.Embedding tables, whose
+    gradients Keras (on TensorFlow) holds per looked-up row
+    (:data:`LOOKUPS`).
 
     Raises :class:`~migrate.rules.base.Refused` naming the optimizer and
     option for anything not reproduced exactly."""
@@ -100,7 +103,9 @@ def optimizer_code(config: dict) -> OptimizerCode:
         raise Refused(f"optimizer {name!r}: not supported for {_KIND[kind]} "
                       f"(supported: {supported}); write make_optimizer by "
                       f"hand in training.py")
-    return spec(_Reader(spec.__name__[1:], kind, cfg))
+    reader = _Reader(spec.__name__[1:], kind, cfg)
+    reader.lookups = lookups
+    return spec(reader)
 
 
 _KIND = {"keras3": "Keras 3", "tf_keras": "tf.keras 2.11+",
@@ -131,6 +136,7 @@ class _Reader:
         self.name, self.kind, self.cfg = name, kind, cfg
         self.seen = set(self.IGNORED)
         self.notes = []
+        self.lookups = False
 
     def refuse(self, option, why):
         raise Refused(f"optimizer {self.name} ({_KIND[self.kind]}): "
@@ -452,20 +458,49 @@ _SCHEDULES = {"ExponentialDecay": _exponential,
 # -- the torch source ----------------------------------------------------
 
 BASE = '''\
+def each(f, grad):
+    """f of every element of the gradient.  An embedding's sparse gradient
+    (nn.Embedding(sparse=True)) holds one row per looked-up id, unsummed,
+    as TensorFlow's tf.IndexedSlices holds Keras's: f is taken of each
+    row, and the rows of one id are then summed, as Keras does."""
+    if grad.is_sparse:
+        ids, rows = grad._indices()[0], grad._values()
+        return rows.new_zeros(grad.shape).index_add_(0, ids, f(rows))
+    return f(grad)
+
+
+def dense(grad):
+    """The gradient as a tensor (a sparse one's rows summed per id)."""
+    return grad.to_dense() if grad.is_sparse else grad
+
+
 def clip_gradients(grads, clipvalue=None, clipnorm=None,
                    global_clipnorm=None):
     """Keras's clipping: each value to [-clipvalue, clipvalue], then each
     gradient to norm clipnorm, then all together to norm global_clipnorm,
     scaling by clip / max(norm, clip) (torch's clip_grad_norm_ divides by
-    norm + 1e-6)."""
+    norm + 1e-6).  A sparse gradient is clipped as Keras clips a
+    tf.IndexedSlices: row by row, its norm counting every looked-up row."""
+    def rows(g):
+        return g._values() if g.is_sparse else g
+
+    def with_rows(g, values):
+        if g.is_sparse:  # the same looked-up ids: no checks needed
+            return torch.sparse_coo_tensor(g._indices(), values, g.shape,
+                                           check_invariants=False)
+        return values
+
     if clipvalue is not None:
-        grads = [g.clamp(-clipvalue, clipvalue) for g in grads]
+        grads = [with_rows(g, rows(g).clamp(-clipvalue, clipvalue))
+                 for g in grads]
     if clipnorm is not None:
-        grads = [g * clipnorm / g.norm().clamp(min=clipnorm) for g in grads]
+        grads = [with_rows(g, rows(g) * clipnorm
+                           / rows(g).norm().clamp(min=clipnorm))
+                 for g in grads]
     if global_clipnorm is not None and grads:
-        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        norm = torch.sqrt(sum((rows(g) * rows(g)).sum() for g in grads))
         scale = global_clipnorm / norm.clamp(min=global_clipnorm)
-        grads = [g * scale for g in grads]
+        grads = [with_rows(g, rows(g) * scale) for g in grads]
     return grads
 
 
@@ -473,14 +508,24 @@ class KerasOptimizer(torch.optim.Optimizer):
     """What every Keras optimizer does around its own update, in Keras's
     order: clip the gradients, take the learning rate (a number, or a
     function of the step count), decay the weights, p -= p * wd * lr
-    (decoupled, as in torch.optim.AdamW), update, count the step."""
+    (decoupled, as in torch.optim.AdamW), update, count the step.
+
+    An embedding's sparse gradient (see make_optimizer) is updated as
+    Keras updates a tf.IndexedSlices, by ``lookups``: "each" (Keras 3:
+    squares and |g| are taken of each looked-up row, then summed), "sum"
+    (tf.keras: rows summed per id first), "rows" (tf.keras's legacy
+    optimizers: summed per id, and only the looked-up rows of the weights
+    and slots change), "weight_rows" (legacy Nadam: only the looked-up
+    rows of the weights)."""
 
     def __init__(self, params, lr, weight_decay=0.0, clipvalue=None,
-                 clipnorm=None, global_clipnorm=None, **hyper):
+                 clipnorm=None, global_clipnorm=None, lookups="sum",
+                 **hyper):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay,
                                       **hyper))
         self.clipping = dict(clipvalue=clipvalue, clipnorm=clipnorm,
                              global_clipnorm=global_clipnorm)
+        self.lookups = lookups
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -502,8 +547,32 @@ class KerasOptimizer(torch.optim.Optimizer):
             if group["weight_decay"]:
                 p.sub_(p * group["weight_decay"] * lr)
             state["step"] += 1
+            if grad.is_sparse and self.lookups in ("rows", "weight_rows"):
+                self.update_rows(p, grad.coalesce(), state, group, lr,
+                                 int(state["step"]))
+                continue
+            if grad.is_sparse and self.lookups == "sum":
+                grad = dense(grad)
             self.update(p, grad, state, group, lr, int(state["step"]))
         return loss
+
+    def update_rows(self, p, grad, state, group, lr, t):
+        """The update of the looked-up rows only: of the weights and slots
+        ("rows"), or of the weights ("weight_rows")."""
+        rows = grad.indices()[0]
+        if self.lookups == "weight_rows":
+            before = p.clone()
+            self.update(p, dense(grad), state, group, lr, t)
+            before[rows] = p[rows]
+            p.copy_(before)
+            return
+        slots = {k: v for k, v in state.items() if v.shape == p.shape}
+        sliced = {**state, **{k: v[rows] for k, v in slots.items()}}
+        p_rows = p[rows]
+        self.update(p_rows, grad.values(), sliced, group, lr, t)
+        p[rows] = p_rows
+        for k in slots:
+            state[k][rows] = sliced[k]
 '''
 
 ADAM = '''\
@@ -527,8 +596,8 @@ class Adam(KerasOptimizer):
     def update(self, p, grad, state, group, lr, t):
         beta1, beta2 = group["betas"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.add_((grad - m) * (1 - beta1))
-        v.add_((grad * grad - v) * (1 - beta2))
+        m.add_((dense(grad) - m) * (1 - beta1))
+        v.add_((each(torch.square, grad) - v) * (1 - beta2))
         if group["amsgrad"]:
             v = state["max_exp_avg_sq"]
             v.copy_(torch.maximum(v, state["exp_avg_sq"]))
@@ -553,6 +622,7 @@ class SGD(KerasOptimizer):
             state["momentum"] = torch.zeros_like(p)
 
     def update(self, p, grad, state, group, lr, t):
+        grad = dense(grad)
         momentum = group["momentum"]
         if not momentum:
             p.sub_(grad * lr)
@@ -586,7 +656,8 @@ class RMSprop(KerasOptimizer):
     def update(self, p, grad, state, group, lr, t):
         rho, eps = group["rho"], group["eps"]
         v = state["square_avg"]
-        v.copy_(rho * v + (1 - rho) * (grad * grad))
+        v.copy_(rho * v + (1 - rho) * each(torch.square, grad))
+        grad = dense(grad)
         if group["centered"]:
             g_avg = state["grad_avg"]
             g_avg.copy_(rho * g_avg + (1 - rho) * grad)
@@ -617,8 +688,8 @@ class Adagrad(KerasOptimizer):
 
     def update(self, p, grad, state, group, lr, t):
         s = state["sum"]
-        s.add_(grad * grad)
-        p.sub_(lr * grad / (s + group["eps"]).sqrt())
+        s.add_(each(torch.square, grad))
+        p.sub_(lr * dense(grad) / (s + group["eps"]).sqrt())
 '''
 
 LEGACY_RMSPROP = '''\
@@ -683,9 +754,12 @@ class Adadelta(KerasOptimizer):
     def update(self, p, grad, state, group, lr, t):
         rho, eps = group["rho"], group["eps"]
         v, acc = state["square_avg"], state["acc_delta"]
-        v.copy_(rho * v + (1 - rho) * (grad * grad))
-        delta = -((acc + eps).sqrt() * grad / (v + eps).sqrt())
-        acc.copy_(rho * acc + (1 - rho) * (delta * delta))
+        v.copy_(rho * v + (1 - rho) * each(torch.square, grad))
+        scale = (acc + eps).sqrt() / (v + eps).sqrt()
+        delta = -(scale * dense(grad))
+        # delta * delta, its square taken row by row as the gradient's
+        acc.copy_(rho * acc + (1 - rho) * (scale * scale
+                                           * each(torch.square, grad)))
         p.add_(lr * delta)
 '''
 
@@ -706,8 +780,8 @@ class Adamax(KerasOptimizer):
     def update(self, p, grad, state, group, lr, t):
         beta1, beta2 = group["betas"]
         m, u = state["exp_avg"], state["exp_inf"]
-        m.add_((grad - m) * (1 - beta1))
-        u.copy_(torch.maximum(beta2 * u, grad.abs()))
+        m.add_((dense(grad) - m) * (1 - beta1))
+        u.copy_(torch.maximum(beta2 * u, each(torch.abs, grad)))
         p.sub_(lr * m / ((1 - beta1 ** t) * (u + group["eps"])))
 '''
 
@@ -735,8 +809,9 @@ class Nadam(KerasOptimizer):
         mu_product = state["mu_product"]
         mu_product.mul_(mu)
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        v.add_((each(torch.square, grad) - v) * (1 - beta2))
+        grad = dense(grad)
         m.add_((grad - m) * (1 - beta1))
-        v.add_((grad * grad - v) * (1 - beta2))
         m_hat = (mu_next * m / (1 - mu_product * mu_next)
                  + (1 - mu) * grad / (1 - mu_product))
         v_hat = v / (1 - beta2 ** t)
@@ -757,7 +832,7 @@ class Lion(KerasOptimizer):
 
     def update(self, p, grad, state, group, lr, t):
         beta1, beta2 = group["betas"]
-        m = state["exp_avg"]
+        m, grad = state["exp_avg"], dense(grad)
         p.sub_(lr * torch.sign(m * beta1 + grad * (1 - beta1)))
         m.copy_(m * beta2 + grad * (1 - beta2))
 '''
@@ -779,6 +854,13 @@ def _finish(r, cls_source, call_name, hyper, kw, schedule, lr, slots,
     args) when one is exact for this config, else ``call_name`` from
     ``cls_source`` on :data:`BASE`."""
     r.done()
+    mode = _lookup_mode(r, hyper, kw) if r.lookups else None
+    if mode:
+        if builtin is not None:  # the class below takes sparse gradients
+            r.notes = [n for n in r.notes if not n.startswith("torch.optim")]
+        builtin = None
+        kw = {**kw, "lookups": f'"{mode}"'}  # a str value is source
+        extra.pop("step_key", None)
     parts = []
     if schedule:
         parts.append(schedule)
@@ -796,6 +878,8 @@ def _finish(r, cls_source, call_name, hyper, kw, schedule, lr, slots,
                        "numbers Keras computes with (float32(0.9)); "
                        "Keras's 1 - float32(0.9) is not 1 - 0.9.")
     call = _call(func, args)
+    if mode:
+        call = SPARSE_LOOKUPS + call
     src = "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
     lines = [line for note in list(notes) + r.notes
              for line in textwrap.wrap(note, 72)]
@@ -803,6 +887,49 @@ def _finish(r, cls_source, call_name, hyper, kw, schedule, lr, slots,
         source=src, make_optimizer=call, slots=slots, step_key=step_key,
         notes=lines, slot_groups=groups, keras=r.kind,
         class_name=r.name, **extra)
+
+
+# Keras on TensorFlow holds an embedding lookup's gradient as a
+# tf.IndexedSlices -- one row per looked-up id, not summed -- and its
+# optimizers treat it differently from the summed gradient (measured in
+# tests/test_training_optimizers.py's sparse cases):
+# * Keras 3 squares (and takes |g| of) each row before summing them per
+#   id: Adam, AdamW, Nadam, RMSprop, Adagrad, Adadelta, Adamax;
+# * every Keras clips row by row: clipvalue, clipnorm and global_clipnorm
+#   (its norms count every looked-up row);
+# * tf.keras's legacy optimizers update only the looked-up rows where a
+#   slot decays: SGD and RMSprop with momentum, Adadelta, Adamax; Nadam
+#   decays every row of its slots, and updates the looked-up weights.
+# Linear updates (SGD, Lion, tf.keras 2.11+'s after its clipping) are the
+# summed gradient's.  A lookup whose table is also used densely (a tied
+# output projection) has a dense gradient in both frameworks.
+LOOKUPS = {"keras3": {"Adam", "AdamW", "Nadam", "RMSprop", "Adagrad",
+                      "Adadelta", "Adamax"}}
+LEGACY_LAZY = {"Adadelta", "Adamax"}
+
+SPARSE_LOOKUPS = """\
+# Keras (on TensorFlow) gives an embedding lookup's gradient one row per
+# looked-up id, and this optimizer treats those rows as Keras does (see
+# KerasOptimizer): sparse=True gives torch's gradient the same rows.
+for module in model.modules():
+    if isinstance(module, torch.nn.Embedding):
+        module.sparse = True
+"""
+
+
+def _lookup_mode(r, hyper, kw):
+    """How the optimizer takes a lookup's sparse gradient ("each", "sum",
+    "rows"), or None where Keras's update is the summed gradient's."""
+    clips = any(k in kw for k in ("clipvalue", "clipnorm",
+                                  "global_clipnorm"))
+    if r.kind == "keras3" and (clips or r.name in LOOKUPS["keras3"]):
+        return "each"
+    if r.kind == "legacy" and r.name == "Nadam":
+        return "weight_rows"
+    if r.kind == "legacy" and (r.name in LEGACY_LAZY or (
+            r.name in ("SGD", "RMSprop") and hyper.get("momentum"))):
+        return "rows"
+    return "sum" if clips else None
 
 
 def _call(func, args):

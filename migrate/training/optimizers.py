@@ -911,6 +911,8 @@ SPARSE_LOOKUPS = """\
 # Keras (on TensorFlow) gives an embedding lookup's gradient one row per
 # looked-up id, and this optimizer treats those rows as Keras does (see
 # KerasOptimizer): sparse=True gives torch's gradient the same rows.
+# (Keras on JAX or torch sums them first: without this loop, the
+# optimizer trains as those backends do.)
 for module in model.modules():
     if isinstance(module, torch.nn.Embedding):
         module.sparse = True

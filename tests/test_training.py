@@ -269,3 +269,15 @@ def test_check_sees_a_drifted_training_py(tmp_path):
     report = check([tmp_path], verify=False)
     assert report.exit_code == 1
     assert "training.py differs" in report.models[0].reason
+
+
+def test_compiled_never_stepped_model_has_no_state_and_no_warning():
+    """keras-hub compiles its tasks: saved before any step, the file
+    holds only the step count and learning rate -- nothing to load, and
+    nothing to warn about; training.py starts a fresh optimizer."""
+    conv = _conv("k3_hub_phi3_causal_lm", "model.keras")
+    port = conv.training
+    assert port.state is None and port.info["state_file"] is None
+    assert not [w for w in port.warnings if "optimizer state" in w]
+    assert "def make_optimizer(model):" in port.source
+    assert "load_optimizer_state" not in port.source

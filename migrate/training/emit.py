@@ -231,6 +231,8 @@ def optimizer_state(conv, tsrc, code) -> tuple[dict | None, str]:
     ``(None, why not)``; ``(None, "")`` when the file holds no state."""
     if not tsrc.variables:
         return None, ""
+    if _step(tsrc) == 0 and len(tsrc.variables) <= 2:
+        return None, ""  # compiled, never stepped: only Keras's scalars
     try:
         slots, globals_, why = _slot_arrays(conv, tsrc, code)
     except ConversionError as exc:
